@@ -1,0 +1,4 @@
+"""python -m bot -> the tocsin CLI."""
+from bot.cli import main
+
+raise SystemExit(main())

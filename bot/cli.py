@@ -1,0 +1,308 @@
+"""The `tocsin` command. Acts as `cli:$USER` unless --as is given; the core checks the role."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot.context import Context, open_context
+from core import config as config_mod
+from core.audit.log import AuditLog, verify
+from core.clock import utc
+from core.errors import ConfigError, TocsinError
+from core.incidents import fmt_duration
+from core.rbac import Actor, Permission, require
+
+Handler = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+def _default_identity() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = os.environ.get("USER", "unknown")
+    return f"cli:{user}"
+
+
+def actor_of(args: argparse.Namespace) -> Actor:
+    ident = args.as_identity or _default_identity()
+    if ":" not in ident:
+        ident = f"cli:{ident}"
+    return Actor(ident, source="cli")
+
+
+class Progress:
+    """A one-line progress display on a terminal; silent when output is not a terminal."""
+
+    def __init__(self, label: str, stream: Any = None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.tty and total:
+            pct = 100 * done / total
+            self.stream.write(f"\r{self.label}: {done:,}/{total:,} ({pct:5.1f}%)")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+async def cmd_config_check(args: argparse.Namespace) -> int:
+    path = config_mod.resolve_path(args.path or args.config)
+    try:
+        cfg = config_mod.load(path)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1
+    print(f"OK: {path} ({len(cfg.contacts)} contacts, {len(cfg.contact_lists)} lists, "
+          f"{len(cfg.routing.rules)} rules, {len(cfg.escalation_policies)} escalation policies)")
+    return 0
+
+
+async def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    ctx = await open_context(args.config, upgrade=False)
+    try:
+        from core import migrate
+
+        before = await migrate.current_revision(ctx.db.engine)
+        await migrate.upgrade(ctx.db.engine)
+        after = await migrate.current_revision(ctx.db.engine)
+        print(f"database at revision {after}" + (f" (was {before or 'empty'})" if before != after else
+                                                 " (already current)"))
+    finally:
+        await ctx.close()
+    return 0
+
+
+def _print_incident_line(inc: Any) -> None:
+    age = fmt_duration((utc(inc.resolved_at) or _now()) .timestamp() - utc(inc.created_at).timestamp())
+    ack = inc.acknowledged_by or "-"
+    print(f"{inc.ref:<9} {inc.severity:<5} {inc.state:<11} {age:>8}  ack:{ack:<22} {inc.title}")
+
+
+def _now() -> Any:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+async def _with_ctx(args: argparse.Namespace, fn: Callable[[Context], Awaitable[int]]) -> int:
+    ctx = await open_context(args.config)
+    try:
+        return await fn(ctx)
+    finally:
+        await ctx.close()
+
+
+async def cmd_incident(args: argparse.Namespace) -> int:
+    actor = actor_of(args)
+
+    async def run(ctx: Context) -> int:
+        svc = ctx.service
+        op = args.op
+        if op == "declare":
+            out = await svc.declare(actor=actor, title=" ".join(args.title), severity=args.severity,
+                                    description=args.description or "", contact_list=args.list)
+            print(f"declared {out.incident.ref} [{out.incident.severity}] {out.incident.title}: "
+                  f"{out.queued} notifications queued")
+        elif op == "update":
+            out = await svc.update(args.id, actor=actor, text=" ".join(args.text))
+            print(f"{out.incident.ref}: update posted, {out.queued} notifications queued")
+        elif op == "bridge":
+            out = await svc.bridge(args.id, actor=actor, details=args.details, text=" ".join(args.text))
+            print(f"{out.incident.ref}: bridge posted, {out.queued} notifications queued")
+        elif op == "monitor":
+            out = await svc.monitor(args.id, actor=actor, text=" ".join(args.text))
+            print(f"{out.incident.ref}: now monitoring, {out.queued} notifications queued")
+        elif op == "ack":
+            out = await svc.acknowledge(args.id, actor=actor)
+            if not out.changed:
+                print(out.note)
+            else:
+                extra = f", {out.cancelled_pages} escalation pages cancelled" if out.cancelled_pages else ""
+                print(f"{out.incident.ref}: acknowledged by {actor.identity}{extra}")
+        elif op == "resolve":
+            out = await svc.resolve(args.id, actor=actor, text=" ".join(args.text))
+            print(f"{out.incident.ref}: resolved, {out.queued} notifications queued")
+        elif op == "escalate":
+            out = await svc.escalate(args.id, actor=actor)
+            print(f"{out.incident.ref}: {out.message.body if out.message else out.note}, {out.queued} pages queued")
+        elif op == "list":
+            incidents = await svc.list(state=args.state, actor=actor)
+            if not incidents:
+                print("no incidents" if args.state == "all" else f"no {args.state} incidents")
+            for inc in incidents:
+                _print_incident_line(inc)
+        elif op == "show":
+            d = await svc.detail(args.id, actor=actor)
+            inc = d.incident
+            print(f"{inc.ref} [{inc.severity}] {inc.title}")
+            print(f"  state: {inc.state}   commander: {inc.commander}   source: {inc.source}")
+            print(f"  opened: {utc(inc.created_at):%Y-%m-%d %H:%M:%S} UTC")
+            if inc.acknowledged_at:
+                tta = (utc(inc.acknowledged_at) - utc(inc.created_at)).total_seconds()
+                print(f"  acknowledged by {inc.acknowledged_by} after {fmt_duration(tta)}")
+            if inc.resolved_at:
+                print(f"  resolved after {fmt_duration((utc(inc.resolved_at) - utc(inc.created_at)).total_seconds())}")
+            if inc.escalation_policy:
+                nxt = utc(inc.next_escalation_at)
+                print(f"  escalation: {inc.escalation_policy}, level {inc.escalation_level}"
+                      + (f", next at {nxt:%H:%M:%S} UTC" if nxt else ""))
+            print("  time in state:")
+            for ch in d.state_changes:
+                spent = f" after {fmt_duration(ch.seconds_in_previous)} {ch.from_state}" if ch.from_state else ""
+                print(f"    {utc(ch.at):%H:%M:%S} -> {ch.to_state}{spent} ({ch.actor})")
+            print("  thread:")
+            for m in d.thread:
+                print(f"    {utc(m.created_at):%H:%M:%S} {m.kind:<10} {m.author:<20} {m.body}")
+            counts: dict[str, int] = {}
+            for dl in d.deliveries:
+                counts[dl.status] = counts.get(dl.status, 0) + 1
+            print("  deliveries: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+        return 0
+
+    return await _with_ctx(args, run)
+
+
+async def cmd_notify(args: argparse.Namespace) -> int:
+    actor = actor_of(args)
+
+    async def run(ctx: Context) -> int:
+        out = await ctx.service.notify(actor=actor, text=" ".join(args.text), contact_list=args.list,
+                                       severity=args.severity)
+        print(f"one-time message {out.message.id}: {out.queued} notifications queued")
+        return 0
+
+    return await _with_ctx(args, run)
+
+
+async def cmd_audit(args: argparse.Namespace) -> int:
+    actor = actor_of(args)
+
+    async def run(ctx: Context) -> int:
+        require(ctx.cfg, actor, Permission.VIEW_AUDIT)
+        if args.op == "verify":
+            prog = Progress("verifying audit chain")
+            res = await verify(ctx.db.engine, checkpoint_key=ctx.cfg.audit.checkpoint_key.get_secret_value().encode(),
+                               progress=prog)
+            prog.finish()
+            print(res.describe(), file=sys.stdout if res.ok else sys.stderr)
+            return 0 if res.ok else 1
+        async with ctx.db.sessions() as s:
+            resource = None
+            if args.incident:
+                from core.incidents import parse_ref
+
+                resource = f"INC-{parse_ref(args.incident)}"
+            entries = await AuditLog.entries(s, resource=resource)
+        for e in entries[-args.limit:] if args.limit else entries:
+            print(f"{e.seq:>6} {e.ts} {e.actor:<22} {e.action:<20} {e.resource:<10} {e.details}")
+        return 0
+
+    return await _with_ctx(args, run)
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    from bot.server import serve
+
+    return await serve(args.config, host=args.host, port=args.port)
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tocsin", description="Incident chat-ops: declare, page, escalate, audit.")
+    p.add_argument("--config", help="config file (default: $TOCSIN_CONFIG, else ./config.yaml)")
+    p.add_argument("--as", dest="as_identity", metavar="IDENTITY",
+                   help="act as this identity (e.g. cli:alice, slack:U123); default cli:$USER")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="start the bot server, worker and escalation timer")
+    r.add_argument("--host")
+    r.add_argument("--port", type=int)
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("config", help="configuration").add_subparsers(dest="op", required=True, metavar="OP")
+    cc = c.add_parser("check", help="validate a config file")
+    cc.add_argument("path", nargs="?")
+    cc.set_defaults(func=cmd_config_check)
+
+    d = sub.add_parser("db", help="database").add_subparsers(dest="op", required=True, metavar="OP")
+    d.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    ip = sub.add_parser("incident", help="declare and work incidents")
+    ip.set_defaults(func=cmd_incident)
+    i = ip.add_subparsers(dest="op", required=True, metavar="OP")
+    x = i.add_parser("declare", help="open an incident")
+    x.add_argument("severity", help="sev1..sev4 (or critical, high, medium, low)")
+    x.add_argument("title", nargs="+")
+    x.add_argument("--list", help="contact list to page in addition to routing")
+    x.add_argument("--description", "-d")
+    for name, hlp in (("update", "post an update"), ("monitor", "move to Monitoring"),
+                      ("resolve", "resolve and close the thread")):
+        y = i.add_parser(name, help=hlp)
+        y.add_argument("id", help="INC-n")
+        y.add_argument("text", nargs="+" if name == "update" else "*")
+    b = i.add_parser("bridge", help="post conference bridge details")
+    b.add_argument("id")
+    b.add_argument("details", help="URL or dial-in")
+    b.add_argument("text", nargs="*")
+    for name, hlp in (("ack", "acknowledge"), ("escalate", "escalate to the next level now"),
+                      ("show", "show an incident with its thread")):
+        y = i.add_parser(name, help=hlp)
+        y.add_argument("id")
+    ls = i.add_parser("list", help="list incidents")
+    ls.add_argument("state", nargs="?", default="open", choices=["open", "all", "monitoring", "resolved"])
+
+    n = sub.add_parser("notify", help="send a one-time message (no incident)")
+    n.add_argument("list", help="contact list")
+    n.add_argument("text", nargs="+")
+    n.add_argument("--severity", default="sev4")
+    n.set_defaults(func=cmd_notify)
+
+    a = sub.add_parser("audit", help="audit trail").add_subparsers(dest="op", required=True, metavar="OP")
+    a.add_parser("verify", help="prove the hash chain is intact").set_defaults(func=cmd_audit)
+    sh = a.add_parser("show", help="print audit entries")
+    sh.add_argument("--incident")
+    sh.add_argument("--limit", type=int, default=0)
+    sh.set_defaults(func=cmd_audit)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+# Other modules add their subcommands here, explicitly (no discovery magic).
+EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from core.logs import setup
+
+    setup(os.environ.get("TOCSIN_LOG_LEVEL", "WARNING") if args.command != "run" else "INFO")
+    try:
+        return asyncio.run(args.func(args))
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1
+    except TocsinError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,150 @@
+"""Composition root of `tocsin run`: config -> db -> services -> aiohttp app -> adapters, worker, timer.
+
+Everything that holds a connection or a task is a Component with start()/close(); this module owns
+their lifetimes, in order, and closes them in reverse on shutdown (SIGTERM/SIGINT).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from bot.context import Context, open_context
+from core.config import Config
+
+log = logging.getLogger("tocsin.server")
+
+
+class Component(Protocol):
+    """A long-lived part of the process (worker, scheduler, chat adapter)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    """What adapters and components get: the core context plus process-wide shared objects."""
+
+    ctx: Context
+    app: web.Application
+    http: aiohttp.ClientSession
+    components: list[Component] = field(default_factory=list)
+    chat_senders: dict[str, Any] = field(default_factory=dict)
+    """Senders for `chat:<platform>` deliveries (incident cards), contributed by the chat adapters."""
+    health: dict[str, Callable[[], Awaitable[str | None]]] = field(default_factory=dict)
+    """Readiness checks: name -> coroutine returning None when healthy, else what is wrong."""
+
+    @property
+    def cfg(self) -> Config:
+        return self.ctx.cfg
+
+
+Mount = Callable[[Runtime], None]
+
+
+def _mounts() -> list[Mount]:
+    """Adapters and components, in start order. Each decides from config whether it is enabled."""
+    mounts: list[Mount] = []
+    return mounts
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    rt: Runtime = request.app["runtime"]
+    problems: dict[str, str] = {}
+    for name, check in rt.health.items():
+        try:
+            msg = await asyncio.wait_for(check(), timeout=5)
+        except Exception as exc:  # a failing check is reported, not raised
+            msg = f"{type(exc).__name__}: {exc}"
+        if msg:
+            problems[name] = msg
+    if problems:
+        return web.json_response({"status": "unavailable", "failing": problems}, status=503)
+    return web.json_response({"status": "ready", "checks": sorted(rt.health)})
+
+
+async def build_app(ctx: Context) -> tuple[web.Application, Runtime]:
+    """The aiohttp app with every route and component wired, not yet started."""
+    cfg = ctx.cfg
+    app = web.Application(client_max_size=cfg.server.max_body_bytes)
+    http = aiohttp.ClientSession()
+    rt = Runtime(ctx=ctx, app=app, http=http)
+    app["runtime"] = rt
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+    async def db_check() -> str | None:
+        from core import migrate
+
+        await ctx.db.ping()
+        if not await migrate.is_current(ctx.db.engine):
+            return "database schema is not at the latest migration (run `tocsin db upgrade`)"
+        return None
+
+    rt.health["database"] = db_check
+    for mount in _mounts():
+        mount(rt)
+
+    async def on_startup(_app: web.Application) -> None:
+        for comp in rt.components:
+            log.info("component.start", extra={"component": comp.name})
+            await comp.start()
+
+    async def on_cleanup(_app: web.Application) -> None:
+        for comp in reversed(rt.components):
+            try:
+                await comp.close()
+            except Exception:
+                log.exception("component.close.failed", extra={"component": comp.name})
+        await http.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app, rt
+
+
+async def serve(config_path: str | None, *, host: str | None = None, port: int | None = None,
+                ready: asyncio.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then stop taking work, release leases and close everything."""
+    from core.logs import setup
+
+    ctx = await open_context(config_path)
+    setup(ctx.cfg.logging.level, ctx.cfg.logging.format)
+    app, rt = await build_app(ctx)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    h = host or ctx.cfg.server.host
+    p = port if port is not None else ctx.cfg.server.port
+    site = web.TCPSite(runner, h, p)
+    await site.start()
+    bound = [s.getsockname() for s in (site._server.sockets if site._server else [])]  # type: ignore[union-attr]
+    log.info("server.started", extra={"listen": f"{h}:{bound[0][1] if bound else p}", "pid": os.getpid(),
+                                      "config": str(ctx.config_path), "database": ctx.db.engine.url.render_as_string()})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    rt.app["stop_event"] = stop
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("server.stopping")
+    await runner.cleanup()
+    await ctx.close()
+    log.info("server.stopped")
+    return 0

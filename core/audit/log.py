@@ -1,0 +1,138 @@
+"""Append to, read and verify the audit chain in the database. Appends are serialized per database."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from core.audit.chain import (
+    GENESIS,
+    ChainVerifier,
+    VerifyResult,
+    canonical_json,
+    checkpoint_signature,
+    entry_hash,
+    redact,
+)
+from core.models import AuditCheckpoint, AuditEntry
+
+# Arbitrary constant: the PostgreSQL advisory lock that serializes appends to the chain.
+AUDIT_LOCK_ID = 0x70C5_1A0D
+
+
+def _ts(now: datetime | None) -> str:
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class AuditLog:
+    """Writes entries inside the caller's transaction, so the action and its audit row commit together."""
+
+    def __init__(self, *, checkpoint_key: bytes = b"", checkpoint_every: int = 100,
+                 on_append: Callable[[AuditEntry], None] | None = None) -> None:
+        self.checkpoint_key = checkpoint_key
+        self.checkpoint_every = checkpoint_every
+        self.on_append = on_append
+
+    async def append(self, session: AsyncSession, *, actor: str, action: str, resource: str = "",
+                     source: str = "", details: dict[str, Any] | None = None,
+                     now: datetime | None = None) -> AuditEntry:
+        """Link a new entry to the head. On PostgreSQL a transaction-scoped advisory lock serializes
+        appenders; on SQLite the IMMEDIATE transaction already holds the write lock."""
+        if session.bind.dialect.name == "postgresql":
+            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_ID})
+        head = (await session.execute(
+            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1))).first()
+        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        ts = _ts(now)
+        body = canonical_json(redact(details or {}))
+        h = entry_hash(seq=seq, ts=ts, actor=actor, source=source, action=action, resource=resource,
+                       details=body, prev_hash=prev)
+        entry = AuditEntry(seq=seq, ts=ts, actor=actor, source=source, action=action, resource=resource,
+                           details=body, prev_hash=prev, hash=h)
+        session.add(entry)
+        if self.checkpoint_key and seq % self.checkpoint_every == 0:
+            session.add(AuditCheckpoint(seq=seq, head_hash=h, created_at=ts, signature=checkpoint_signature(
+                self.checkpoint_key, seq=seq, head_hash=h, created_at=ts)))
+        await session.flush()
+        if self.on_append:
+            self.on_append(entry)
+        return entry
+
+    async def checkpoint(self, session: AsyncSession, now: datetime | None = None) -> AuditCheckpoint | None:
+        """Sign the current (length, head) now; the server does this periodically."""
+        if not self.checkpoint_key:
+            return None
+        head = (await session.execute(
+            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1))).first()
+        if not head:
+            return None
+        ts = _ts(now)
+        cp = AuditCheckpoint(seq=head[0], head_hash=head[1], created_at=ts, signature=checkpoint_signature(
+            self.checkpoint_key, seq=head[0], head_hash=head[1], created_at=ts))
+        session.add(cp)
+        await session.flush()
+        return cp
+
+    @staticmethod
+    async def entries(session: AsyncSession, *, resource: str | None = None, limit: int | None = None,
+                      resource_prefix: str | None = None) -> Sequence[AuditEntry]:
+        q = select(AuditEntry).order_by(AuditEntry.seq)
+        if resource is not None:
+            q = q.where(AuditEntry.resource == resource)
+        if resource_prefix is not None:
+            q = q.where(AuditEntry.resource.like(resource_prefix + "%"))
+        if limit:
+            q = q.limit(limit)
+        return (await session.execute(q)).scalars().all()
+
+
+async def verify(engine: AsyncEngine, *, checkpoint_key: bytes = b"", chunk: int = 20_000,
+                 progress: Callable[[int, int], None] | None = None) -> VerifyResult:
+    """Check the whole chain in seq order, in chunks (constant memory), then the signed checkpoints."""
+    v = ChainVerifier()
+    async with engine.connect() as conn:
+        total = (await conn.execute(select(func.count()).select_from(AuditEntry))).scalar_one()
+        last = 0
+        cols = "seq, ts, actor, source, action, resource, details, prev_hash, hash"
+        while True:
+            rows = (await conn.exec_driver_sql(
+                f"SELECT {cols} FROM audit_log WHERE seq > {int(last)} ORDER BY seq LIMIT {int(chunk)}")).all()
+            if not rows:
+                break
+            if not v.feed(rows):
+                break
+            last = rows[-1][0]
+            if progress:
+                progress(v.count, total)
+        result = v.result()
+        if not result.ok:
+            return result
+        if result.count != total:
+            return VerifyResult(False, result.count, result.head,
+                                f"{total - result.count} entries are not reachable in sequence", result.count + 1)
+        if checkpoint_key:
+            cps = (await conn.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.id))).scalars().all()
+            hashes: dict[int, str] = {}
+            for cp in cps:
+                expect = checkpoint_signature(checkpoint_key, seq=cp.seq, head_hash=cp.head_hash,
+                                              created_at=cp.created_at)
+                if expect != cp.signature:
+                    return VerifyResult(False, result.count, result.head,
+                                        f"checkpoint {cp.id} has a bad signature (forged or edited)", cp.seq)
+                if cp.seq > result.count:
+                    return VerifyResult(False, result.count, result.head,
+                                        f"chain was truncated: a signed checkpoint saw {cp.seq} entries, "
+                                        f"only {result.count} remain", result.count + 1)
+                hashes[cp.seq] = cp.head_hash
+            if hashes:
+                rows = (await conn.execute(select(AuditEntry.seq, AuditEntry.hash).where(
+                    AuditEntry.seq.in_(list(hashes))))).all()
+                for seq, h in rows:
+                    if hashes[seq] != h:
+                        return VerifyResult(False, result.count, result.head,
+                                            f"entry {seq} differs from its signed checkpoint (chain rewritten)", seq)
+        return result

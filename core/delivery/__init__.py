@@ -1,0 +1,1 @@
+"""Durable fan-out: queue rows, a worker that claims them, and one sender module per channel."""

@@ -1,0 +1,48 @@
+"""The Sender protocol and the one shared classifier of HTTP outcomes."""
+from __future__ import annotations
+
+import email.utils
+from datetime import datetime, timezone
+from typing import ClassVar, Protocol
+
+from core.delivery.message import DeliveryResult, Envelope
+
+
+class Sender(Protocol):
+    """One channel. Channel limits are data on the class; `send` classifies, the worker retries."""
+
+    channel: ClassVar[str]
+    max_length: ClassVar[int | None]
+    rate_per_second: ClassVar[float | None]
+
+    async def send(self, envelope: Envelope) -> DeliveryResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP date; return seconds to wait, or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def classify_http(status: int, *, retry_after: str | None = None, summary: str = "") -> DeliveryResult:
+    """2xx delivered; 408, 429 and 5xx retry (honouring Retry-After); any other 4xx is permanent."""
+    text = f"HTTP {status}" + (f": {summary[:300]}" if summary else "")
+    if 200 <= status < 300:
+        return DeliveryResult.ok(text, status)
+    if status in (408, 429) or status >= 500:
+        return DeliveryResult.retry(text, status, parse_retry_after(retry_after))
+    return DeliveryResult.permanent(text, status)

@@ -1,0 +1,69 @@
+"""The neutral Notification every sender renders, and the DeliveryResult every sender returns."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["INITIAL", "UPDATE", "BRIDGE", "RESOLVED", "ONE_TIME", "ACK", "MONITORING", "ESCALATION", "ALERT"]
+
+
+@dataclass
+class Notification:
+    """Channel-agnostic content of one message: stored as JSON in deliveries.payload."""
+
+    kind: str
+    title: str
+    body: str = ""
+    severity: str | None = None
+    state: str | None = None
+    incident: str | None = None
+    """Human id, e.g. INC-12 (None for ONE_TIME)."""
+    fields: dict[str, str] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    ack_url: str | None = None
+    event: dict[str, Any] = field(default_factory=dict)
+    """The event as routed (for the generic webhook body)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Notification:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """A sender's verdict. The worker, not the sender, decides what happens next."""
+
+    outcome: Literal["delivered", "retry", "permanent"]
+    summary: str = ""
+    status_code: int | None = None
+    retry_after: float | None = None
+    """Seconds the provider asked us to wait (Retry-After / retry_after); honoured exactly."""
+
+    @classmethod
+    def ok(cls, summary: str = "ok", status_code: int | None = None) -> DeliveryResult:
+        return cls("delivered", summary, status_code)
+
+    @classmethod
+    def retry(cls, summary: str, status_code: int | None = None, after: float | None = None) -> DeliveryResult:
+        return cls("retry", summary, status_code, after)
+
+    @classmethod
+    def permanent(cls, summary: str, status_code: int | None = None) -> DeliveryResult:
+        return cls("permanent", summary, status_code)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a sender gets for one attempt: the stored delivery's addressing plus its notification."""
+
+    delivery_id: int
+    channel: str
+    recipient: str
+    address: str
+    idempotency_key: str
+    attempt: int
+    notification: Notification

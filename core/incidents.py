@@ -1,0 +1,534 @@
+"""IncidentService: the one place incident rules live. Every adapter, the API and the CLI call it.
+
+Each operation checks the actor's role, applies the state change compare-and-set, asks routing who
+gets what, and writes incident + thread message + state change + queued deliveries + audit entry in
+ONE transaction. Listeners hear about it only after the commit.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.audit.log import AuditLog
+from core.clock import Clock, SystemClock, utc
+from core.config import SEVERITIES, Config, Targets, normalize_severity
+from core.db import Database
+from core.delivery.message import Notification
+from core.delivery.queue import NewDelivery, cancel_escalation_pages, enqueue
+from core.errors import InvalidInput, InvalidTransition, NotFound
+from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange
+from core.rbac import Actor, Permission, Role, contact_identities, require, role_of
+from core.routing import Plan, RouteEvent, dedupe, plan, resolve_targets
+
+log = logging.getLogger("tocsin.incidents")
+
+OPEN, MONITORING, RESOLVED = "open", "monitoring", "resolved"
+STATES = (OPEN, MONITORING, RESOLVED)
+_REF = re.compile(r"^(?:inc-?)?(\d{1,12})$", re.IGNORECASE)
+
+
+def parse_ref(ref: str | int) -> int:
+    """'INC-12', 'inc12', '12' or 12 -> 12; anything else is InvalidInput."""
+    if isinstance(ref, int):
+        return ref
+    m = _REF.match(str(ref).strip())
+    if not m:
+        raise InvalidInput(f"{ref!r} is not an incident id (expected INC-<number>)")
+    return int(m.group(1))
+
+
+def check_severity(sev: str) -> str:
+    s = normalize_severity(sev)
+    if s not in SEVERITIES:
+        raise InvalidInput(f"unknown severity {sev!r}: use sev1..sev4 (or critical, high, medium, low)")
+    return str(s)
+
+
+class ConfigHolder:
+    """The live config; hot reload swaps it, everyone reads `.cfg` at the moment of use."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def replace(self, cfg: Config) -> Config:
+        old, self.cfg = self.cfg, cfg
+        return old
+
+
+@dataclass(frozen=True)
+class IncidentEvent:
+    """Published to listeners after commit (chat surfaces, console live board, worker wake-up, metrics)."""
+
+    kind: str
+    incident_id: int | None
+    message_id: int | None
+    actor: str
+    deliveries: int = 0
+    state: str | None = None
+    previous_state: str | None = None
+
+
+@dataclass
+class Outcome:
+    """Result of a service call: the incident (None for one-time), the message and what was queued."""
+
+    incident: Incident | None
+    message: IncidentMessage | None
+    queued: int = 0
+    plan: Plan | None = None
+    changed: bool = True
+    note: str = ""
+    cancelled_pages: int = 0
+
+
+@dataclass
+class IncidentDetail:
+    incident: Incident
+    thread: list[IncidentMessage]
+    state_changes: list[IncidentStateChange]
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+Listener = Callable[[IncidentEvent], Awaitable[None] | None]
+
+
+class IncidentService:
+    """See module docstring."""
+
+    def __init__(self, db: Database, config: ConfigHolder, *, audit: AuditLog, clock: Clock | None = None,
+                 surfaces: Sequence[str] = ()) -> None:
+        self.db = db
+        self.config = config
+        self.audit = audit
+        self.clock = clock or SystemClock()
+        self.surfaces = list(surfaces)
+        """Chat platforms whose incident card follows every incident (e.g. ['slack', 'telegram'])."""
+        self.listeners: list[Listener] = []
+
+    @property
+    def cfg(self) -> Config:
+        return self.config.cfg
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def get(self, ref: str | int, *, actor: Actor | None = None) -> Incident:
+        if actor:
+            require(self.cfg, actor, Permission.VIEW)
+        async with self.db.sessions() as s:
+            inc = await s.get(Incident, parse_ref(ref))
+        if inc is None:
+            raise NotFound(f"no incident {_fmt_ref(ref)}")
+        return inc
+
+    async def detail(self, ref: str | int, *, actor: Actor | None = None) -> IncidentDetail:
+        if actor:
+            require(self.cfg, actor, Permission.VIEW)
+        iid = parse_ref(ref)
+        async with self.db.sessions() as s:
+            inc = await s.get(Incident, iid)
+            if inc is None:
+                raise NotFound(f"no incident {_fmt_ref(ref)}")
+            thread = (await s.execute(select(IncidentMessage).where(IncidentMessage.incident_id == iid)
+                                      .order_by(IncidentMessage.id))).scalars().all()
+            changes = (await s.execute(select(IncidentStateChange).where(IncidentStateChange.incident_id == iid)
+                                       .order_by(IncidentStateChange.id))).scalars().all()
+            dels = (await s.execute(select(Delivery).where(Delivery.incident_id == iid)
+                                    .order_by(Delivery.id))).scalars().all()
+        return IncidentDetail(inc, list(thread), list(changes), list(dels))
+
+    async def list(self, *, state: str = "open", actor: Actor | None = None, limit: int = 200) -> list[Incident]:
+        """state: 'open' (open + monitoring), 'all', or one state name."""
+        if actor:
+            require(self.cfg, actor, Permission.VIEW)
+        q = select(Incident).order_by(Incident.id.desc()).limit(limit)
+        if state == "open":
+            q = q.where(Incident.state != RESOLVED)
+        elif state in STATES:
+            q = q.where(Incident.state == state)
+        elif state != "all":
+            raise InvalidInput(f"unknown filter {state!r}: use open, all, or one of {', '.join(STATES)}")
+        async with self.db.sessions() as s:
+            return list((await s.execute(q)).scalars().all())
+
+    async def find_by_correlation(self, key: str, *, include_resolved: bool = False) -> Incident | None:
+        q = select(Incident).where(Incident.correlation_key == key).order_by(Incident.id.desc()).limit(1)
+        if not include_resolved:
+            q = q.where(Incident.state != RESOLVED)
+        async with self.db.sessions() as s:
+            return (await s.execute(q)).scalars().first()
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def declare(self, *, actor: Actor, title: str, severity: str, description: str = "",
+                      contact_list: str | None = None, source: str | None = None,
+                      labels: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
+                      correlation_key: str | None = None, event_type: str = "declare",
+                      session: AsyncSession | None = None) -> Outcome:
+        """Open an incident (INITIAL message) and page whoever routing names."""
+        cfg = self.cfg
+        require(cfg, actor, Permission.SEND_INCIDENTS)
+        sev = check_severity(severity)
+        title = (title or "").strip()
+        if not title:
+            raise InvalidInput("an incident needs a title")
+        if len(title) > 500:
+            raise InvalidInput("the title is longer than 500 characters")
+        if contact_list and cfg.contact_list(contact_list) is None:
+            raise NotFound(f"no contact list {contact_list!r} (known: "
+                           f"{', '.join(c.name for c in cfg.contact_lists) or 'none'})")
+        now = self.clock.now()
+        async with self._tx(session) as s:
+            inc = Incident(title=title, description=description, severity=sev, state=OPEN,
+                           source=source or actor.platform, commander=actor.identity, contact_list=contact_list,
+                           created_at=now, updated_at=now, state_since=now, version=1,
+                           correlation_key=correlation_key, labels=labels or {}, payload=payload or {},
+                           escalation_level=0, escalation_round=0)
+            s.add(inc)
+            await s.flush()
+            ev = self._route_event(inc, event_type)
+            extra = Targets(lists=[contact_list]) if contact_list else None
+            p = plan(cfg, ev, now=now, extra=extra)
+            pol = cfg.policy(p.escalation_policy) if p.escalation_policy else None
+            if pol:
+                inc.escalation_policy = pol.name
+                inc.escalation_snapshot = pol.model_dump(mode="json")
+                inc.next_escalation_at = now + timedelta(minutes=pol.levels[0].wait_minutes)
+            s.add(IncidentStateChange(incident_id=inc.id, from_state=None, to_state=OPEN, actor=actor.identity,
+                                      at=now, seconds_in_previous=None))
+            msg = await self._message(s, inc, "INITIAL", description or title, actor, now)
+            queued = await self._fan_out(s, inc, msg, p, now, kind="INITIAL", body=description or title)
+            await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.declare",
+                                    resource=inc.ref, now=now, details={
+                                        "title": title, "severity": sev, "contact_list": contact_list,
+                                        "queued": queued, "rules": [r.name for r in p.matched_rules],
+                                        "escalation_policy": inc.escalation_policy})
+        log.info("incident.state.changed", extra={"incident": inc.ref, "to_state": OPEN, "actor": actor.identity,
+                                                  "queued": queued})
+        await self._publish(IncidentEvent("declare", inc.id, msg.id, actor.identity, queued, OPEN, None))
+        return Outcome(inc, msg, queued, p)
+
+    async def update(self, ref: str | int, *, actor: Actor, text: str) -> Outcome:
+        """Add an UPDATE to the thread and notify."""
+        return await self._post(ref, actor=actor, kind="UPDATE", event_type="update", text=text)
+
+    async def bridge(self, ref: str | int, *, actor: Actor, details: str, text: str = "") -> Outcome:
+        """Post conference bridge details (BRIDGE can come at any position, not after resolve)."""
+        details = (details or "").strip()
+        if not details:
+            raise InvalidInput("a bridge needs a URL or dial-in")
+        body = details + (f"\n{text.strip()}" if text.strip() else "")
+        return await self._post(ref, actor=actor, kind="BRIDGE", event_type="bridge", text=body,
+                                extra={"bridge": details})
+
+    async def monitor(self, ref: str | int, *, actor: Actor, text: str = "") -> Outcome:
+        """Open -> Monitoring: the fix is in, we are watching. Stops escalation."""
+        return await self._transition(ref, actor=actor, to=MONITORING, kind="MONITORING", event_type="monitor",
+                                      text=text or "Fix applied; monitoring.", allowed_from=(OPEN,))
+
+    async def resolve(self, ref: str | int, *, actor: Actor, text: str = "") -> Outcome:
+        """Close the thread with RESOLVED."""
+        return await self._transition(ref, actor=actor, to=RESOLVED, kind="RESOLVED", event_type="resolve",
+                                      text=text or "Resolved.", allowed_from=(OPEN, MONITORING))
+
+    async def acknowledge(self, ref: str | int, *, actor: Actor, session: AsyncSession | None = None) -> Outcome:
+        """Record who acknowledged and when (idempotent); stop escalation and cancel queued escalation pages."""
+        cfg = self.cfg
+        iid = parse_ref(ref)
+        now = self.clock.now()
+        async with self._tx(session) as s:
+            inc = await self._load(s, iid, ref)
+            await self._require_ack(s, cfg, actor, inc)
+            if inc.state == RESOLVED:
+                raise InvalidTransition(f"{inc.ref} is already resolved; nothing to acknowledge")
+            if inc.acknowledged_at is not None:
+                return Outcome(inc, None, 0, changed=False,
+                               note=f"{inc.ref} was already acknowledged by {inc.acknowledged_by} "
+                                    f"at {utc(inc.acknowledged_at):%Y-%m-%d %H:%M:%S} UTC")
+            await self._cas(s, inc, acknowledged_by=actor.identity, acknowledged_at=now, next_escalation_at=None)
+            cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
+            msg = await self._message(s, inc, "ACK", f"Acknowledged by {actor.display or actor.identity}", actor, now)
+            p = plan(cfg, self._route_event(inc, "ack"), now=now, extra=self._extra(inc))
+            queued = await self._fan_out(s, inc, msg, p, now, kind="ACK", body=msg.body)
+            await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.ack",
+                                    resource=inc.ref, now=now,
+                                    details={"cancelled_escalation_pages": cancelled, "queued": queued})
+        await self._publish(IncidentEvent("ack", inc.id, msg.id, actor.identity, queued, inc.state, inc.state))
+        return Outcome(inc, msg, queued, p, cancelled_pages=cancelled)
+
+    async def escalate(self, ref: str | int, *, actor: Actor, due_at: datetime | None = None) -> Outcome:
+        """Page the next escalation level now. With `due_at` (the timer), only fire if the incident is
+        still due at that time — a second process or an ack in between makes this a no-op."""
+        cfg = self.cfg
+        iid = parse_ref(ref)
+        now = self.clock.now()
+        async with self._tx(None) as s:
+            inc = await self._load(s, iid, ref)
+            if due_at is None:
+                require(cfg, actor, Permission.SEND_INCIDENTS)
+            else:
+                nxt = utc(inc.next_escalation_at)
+                if nxt is None or nxt > now or inc.state != OPEN or inc.acknowledged_at is not None:
+                    return Outcome(inc, None, 0, changed=False, note="not due")
+            if inc.state == RESOLVED:
+                raise InvalidTransition(f"{inc.ref} is resolved; there is nobody left to escalate to")
+            snap = inc.escalation_snapshot
+            if not snap or not snap.get("levels"):
+                raise InvalidTransition(f"{inc.ref} has no escalation policy (no routing rule picked one)")
+            levels = snap["levels"]
+            level_idx = inc.escalation_level
+            rnd = inc.escalation_round
+            if level_idx >= len(levels):
+                if rnd < int(snap.get("repeat", 0)):
+                    level_idx, rnd = 0, rnd + 1
+                elif due_at is None:
+                    level_idx = len(levels) - 1  # manual escalation past the end re-pages the last level
+                else:
+                    await self._cas(s, inc, next_escalation_at=None)
+                    return Outcome(inc, None, 0, changed=False, note="policy exhausted")
+            level = levels[level_idx]
+            new_level = level_idx + 1
+            if new_level < len(levels):
+                nxt_at: datetime | None = now + timedelta(minutes=levels[new_level]["wait_minutes"])
+            elif rnd < int(snap.get("repeat", 0)):
+                nxt_at = now + timedelta(minutes=levels[0]["wait_minutes"])
+            else:
+                nxt_at = None
+            if inc.state != OPEN or inc.acknowledged_at is not None:
+                nxt_at = None
+            await self._cas(s, inc, escalation_level=new_level, escalation_round=rnd, next_escalation_at=nxt_at)
+            body = f"Escalated to level {new_level}" + (f" (round {rnd + 1})" if rnd else "")
+            msg = await self._message(s, inc, "ESCALATION", body, actor, now,
+                                      extra={"level": new_level, "round": rnd, "policy": inc.escalation_policy})
+            targets = Targets.model_validate(level["targets"])
+            items, skipped = resolve_targets(cfg, targets, severity=inc.severity, now=now,
+                                             reason=f"escalation level {new_level}")
+            p = plan(cfg, self._route_event(inc, "escalate"), now=now)
+            p.deliveries = dedupe(items + p.deliveries)
+            p.skipped += skipped
+            queued = await self._fan_out(s, inc, msg, p, now, kind="ESCALATION", body=body, purpose="escalation")
+            await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.escalate",
+                                    resource=inc.ref, now=now, details={
+                                        "level": new_level, "round": rnd, "queued": queued,
+                                        "manual": due_at is None})
+        log.info("escalation.fired", extra={"incident": inc.ref, "level": new_level, "queued": queued})
+        await self._publish(IncidentEvent("escalate", inc.id, msg.id, actor.identity, queued, inc.state, inc.state))
+        return Outcome(inc, msg, queued, p)
+
+    async def notify(self, *, actor: Actor, text: str, contact_list: str | None = None,
+                     targets: Targets | None = None, severity: str = "sev4", event_type: str = "notify",
+                     source: str | None = None, payload: dict[str, Any] | None = None,
+                     session: AsyncSession | None = None) -> Outcome:
+        """A ONE-TIME message: no incident, no thread, just pages."""
+        cfg = self.cfg
+        require(cfg, actor, Permission.SEND_INCIDENTS)
+        text = (text or "").strip()
+        if not text:
+            raise InvalidInput("a notification needs text")
+        if contact_list and cfg.contact_list(contact_list) is None:
+            raise NotFound(f"no contact list {contact_list!r} (known: "
+                           f"{', '.join(c.name for c in cfg.contact_lists) or 'none'})")
+        sev = check_severity(severity)
+        now = self.clock.now()
+        t = targets or Targets()
+        if contact_list:
+            t = Targets(lists=t.lists + [contact_list], contacts=t.contacts, destinations=t.destinations)
+        async with self._tx(session) as s:
+            msg = IncidentMessage(incident_id=None, kind="ONE_TIME", body=text, author=actor.identity,
+                                  created_at=now, extra={"contact_list": contact_list})
+            s.add(msg)
+            await s.flush()
+            ev = RouteEvent(event_type=event_type, severity=sev, source=source or actor.platform,
+                            payload=payload or {})
+            p = plan(cfg, ev, now=now, extra=t)
+            note = Notification(kind="ONE_TIME", title=text.splitlines()[0][:200], body=text, severity=sev,
+                                event=ev.as_dict())
+            rows = await enqueue(s, cfg, incident_id=None, message_id=msg.id, now=now, items=[
+                NewDelivery(d.recipient, d.channel, d.address, note) for d in p.deliveries])
+            await self.audit.append(s, actor=actor.identity, source=actor.source, action="notify.one_time",
+                                    resource=f"message:{msg.id}", now=now,
+                                    details={"contact_list": contact_list, "queued": len(rows)})
+        await self._publish(IncidentEvent("notify", None, msg.id, actor.identity, len(rows)))
+        return Outcome(None, msg, len(rows), p)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _tx(self, session: AsyncSession | None) -> Any:
+        """Use the caller's transaction when given (inbound events batch dedup + change), else a new one."""
+        if session is not None:
+            return _Borrowed(session)
+        return self.db.transaction()
+
+    async def _post(self, ref: str | int, *, actor: Actor, kind: str, event_type: str, text: str,
+                    extra: dict[str, Any] | None = None, session: AsyncSession | None = None) -> Outcome:
+        cfg = self.cfg
+        require(cfg, actor, Permission.SEND_INCIDENTS)
+        text = (text or "").strip()
+        if not text:
+            raise InvalidInput(f"an {event_type} needs text")
+        iid = parse_ref(ref)
+        now = self.clock.now()
+        async with self._tx(session) as s:
+            inc = await self._load(s, iid, ref)
+            if inc.state == RESOLVED:
+                raise InvalidTransition(f"{inc.ref} is resolved; it takes no more {kind} messages "
+                                        "(declare a new incident instead)")
+            await self._cas(s, inc)
+            msg = await self._message(s, inc, kind, text, actor, now, extra=extra)
+            p = plan(cfg, self._route_event(inc, event_type), now=now, extra=self._extra(inc))
+            queued = await self._fan_out(s, inc, msg, p, now, kind=kind, body=text)
+            await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
+                                    resource=inc.ref, now=now, details={"message": msg.id, "queued": queued})
+        await self._publish(IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued, inc.state, inc.state))
+        return Outcome(inc, msg, queued, p)
+
+    async def _transition(self, ref: str | int, *, actor: Actor, to: str, kind: str, event_type: str, text: str,
+                          allowed_from: tuple[str, ...], session: AsyncSession | None = None) -> Outcome:
+        cfg = self.cfg
+        require(cfg, actor, Permission.SEND_INCIDENTS)
+        iid = parse_ref(ref)
+        now = self.clock.now()
+        async with self._tx(session) as s:
+            inc = await self._load(s, iid, ref)
+            if inc.state not in allowed_from:
+                raise InvalidTransition(f"{inc.ref} is already {inc.state}; cannot {event_type} it")
+            prev = inc.state
+            spent = (now - utc(inc.state_since)).total_seconds() if inc.state_since else None
+            values: dict[str, Any] = {"state": to, "state_since": now, "next_escalation_at": None}
+            if to == RESOLVED:
+                values["resolved_at"] = now
+            await self._cas(s, inc, **values)
+            cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
+            s.add(IncidentStateChange(incident_id=inc.id, from_state=prev, to_state=to, actor=actor.identity,
+                                      at=now, seconds_in_previous=spent))
+            msg = await self._message(s, inc, kind, text.strip(), actor, now)
+            p = plan(cfg, self._route_event(inc, event_type), now=now, extra=self._extra(inc))
+            queued = await self._fan_out(s, inc, msg, p, now, kind=kind, body=msg.body)
+            await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
+                                    resource=inc.ref, now=now, details={
+                                        "from": prev, "to": to, "seconds_in_previous": spent, "queued": queued,
+                                        "cancelled_escalation_pages": cancelled})
+        log.info("incident.state.changed", extra={"incident": inc.ref, "from_state": prev, "to_state": to,
+                                                  "actor": actor.identity})
+        await self._publish(IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued, to, prev))
+        return Outcome(inc, msg, queued, p, cancelled_pages=cancelled)
+
+    async def _load(self, s: AsyncSession, iid: int, ref: str | int) -> Incident:
+        inc = (await s.execute(select(Incident).where(Incident.id == iid).with_for_update())).scalars().first()
+        if inc is None:
+            raise NotFound(f"no incident {_fmt_ref(ref)}")
+        return inc
+
+    async def _cas(self, s: AsyncSession, inc: Incident, **values: Any) -> None:
+        """Compare-and-set on `version`: the loser of a race gets a clear error, never a silent overwrite."""
+        now = self.clock.now()
+        values = {"updated_at": now, **values, "version": inc.version + 1}
+        res = await s.execute(update(Incident).where(Incident.id == inc.id, Incident.version == inc.version)
+                              .values(**values).execution_options(synchronize_session=False))
+        if res.rowcount != 1:
+            await s.refresh(inc)
+            raise InvalidTransition(f"{inc.ref} changed while you were acting (it is now {inc.state}); try again")
+        for k, v in values.items():
+            setattr(inc, k, v)
+
+    async def _require_ack(self, s: AsyncSession, cfg: Config, actor: Actor, inc: Incident) -> None:
+        """OPERATOR and above may ack; so may any contact who was paged for this incident."""
+        if role_of(cfg, actor.identity) in (Role.ADMIN, Role.MANAGER, Role.OPERATOR):
+            return
+        paged = (await s.execute(select(Delivery.recipient).where(Delivery.incident_id == inc.id)
+                                 .distinct())).scalars().all()
+        for name in paged:
+            if actor.identity in contact_identities(cfg, name):
+                return
+        require(cfg, actor, Permission.ACKNOWLEDGE)
+
+    async def _message(self, s: AsyncSession, inc: Incident, kind: str, body: str, actor: Actor, now: datetime,
+                       extra: dict[str, Any] | None = None) -> IncidentMessage:
+        msg = IncidentMessage(incident_id=inc.id, kind=kind, body=body, author=actor.identity, created_at=now,
+                              extra=extra or {})
+        s.add(msg)
+        await s.flush()
+        return msg
+
+    def _route_event(self, inc: Incident, event_type: str) -> RouteEvent:
+        return RouteEvent(event_type=event_type, severity=inc.severity, source=inc.source, incident=inc.ref,
+                          payload=inc.payload or {}, labels=inc.labels or {},
+                          metadata={"title": inc.title, "state": inc.state})
+
+    @staticmethod
+    def _extra(inc: Incident) -> Targets | None:
+        return Targets(lists=[inc.contact_list]) if inc.contact_list else None
+
+    def notification(self, inc: Incident, *, kind: str, body: str, event_type: str) -> Notification:
+        base = self.cfg.server.public_url.rstrip("/")
+        fields = {"Severity": inc.severity.upper(), "State": inc.state.capitalize(), "Commander": inc.commander}
+        if inc.acknowledged_by:
+            fields["Acknowledged by"] = inc.acknowledged_by
+        return Notification(kind=kind, title=f"{inc.ref}: {inc.title}", body=body, severity=inc.severity,
+                            state=inc.state, incident=inc.ref, fields=fields,
+                            links={"Incident": f"{base}/incidents/{inc.id}"},
+                            ack_url=f"{base}/incidents/{inc.id}" if inc.state == OPEN else None,
+                            event=self._route_event(inc, event_type).as_dict())
+
+    async def _fan_out(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, p: Plan, now: datetime, *,
+                       kind: str, body: str, purpose: str = "page") -> int:
+        """Queue the plan's pages plus one card sync per subscribed chat surface."""
+        cfg = self.cfg
+        note = self.notification(inc, kind=kind, body=body, event_type=kind.lower())
+        items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose) for d in p.deliveries]
+        for platform in self.surfaces:
+            items.append(NewDelivery(f"surface:{platform}", f"chat:{platform}", str(inc.id), note, "surface"))
+        if not p.deliveries:
+            log.warning("notify.unrouted", extra={"incident": inc.ref, "kind": kind,
+                                                 "why": "no rule, contact list or default target reaches anyone"})
+        rows = await enqueue(s, cfg, incident_id=inc.id, message_id=msg.id, items=items, now=now)
+        return sum(1 for r in rows if r.purpose != "surface")
+
+    async def _publish(self, event: IncidentEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                res = listener(event)
+                if res is not None:
+                    await res
+            except Exception:  # a listener must never undo or hide a committed change
+                log.exception("incident.listener.failed", extra={"event": event.kind})
+
+    async def counts(self) -> dict[str, int]:
+        async with self.db.sessions() as s:
+            rows = (await s.execute(select(Incident.state, func.count()).group_by(Incident.state))).all()
+        return {state: int(n) for state, n in rows}
+
+
+class _Borrowed:
+    """Async context manager that yields a caller-owned session without committing it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def __aenter__(self) -> AsyncSession:
+        return self.session
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def _fmt_ref(ref: str | int) -> str:
+    try:
+        return f"INC-{parse_ref(ref)}"
+    except InvalidInput:
+        return str(ref)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")

@@ -1,0 +1,222 @@
+"""ORM tables. The schema lives here and in migrations/versions (a test keeps them equal)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BigInteger ids that still autoincrement on SQLite (where only INTEGER PRIMARY KEY does).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Incident(Base):
+    """One incident; its human id is INC-<id>. `version` makes every state change compare-and-set."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str] = mapped_column(Text, default="")
+    severity: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    source: Mapped[str] = mapped_column(String(32), default="cli")
+    commander: Mapped[str] = mapped_column(String(200))
+    contact_list: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    # Escalation: the database is the source of truth for the timer.
+    escalation_policy: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    escalation_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    escalation_round: Mapped[int] = mapped_column(Integer, default=0)
+    next_escalation_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True,
+                                                                 index=True)
+    # Inbound events: correlation for updates/resolves, and the event's data for routing.
+    correlation_key: Mapped[str | None] = mapped_column(String(500), nullable=True, index=True)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"INC-{self.id}"
+
+
+class IncidentMessage(Base):
+    """The thread: INITIAL, UPDATE, BRIDGE, RESOLVED, ONE_TIME, plus system entries (ACK, ESCALATION)."""
+
+    __tablename__ = "incident_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class IncidentStateChange(Base):
+    """Every state transition, with how long the incident spent in the state it left."""
+
+    __tablename__ = "incident_state_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seconds_in_previous: Mapped[float | None] = mapped_column(nullable=True)
+
+
+class Delivery(Base):
+    """The durable queue and delivery log: one row per message x recipient x channel."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True, index=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("incident_messages.id"), nullable=True)
+    recipient: Mapped[str] = mapped_column(String(200))
+    """Contact or destination name (or `surface:<platform>` for chat cards)."""
+    channel: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(Text, default="")
+    """Where to send: email, E.164 phone, chat id, or destination name (secrets are resolved at send time)."""
+    purpose: Mapped[str] = mapped_column(String(16), default="page")
+    """page | escalation | surface | alert: escalation pages are cancelled by an ack."""
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The neutral Notification (core.delivery.message) the sender renders."""
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    """queued -> sending -> delivered | failed (permanent) | dead (retries exhausted) | cancelled."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=4)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DeliveryAttempt(Base):
+    """One try of one delivery: what happened, how long it took, what the provider said."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    latency_ms: Mapped[float] = mapped_column()
+    outcome: Mapped[str] = mapped_column(String(16))
+    """delivered | retry | permanent"""
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+
+
+class OutboxMessage(Base):
+    """What the outbox channel 'sent': the rendered message, for `tocsin outbox` and local use."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"), nullable=True, index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """One link of the SHA-256 hash chain; `seq` is dense (1, 2, 3, ...) so deletions show."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(32))
+    """UTC, ISO 8601 with microseconds, stored as text so the hashed bytes never change."""
+    actor: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(200), default="")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    resource: Mapped[str] = mapped_column(String(200), default="", index=True)
+    details: Mapped[str] = mapped_column(Text, default="{}")
+    """Canonical JSON text (hashed as stored)."""
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditCheckpoint(Base):
+    """HMAC-signed (length, head hash): lets verify notice a truncated tail."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(64))
+
+
+class ChatCard(Base):
+    """Where an incident's card lives on a chat surface, so it can be edited and replied to."""
+
+    __tablename__ = "chat_cards"
+    __table_args__ = (UniqueConstraint("incident_id", "platform", name="uq_chat_cards_incident_platform"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(200))
+    message_ref: Mapped[str] = mapped_column(String(200))
+    thread_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SeenKey(Base):
+    """Idempotency of inbound things: Slack retries, Telegram update_ids, event_ids, Alertmanager groups."""
+
+    __tablename__ = "seen_keys"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class User(Base):
+    """Local console users (argon2 hashes)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

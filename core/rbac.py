@@ -1,0 +1,94 @@
+"""Roles, permissions and identity -> role. Checked inside the core so no adapter can skip it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from core.config import Config
+from core.errors import Forbidden
+
+
+class Role(str, Enum):
+    ADMIN = "admin"
+    MANAGER = "manager"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+class Permission(str, Enum):
+    SEND_INCIDENTS = "send incidents"
+    MANAGE_CONTACTS = "manage contacts"
+    MANAGE_SETTINGS = "manage settings"
+    VIEW_AUDIT = "view the audit log"
+    ACKNOWLEDGE = "acknowledge incidents"
+    VIEW = "view incidents"
+
+
+MATRIX: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.MANAGER: frozenset({Permission.SEND_INCIDENTS, Permission.MANAGE_CONTACTS, Permission.VIEW_AUDIT,
+                             Permission.ACKNOWLEDGE, Permission.VIEW}),
+    Role.OPERATOR: frozenset({Permission.SEND_INCIDENTS, Permission.ACKNOWLEDGE, Permission.VIEW}),
+    Role.VIEWER: frozenset({Permission.VIEW}),
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: `platform:user_id`, plus where the request came from (IP or platform) for audit."""
+
+    identity: str
+    source: str = ""
+    display: str | None = None
+
+    @property
+    def platform(self) -> str:
+        return self.identity.partition(":")[0]
+
+    @property
+    def user_id(self) -> str:
+        return self.identity.partition(":")[2]
+
+    def __str__(self) -> str:
+        return self.identity
+
+
+SYSTEM = Actor("system:tocsin", "internal")
+
+
+def role_of(cfg: Config, identity: str) -> Role:
+    """Mapped role from config (exact identity, else `platform:*`); unknown identities get default_role
+    (VIEWER unless configured)."""
+    if identity.startswith("system:"):
+        return Role.ADMIN
+    if identity in cfg.access:
+        return Role(cfg.access[identity])
+    wildcard = identity.partition(":")[0] + ":*"
+    return Role(cfg.access.get(wildcard, cfg.default_role))
+
+
+def can(cfg: Config, identity: str, perm: Permission) -> bool:
+    return perm in MATRIX[role_of(cfg, identity)]
+
+
+def require(cfg: Config, actor: Actor, perm: Permission) -> Role:
+    """Raise Forbidden with a message that says who, which role, and what was refused."""
+    role = role_of(cfg, actor.identity)
+    if perm not in MATRIX[role]:
+        allowed = ", ".join(r.value.upper() for r, p in MATRIX.items() if perm in p)
+        raise Forbidden(f"{actor.identity} has role {role.value.upper()}, which may not {perm.value} "
+                        f"(allowed: {allowed})")
+    return role
+
+
+def contact_identities(cfg: Config, contact_name: str) -> set[str]:
+    """Chat identities of a contact, as platform:user_id strings."""
+    c = cfg.contact(contact_name)
+    if not c:
+        return set()
+    out = {f"contact:{c.name}"}
+    for platform in ("slack", "teams", "telegram"):
+        uid = getattr(c.chat, platform)
+        if uid:
+            out.add(f"{platform}:{uid}")
+    return out

@@ -1,0 +1,193 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), configs, a frozen clock, a wired core context.
+
+PostgreSQL tests use postgresql+asyncpg://postgres@127.0.0.1:5432/test (override with TOCSIN_TEST_PG_URL),
+each test in its own schema, dropped afterwards. Without PostgreSQL they skip, except under CI.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from bot.context import Context, open_context
+from core.clock import FrozenClock
+from core.config import Config, loads
+
+PG_URL = os.environ.get("TOCSIN_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+# --- offline guard: tests talk to loopback only --------------------------------------------------
+
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+    h = host.decode() if isinstance(host, bytes) else host
+    if h not in (None, "localhost", "127.0.0.1", "::1", "0.0.0.0", "") and not str(h).startswith("127."):
+        raise OSError(f"tests may not reach the network: lookup of {h!r} refused by the offline guard")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _loopback_only  # type: ignore[assignment]
+
+
+# --- PostgreSQL availability ------------------------------------------------------------------------
+
+_pg_state: dict[str, str | None] = {}
+
+
+def pg_unavailable_reason() -> str | None:
+    """None when PostgreSQL answers; the reason otherwise (checked once per run)."""
+    if "reason" in _pg_state:
+        return _pg_state["reason"]
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg", "postgresql"), timeout=3)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+        reason = None
+    except Exception as exc:  # any failure to connect means: no PostgreSQL here
+        reason = f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}: {exc}"
+    _pg_state["reason"] = reason
+    return reason
+
+
+def require_pg() -> None:
+    reason = pg_unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (required in CI)")
+        pytest.skip(reason)
+
+
+async def _pg_schema_url() -> tuple[str, str]:
+    import asyncpg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    finally:
+        await conn.close()
+    return schema, schema
+
+
+async def drop_pg_schema(schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def pg_url_for_schema(schema: str) -> str:
+    """A URL whose connections live in `schema` (core.db turns `?search_path=` into a server setting)."""
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}search_path={schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+    """Every test using this runs twice: on a SQLite file and on a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'tocsin.db'}"
+        return
+    require_pg()
+    schema, _ = await _pg_schema_url()
+    try:
+        yield pg_url_for_schema(schema)
+    finally:
+        await drop_pg_schema(schema)
+
+
+@pytest.fixture
+async def sqlite_url(tmp_path: Any) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'tocsin.db'}"
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    require_pg()
+    schema, _ = await _pg_schema_url()
+    try:
+        yield pg_url_for_schema(schema)
+    finally:
+        await drop_pg_schema(schema)
+
+
+# --- configs ------------------------------------------------------------------------------------------
+
+BASE_CONFIG: dict[str, Any] = {
+    "server": {"public_url": "http://127.0.0.1:8080"},
+    "audit": {"checkpoint_key": "test-checkpoint-key", "checkpoint_every": 10},
+    "access": {"cli:admin": "admin", "cli:manager": "manager", "cli:op": "operator", "cli:viewer": "viewer",
+               "slack:UADMIN": "admin", "slack:UOP": "operator"},
+    "contacts": [
+        {"name": "alice", "email": "alice@example.com", "phone": "+15550100001",
+         "chat": {"slack": "UALICE", "telegram": "4242"},
+         "preferences": {"sev1": ["sms", "email"], "default": ["email"]}},
+        {"name": "bob", "email": "bob@example.com", "phone": "+15550100002",
+         "preferences": {"default": ["email"]}},
+        {"name": "carol", "email": "carol@example.com", "preferences": {"default": ["email"]}},
+    ],
+    "contact_lists": [{"name": "oncall", "members": ["alice", "bob"]}, {"name": "leads", "members": ["carol"]}],
+    "routing": {"default_targets": {"lists": ["oncall"]}, "rules": []},
+    "channels": {ch: {"outbox": True} for ch in
+                 ("email", "sms", "voice", "slack_webhook", "teams_webhook", "webhook", "telegram")},
+}
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def make_config(db_url: str = "sqlite+aiosqlite:///:memory:", **overrides: Any) -> Config:
+    data = deep_merge(BASE_CONFIG, overrides)
+    data = deep_merge(data, {"database": {"url": db_url}})
+    return loads(yaml.safe_dump(data), filename="test-config.yaml", env={})
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+async def make_ctx(db_url: str, clock: FrozenClock) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: `await make_ctx(**config_overrides)` -> a migrated Context on this test's database."""
+    made: list[Context] = []
+
+    async def factory(**overrides: Any) -> Context:
+        cfg = make_config(db_url, **overrides)
+        ctx = await open_context(cfg=cfg, clock=clock)
+        made.append(ctx)
+        return ctx
+
+    yield factory
+    for c in made:
+        await c.close()
+
+
+@pytest.fixture
+async def ctx(make_ctx: Callable[..., Any]) -> Context:
+    return await make_ctx()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
