@@ -8,11 +8,13 @@ from pathlib import Path
 from core import config as config_mod
 from core import migrate
 from core.audit.log import AuditLog
+from core.cards import CardStore
 from core.clock import Clock, SystemClock
 from core.config import Config
 from core.db import Database
 from core.incidents import ConfigHolder, IncidentService
 from core.logs import set_secret_values
+from core.seen import SeenKeys
 
 PLATFORMS = ("slack", "teams", "telegram")
 
@@ -60,6 +62,8 @@ class Context:
     audit: AuditLog
     service: IncidentService
     clock: Clock
+    cards: CardStore
+    seen: SeenKeys
 
     @property
     def cfg(self) -> Config:
@@ -87,4 +91,4 @@ async def open_context(config_path: str | os.PathLike[str] | None = None, *, cfg
     clock = clock or SystemClock()
     audit = make_audit(cfg)
     service = IncidentService(db, holder, audit=audit, clock=clock, surfaces=surfaces_for(cfg))
-    return Context(path, holder, db, audit, service, clock)
+    return Context(path, holder, db, audit, service, clock, CardStore(db, clock), SeenKeys(db, clock))

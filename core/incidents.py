@@ -157,6 +157,14 @@ class IncidentService:
         async with self.db.sessions() as s:
             return list((await s.execute(q)).scalars().all())
 
+    async def explain_route(self, ref: str | int, *, actor: Actor, event_type: str = "update") -> str:
+        """Which rule would route `event_type` for this incident, why the others would not, and the exact
+        recipient x channel list. Admins only: it reveals every contact's addresses."""
+        require(self.cfg, actor, Permission.MANAGE_SETTINGS)
+        inc = await self.get(ref)
+        p = plan(self.cfg, self._route_event(inc, event_type), now=self.clock.now(), extra=self._extra(inc))
+        return f"{inc.ref} {event_type} (severity {inc.severity}, source {inc.source})\n{p.explain()}"
+
     async def find_by_correlation(self, key: str, *, include_resolved: bool = False) -> Incident | None:
         q = select(Incident).where(Incident.correlation_key == key).order_by(Incident.id.desc()).limit(1)
         if not include_resolved:

@@ -1,0 +1,137 @@
+"""The one parser of `/incident ...` for every platform: text -> Command, or UsageError with help."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from core.config import SEVERITIES, SEVERITY_ALIASES
+
+USAGE: dict[str, str] = {
+    "declare": "/incident declare <sev1..sev4> <title>",
+    "update": "/incident update <INC-n> <text>",
+    "monitor": "/incident monitor <INC-n> [text]",
+    "ack": "/incident ack <INC-n>",
+    "resolve": "/incident resolve <INC-n> [text]",
+    "bridge": "/incident bridge <INC-n> <url or dial-in> [text]",
+    "escalate": "/incident escalate <INC-n>",
+    "notify": "/incident notify <contact list> <text>",
+    "status": "/incident status <INC-n>",
+    "list": "/incident list [open|all]",
+    "route": "/incident route <INC-n> [declare|update|ack|resolve|...]",
+    "help": "/incident help",
+}
+ALIASES = {"new": "declare", "open": "declare", "acknowledge": "ack", "close": "resolve", "show": "status",
+           "ls": "list", "monitoring": "monitor", "?": "help"}
+HELP = "Incident commands:\n" + "\n".join(f"  {u}" for u in USAGE.values()) + \
+       "\nSeverities: sev1..sev4 (or critical, high, medium, low). `/incident` alone opens the declare form."
+
+_REF = re.compile(r"^(?:inc-?)?\d{1,12}$", re.IGNORECASE)
+_PREFIX = re.compile(r"^\s*(?:<at>[^<]*</at>\s*|@\S+\s+)*(?:/?incident(?:@\w+)?\b)?\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed command. Only the fields its verb uses are set."""
+
+    verb: str
+    incident: str | None = None
+    severity: str | None = None
+    title: str = ""
+    text: str = ""
+    target: str | None = None
+    """Contact list (notify), bridge details (bridge) or event type (route)."""
+    filter: str = "open"
+
+
+class UsageError(Exception):
+    """What was wrong plus how to use the command; shown to the user as is."""
+
+    def __init__(self, problem: str, verb: str | None = None) -> None:
+        self.problem = problem
+        self.verb = verb
+        usage = USAGE.get(verb or "", None)
+        self.text = f"{problem}\nUsage: {usage}" if usage else f"{problem}\n{HELP}"
+        super().__init__(self.text)
+
+
+def strip_prefix(text: str) -> str:
+    """Drop mentions (`<at>Tocsin</at>`, `@Tocsin`) and the command word (`/incident`, `/incident@Bot`,
+    `incident`), so Slack's bare arguments, Telegram's `/incident@Bot ...` and Teams' `@Tocsin incident ...`
+    all parse the same."""
+    return _PREFIX.sub("", text or "", count=1).strip()
+
+
+def _take(text: str, n: int) -> tuple[list[str], str]:
+    """The first `n` words, and the rest of the text verbatim (quotes, newlines and spacing kept)."""
+    words: list[str] = []
+    rest = text.strip()
+    for _ in range(n):
+        if not rest:
+            break
+        parts = rest.split(None, 1)
+        words.append(parts[0])
+        rest = parts[1] if len(parts) > 1 else ""
+    return words, rest.strip()
+
+
+def _ref(word: str | None, verb: str) -> str:
+    if not word:
+        raise UsageError(f"`{verb}` needs an incident id like INC-12.", verb)
+    if not _REF.match(word):
+        raise UsageError(f"{word!r} is not an incident id (expected INC-<number>).", verb)
+    digits = re.sub(r"\D", "", word)
+    return f"INC-{int(digits)}"
+
+
+def parse(text: str) -> Command:
+    """Parse what the user typed. Never raises anything but UsageError."""
+    body = strip_prefix(text)
+    if not body:
+        return Command("form")
+    (first,), after = _take(body, 1)
+    verb = ALIASES.get(first.lower(), first.lower())
+    if verb not in USAGE:
+        raise UsageError(f"Unknown command {first[:40]!r}.")
+    rest = after.split()
+    if verb == "help":
+        return Command("help")
+    if verb == "declare":
+        if not rest:
+            raise UsageError("`declare` needs a severity and a title.", verb)
+        sev = SEVERITY_ALIASES.get(rest[0].lower(), rest[0].lower())
+        if sev not in SEVERITIES:
+            raise UsageError(f"{rest[0]!r} is not a severity: use sev1..sev4 (or critical, high, medium, low).",
+                             verb)
+        title = " ".join(_take(after, 1)[1].split())
+        if not title:
+            raise UsageError("`declare` needs a title after the severity.", verb)
+        if len(title) > 500:
+            raise UsageError("The title is longer than 500 characters.", verb)
+        return Command("declare", severity=sev, title=title)
+    if verb == "list":
+        flt = rest[0].lower() if rest else "open"
+        if flt not in ("open", "all") or len(rest) > 1:
+            raise UsageError(f"`list` takes `open` or `all`, not {' '.join(rest)!r}.", verb)
+        return Command("list", filter=flt)
+    if verb == "notify":
+        if len(rest) < 2:
+            raise UsageError("`notify` needs a contact list and the text to send.", verb)
+        return Command("notify", target=rest[0], text=_take(after, 1)[1])
+    ref = _ref(rest[0] if rest else None, verb)
+    tail = _take(after, 1)[1]
+    if verb in ("ack", "escalate", "status"):
+        if tail:
+            raise UsageError(f"`{verb}` takes only the incident id.", verb)
+        return Command(verb, incident=ref)
+    if verb == "update":
+        if not tail:
+            raise UsageError("`update` needs the text of the update.", verb)
+        return Command(verb, incident=ref, text=tail)
+    if verb == "bridge":
+        if len(rest) < 2:
+            raise UsageError("`bridge` needs a URL or dial-in.", verb)
+        return Command(verb, incident=ref, target=rest[1], text=_take(after, 2)[1])
+    if verb == "route":
+        kind = rest[1].lower() if len(rest) > 1 else "update"
+        return Command(verb, incident=ref, target=kind)
+    return Command(verb, incident=ref, text=tail)  # monitor, resolve

@@ -1,0 +1,152 @@
+"""Chat surfaces: every incident's card on Slack, Teams and Telegram, kept in sync through the queue.
+
+The core queues one `chat:<platform>` delivery per incident change and enabled platform (see
+IncidentService._fan_out). The worker hands it to a SurfaceSender, which posts the card the first time,
+then edits it and replies in its thread. So a failed card update is retried like any page and never
+blocks the incident, and incidents declared anywhere (CLI, API, another chat) appear everywhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import ClassVar, Protocol
+
+from core.cards import CardRef, CardStore
+from core.clock import utc
+from core.delivery.message import DeliveryResult, Envelope, Notification
+from core.errors import NotFound
+from core.incidents import IncidentService, fmt_duration
+from core.models import Incident
+
+log = logging.getLogger("tocsin.surface")
+
+
+@dataclass(frozen=True)
+class IncidentCard:
+    """Everything a platform needs to draw an incident card, platform-neutral."""
+
+    id: int
+    ref: str
+    title: str
+    severity: str
+    state: str
+    commander: str
+    description: str
+    created_at: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    link: str
+
+    @property
+    def open(self) -> bool:
+        return self.state != "resolved"
+
+    @property
+    def buttons(self) -> list[str]:
+        """Actions still meaningful: none once resolved; no Acknowledge once acknowledged."""
+        if self.state == "resolved":
+            return []
+        out = [] if self.acknowledged_at else ["ack"]
+        out += ["update"]
+        if self.state == "open":
+            out.append("monitor")
+        out.append("resolve")
+        return out
+
+    @property
+    def time_to_ack(self) -> str | None:
+        if not self.acknowledged_at:
+            return None
+        return fmt_duration((self.acknowledged_at - self.created_at).total_seconds())
+
+    @property
+    def time_to_resolve(self) -> str | None:
+        if not self.resolved_at:
+            return None
+        return fmt_duration((self.resolved_at - self.created_at).total_seconds())
+
+    def time_open(self, now: datetime) -> str:
+        end = self.resolved_at or now
+        return fmt_duration((end - self.created_at).total_seconds())
+
+    @classmethod
+    def of(cls, inc: Incident, public_url: str) -> IncidentCard:
+        return cls(id=inc.id, ref=inc.ref, title=inc.title, severity=inc.severity, state=inc.state,
+                   commander=inc.commander, description=inc.description or "",
+                   created_at=utc(inc.created_at), acknowledged_by=inc.acknowledged_by,  # type: ignore[arg-type]
+                   acknowledged_at=utc(inc.acknowledged_at), resolved_at=utc(inc.resolved_at),
+                   link=f"{public_url.rstrip('/')}/incidents/{inc.id}")
+
+
+class SurfaceError(Exception):
+    """A platform call failed. `retry` false means permanent (bad channel, no permission)."""
+
+    def __init__(self, message: str, *, retry: bool = True, after: float | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry = retry
+        self.after = after
+        self.status = status
+
+
+class ChatSurface(Protocol):
+    """What a platform adapter implements to show incidents. Raise SurfaceError on failure."""
+
+    platform: str
+
+    async def post_card(self, card: IncidentCard) -> CardRef: ...
+
+    async def update_card(self, ref: CardRef, card: IncidentCard) -> None: ...
+
+    async def reply(self, ref: CardRef, card: IncidentCard, note: Notification) -> None: ...
+
+
+class SurfaceSender:
+    """A Sender for `chat:<platform>` deliveries that drives a ChatSurface."""
+
+    max_length: ClassVar[int | None] = None
+    rate_per_second: ClassVar[float | None] = None
+
+    def __init__(self, surface: ChatSurface, *, service: IncidentService, cards: CardStore) -> None:
+        self.surface = surface
+        self.service = service
+        self.cards = cards
+        self.channel = f"chat:{surface.platform}"
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def send(self, envelope: Envelope) -> DeliveryResult:
+        note = envelope.notification
+        try:
+            incident_id = int(envelope.address)
+            inc = await self.service.get(incident_id)
+        except (ValueError, NotFound) as exc:
+            return DeliveryResult.permanent(f"no incident for card delivery: {exc}")
+        card = IncidentCard.of(inc, self.service.cfg.server.public_url)
+        # One incident's card changes are applied in order within this process (post before reply).
+        lock = self._locks.setdefault(incident_id, asyncio.Lock())
+        try:
+            async with lock:
+                ref = await self.cards.get(incident_id, self.surface.platform)
+                if ref is None:
+                    ref = await self.surface.post_card(card)
+                    await self.cards.save(incident_id, ref)
+                    if note.kind != "INITIAL":
+                        await self.surface.reply(ref, card, note)
+                    return DeliveryResult.ok(f"card posted {ref.channel}/{ref.message_ref}")
+                await self.surface.update_card(ref, card)
+                if note.kind != "INITIAL":
+                    await self.surface.reply(ref, card, note)
+                return DeliveryResult.ok(f"card updated {ref.channel}/{ref.message_ref}")
+        except SurfaceError as exc:
+            if exc.retry:
+                return DeliveryResult.retry(str(exc), exc.status, exc.after)
+            return DeliveryResult.permanent(str(exc), exc.status)
+        finally:
+            if not lock.locked() and len(self._locks) > 1000:
+                self._locks.pop(incident_id, None)
+
+    async def aclose(self) -> None:
+        return None
