@@ -48,7 +48,17 @@ def _check_role(value: Any) -> str:
     return str(v)
 
 
+def _check_identity(value: Any) -> str:
+    ident = str(value)
+    platform, sep, user = ident.partition(":")
+    if not sep or not user or platform not in ("slack", "teams", "telegram", "cli", "api", "web"):
+        raise ValueError(f"identity {ident!r} must look like platform:user_id "
+                         "(slack, teams, telegram, cli, api, web; user may be * for everyone)")
+    return ident
+
+
 Severity = Annotated[str, BeforeValidator(_check_severity)]
+Identity = Annotated[str, BeforeValidator(_check_identity)]
 Role = Annotated[str, BeforeValidator(_check_role)]
 Channel = Literal["email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "outbox"]
 
@@ -374,7 +384,7 @@ class Config(Model):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
-    access: dict[str, Role] = Field(default_factory=dict)
+    access: dict[Identity, Role] = Field(default_factory=dict)
     """Identity (`slack:U123`, `teams:29:abc`, `telegram:4242`, `cli:alice`, `api:name`) → role."""
     default_role: Role = "viewer"
     contacts: list[Contact] = Field(default_factory=list)
@@ -390,16 +400,6 @@ class Config(Model):
     api: ApiConfig = Field(default_factory=ApiConfig)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
-
-    @field_validator("access")
-    @classmethod
-    def _identities(cls, v: dict[str, str]) -> dict[str, str]:
-        for ident in v:
-            platform, sep, user = ident.partition(":")
-            if not sep or not user or platform not in ("slack", "teams", "telegram", "cli", "api", "web"):
-                raise ValueError(f"identity {ident!r} must look like platform:user_id "
-                                 "(slack, teams, telegram, cli, api, web)")
-        return v
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -52,8 +52,12 @@ def pg_unavailable_reason() -> str | None:
         conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg", "postgresql"), timeout=3)
         await conn.close()
 
+    import concurrent.futures
+
     try:
-        asyncio.run(probe())
+        # Fixtures call this from inside a running loop: probe on a thread with its own loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, probe()).result(timeout=10)
         reason = None
     except Exception as exc:  # any failure to connect means: no PostgreSQL here
         reason = f"PostgreSQL not reachable at {PG_URL}: {type(exc).__name__}: {exc}"
