@@ -115,7 +115,9 @@ async def verify(engine: AsyncEngine, *, checkpoint_key: bytes = b"", chunk: int
             return VerifyResult(False, result.count, result.head,
                                 f"{total - result.count} entries are not reachable in sequence", result.count + 1)
         if checkpoint_key:
-            cps = (await conn.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.id))).scalars().all()
+            cps = (await conn.execute(select(AuditCheckpoint.id, AuditCheckpoint.seq, AuditCheckpoint.head_hash,
+                                             AuditCheckpoint.created_at, AuditCheckpoint.signature)
+                                      .order_by(AuditCheckpoint.id))).all()
             hashes: dict[int, str] = {}
             for cp in cps:
                 expect = checkpoint_signature(checkpoint_key, seq=cp.seq, head_hash=cp.head_hash,
