@@ -55,7 +55,9 @@ Mount = Callable[[Runtime], None]
 
 def _mounts() -> list[Mount]:
     """Adapters and components, in start order. Each decides from config whether it is enabled."""
-    mounts: list[Mount] = []
+    from bot.metrics_http import mount_metrics
+
+    mounts: list[Mount] = [mount_metrics]
     return mounts
 
 
