@@ -9,8 +9,20 @@ from datetime import datetime, timezone
 from typing import Any
 
 _STD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
-_PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
-_SECRET_KEYS = ("password", "secret", "token", "authorization", "api_key", "key_value", "signature")
+# Phone-shaped text: "+" and 7-15 digits with the usual separators, (555) 123-4567 style, or a bare run of
+# 10-15 digits. The look-arounds keep IP addresses, dates, ports, hashes and ids out of it.
+_PHONE = re.compile(
+    r"(?<![\w+])\+\d(?:[\s().-]{0,2}\d){6,14}(?!\w)"
+    r"|(?<![\w.:/+-])\(?\d{3}\)?[\s.-]{1,2}\d{3}[\s.-]\d{4}(?![\w.:/-])"
+    r"|(?<![\w.:/+-])\d{10,15}(?![\w.:/-])")
+_PHONE_KEYS = ("phone", "msisdn", "from_number", "to_number")
+_SECRET_KEYS = ("password", "passwd", "secret", "token", "authorization", "api_key", "key_value", "signature",
+                "credential", "cookie", "private_key", "access_key", "checkpoint_key")
+# Secrets with a recognisable shape, caught even when config does not know them (a pasted token).
+_TOKENS = re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}|\bxapp-[A-Za-z0-9-]{10,}"
+                     r"|(?<![\d:])\d{6,12}:[A-Za-z0-9_-]{30,}")
+_AUTH_HEADER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+_URL_CREDS = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", re.IGNORECASE)
 
 
 def mask_phone(value: str) -> str:
@@ -19,16 +31,31 @@ def mask_phone(value: str) -> str:
     return "*" * max(0, len(digits) - 4) + digits[-4:]
 
 
+def scrub_text(text: str) -> str:
+    """Free text (messages, exception text, field values): known secrets, token-shaped strings,
+    passwords in URLs and phone numbers go; the rest stays readable."""
+    text = _Secrets.redact(text)
+    text = _TOKENS.sub("**********", text)
+    text = _AUTH_HEADER.sub(lambda m: f"{m.group(1)} **********", text)
+    text = _URL_CREDS.sub(r"\1**********@", text)
+    return _PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+
+
 def scrub(value: Any, key: str = "") -> Any:
-    if any(m in key.lower() for m in _SECRET_KEYS):
+    k = key.lower()
+    if any(m in k for m in _SECRET_KEYS):
         return "**********"
     if isinstance(value, str):
-        return _PHONE.sub(lambda m: mask_phone(m.group(0)), value)
+        if any(m in k for m in _PHONE_KEYS) and sum(c.isdigit() for c in value) >= 4:
+            return mask_phone(value)
+        return scrub_text(value)
     if isinstance(value, dict):
-        return {k: scrub(v, str(k)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(v) for v in value]
-    return value
+        return {kk: scrub(v, str(kk)) for kk, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [scrub(v, key) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return scrub_text(str(value))  # any other object logs as its str(), which may carry anything
 
 
 class _Secrets:
@@ -59,10 +86,10 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="microseconds"),
-            "level": record.levelname.lower(), "event": record.getMessage(), "logger": record.name}
+            "level": record.levelname.lower(), "event": scrub_text(record.getMessage()), "logger": record.name}
         out.update(_fields(record))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = scrub_text(self.formatException(record.exc_info))
         return _Secrets.redact(json.dumps(out, default=str, ensure_ascii=False))
 
 
@@ -70,9 +97,9 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         fields = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        line = f"{ts} {record.levelname:<7} {record.getMessage()} {fields}".rstrip()
+        line = f"{ts} {record.levelname:<7} {scrub_text(record.getMessage())} {fields}".rstrip()
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + scrub_text(self.formatException(record.exc_info))
         return _Secrets.redact(line)
 
 
@@ -84,5 +111,5 @@ def setup(level: str = "INFO", fmt: str = "auto", stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiosqlite", "sqlalchemy.engine", "apscheduler", "httpx", "botocore", "urllib3"):
+    for noisy in ("aiosqlite", "sqlalchemy.engine", "apscheduler", "httpx", "botocore", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
