@@ -492,9 +492,16 @@ class IncidentService:
         items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose) for d in p.deliveries]
         for platform in self.surfaces:
             items.append(NewDelivery(f"surface:{platform}", f"chat:{platform}", str(inc.id), note, "surface"))
+        log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,
+                                                 "actor": msg.author})
         if not p.deliveries:
             log.warning("notify.unrouted", extra={"incident": inc.ref, "kind": kind,
                                                  "why": "no rule, contact list or default target reaches anyone"})
+        else:
+            log.info("notify.rule.matched", extra={
+                "incident": inc.ref, "message_id": msg.id, "kind": kind,
+                "rules": [r.name for r in p.matched_rules] + (["default_targets"] if p.used_default else []),
+                "deliveries": len(p.deliveries), "channels": sorted({d.channel for d in p.deliveries})})
         rows = await enqueue(s, cfg, incident_id=inc.id, message_id=msg.id, items=items, now=now)
         return sum(1 for r in rows if r.purpose != "surface")
 
