@@ -23,15 +23,26 @@ from core.db import Database
 from core.delivery.message import Notification
 from core.delivery.queue import NewDelivery, cancel_escalation_pages, enqueue
 from core.errors import InvalidInput, InvalidTransition, NotFound
+from core.escalation import next_step
+from core.metrics import ESCALATIONS
 from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange
-from core.rbac import Actor, Permission, Role, contact_identities, require, role_of
-from core.routing import Plan, RouteEvent, dedupe, plan, resolve_targets
+from core.rbac import Actor, Permission, Role, contact_identities, require, role_for
+from core.routing import (
+    Plan,
+    RouteEvent,
+    escalation_plan,
+    explain_incident,
+    incident_event,
+    incident_extra,
+    plan,
+)
 
 log = logging.getLogger("tocsin.incidents")
 
 OPEN, MONITORING, RESOLVED = "open", "monitoring", "resolved"
 STATES = (OPEN, MONITORING, RESOLVED)
 _REF = re.compile(r"^(?:inc-?)?(\d{1,12})$", re.IGNORECASE)
+_PENDING = "tocsin.pending_events"
 
 
 def parse_ref(ref: str | int) -> int:
@@ -160,15 +171,15 @@ class IncidentService:
     async def explain_route(self, ref: str | int, *, actor: Actor, event_type: str = "update") -> str:
         """Which rule would route `event_type` for this incident, why the others would not, and the exact
         recipient x channel list. Admins only: it reveals every contact's addresses."""
-        require(self.cfg, actor, Permission.MANAGE_SETTINGS)
-        inc = await self.get(ref)
-        p = plan(self.cfg, self._route_event(inc, event_type), now=self.clock.now(), extra=self._extra(inc))
-        return f"{inc.ref} {event_type} (severity {inc.severity}, source {inc.source})\n{p.explain()}"
+        return await explain_incident(self, ref, event_type, actor=actor)
 
-    async def find_by_correlation(self, key: str, *, include_resolved: bool = False) -> Incident | None:
+    async def find_by_correlation(self, key: str, *, include_resolved: bool = False,
+                                  session: AsyncSession | None = None) -> Incident | None:
         q = select(Incident).where(Incident.correlation_key == key).order_by(Incident.id.desc()).limit(1)
         if not include_resolved:
             q = q.where(Incident.state != RESOLVED)
+        if session is not None:
+            return (await session.execute(q)).scalars().first()
         async with self.db.sessions() as s:
             return (await s.execute(q)).scalars().first()
 
@@ -219,12 +230,13 @@ class IncidentService:
                                         "escalation_policy": inc.escalation_policy})
         log.info("incident.state.changed", extra={"incident": inc.ref, "to_state": OPEN, "actor": actor.identity,
                                                   "queued": queued})
-        await self._publish(IncidentEvent("declare", inc.id, msg.id, actor.identity, queued, OPEN, None))
+        await self._emit(session, IncidentEvent("declare", inc.id, msg.id, actor.identity, queued, OPEN, None))
         return Outcome(inc, msg, queued, p)
 
-    async def update(self, ref: str | int, *, actor: Actor, text: str) -> Outcome:
+    async def update(self, ref: str | int, *, actor: Actor, text: str,
+                     session: AsyncSession | None = None) -> Outcome:
         """Add an UPDATE to the thread and notify."""
-        return await self._post(ref, actor=actor, kind="UPDATE", event_type="update", text=text)
+        return await self._post(ref, actor=actor, kind="UPDATE", event_type="update", text=text, session=session)
 
     async def bridge(self, ref: str | int, *, actor: Actor, details: str, text: str = "") -> Outcome:
         """Post conference bridge details (BRIDGE can come at any position, not after resolve)."""
@@ -240,10 +252,11 @@ class IncidentService:
         return await self._transition(ref, actor=actor, to=MONITORING, kind="MONITORING", event_type="monitor",
                                       text=text or "Fix applied; monitoring.", allowed_from=(OPEN,))
 
-    async def resolve(self, ref: str | int, *, actor: Actor, text: str = "") -> Outcome:
+    async def resolve(self, ref: str | int, *, actor: Actor, text: str = "",
+                      session: AsyncSession | None = None) -> Outcome:
         """Close the thread with RESOLVED."""
         return await self._transition(ref, actor=actor, to=RESOLVED, kind="RESOLVED", event_type="resolve",
-                                      text=text or "Resolved.", allowed_from=(OPEN, MONITORING))
+                                      text=text or "Resolved.", allowed_from=(OPEN, MONITORING), session=session)
 
     async def acknowledge(self, ref: str | int, *, actor: Actor, session: AsyncSession | None = None) -> Outcome:
         """Record who acknowledged and when (idempotent); stop escalation and cancel queued escalation pages."""
@@ -267,12 +280,17 @@ class IncidentService:
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.ack",
                                     resource=inc.ref, now=now,
                                     details={"cancelled_escalation_pages": cancelled, "queued": queued})
-        await self._publish(IncidentEvent("ack", inc.id, msg.id, actor.identity, queued, inc.state, inc.state))
+        await self._emit(session, IncidentEvent("ack", inc.id, msg.id, actor.identity, queued, inc.state,
+                                                inc.state))
         return Outcome(inc, msg, queued, p, cancelled_pages=cancelled)
 
     async def escalate(self, ref: str | int, *, actor: Actor, due_at: datetime | None = None) -> Outcome:
-        """Page the next escalation level now. With `due_at` (the timer), only fire if the incident is
-        still due at that time — a second process or an ack in between makes this a no-op."""
+        """Page the next escalation level now (`/incident escalate`), or, with `due_at` (the timer), only
+        if the incident is still due: open, unacknowledged and past `next_escalation_at`. The row is read
+        under lock (FOR UPDATE on PostgreSQL; SQLite transactions begin IMMEDIATE) and written
+        compare-and-set, so of two processes firing the same escalation exactly one pages; the other,
+        a stale timer, or an ack in between gets a no-op `not due` Outcome. The levels come from the
+        policy snapshot taken at open, so a config reload mid-incident neither skips nor repeats one."""
         cfg = self.cfg
         iid = parse_ref(ref)
         now = self.clock.now()
@@ -289,43 +307,29 @@ class IncidentService:
             snap = inc.escalation_snapshot
             if not snap or not snap.get("levels"):
                 raise InvalidTransition(f"{inc.ref} has no escalation policy (no routing rule picked one)")
-            levels = snap["levels"]
-            level_idx = inc.escalation_level
-            rnd = inc.escalation_round
-            if level_idx >= len(levels):
-                if rnd < int(snap.get("repeat", 0)):
-                    level_idx, rnd = 0, rnd + 1
-                elif due_at is None:
-                    level_idx = len(levels) - 1  # manual escalation past the end re-pages the last level
-                else:
-                    await self._cas(s, inc, next_escalation_at=None)
-                    return Outcome(inc, None, 0, changed=False, note="policy exhausted")
-            level = levels[level_idx]
-            new_level = level_idx + 1
-            if new_level < len(levels):
-                nxt_at: datetime | None = now + timedelta(minutes=levels[new_level]["wait_minutes"])
-            elif rnd < int(snap.get("repeat", 0)):
-                nxt_at = now + timedelta(minutes=levels[0]["wait_minutes"])
-            else:
-                nxt_at = None
-            if inc.state != OPEN or inc.acknowledged_at is not None:
-                nxt_at = None
-            await self._cas(s, inc, escalation_level=new_level, escalation_round=rnd, next_escalation_at=nxt_at)
-            body = f"Escalated to level {new_level}" + (f" (round {rnd + 1})" if rnd else "")
-            msg = await self._message(s, inc, "ESCALATION", body, actor, now,
-                                      extra={"level": new_level, "round": rnd, "policy": inc.escalation_policy})
-            targets = Targets.model_validate(level["targets"])
-            items, skipped = resolve_targets(cfg, targets, severity=inc.severity, now=now,
-                                             reason=f"escalation level {new_level}")
-            p = plan(cfg, self._route_event(inc, "escalate"), now=now)
-            p.deliveries = dedupe(items + p.deliveries)
-            p.skipped += skipped
+            step = next_step(snap, level=inc.escalation_level, round=inc.escalation_round, manual=due_at is None)
+            if step is None:
+                await self._cas(s, inc, next_escalation_at=None)
+                return Outcome(inc, None, 0, changed=False, note="policy exhausted")
+            nxt_at: datetime | None = None
+            if step.next_wait_minutes is not None and inc.state == OPEN and inc.acknowledged_at is None:
+                nxt_at = now + timedelta(minutes=step.next_wait_minutes)
+            await self._cas(s, inc, escalation_level=step.level, escalation_round=step.round,
+                            next_escalation_at=nxt_at)
+            body = f"Escalated to level {step.level}" + (f" (round {step.round + 1})" if step.round else "")
+            msg = await self._message(s, inc, "ESCALATION", body, actor, now, extra={
+                "level": step.level, "round": step.round, "policy": inc.escalation_policy})
+            p = escalation_plan(cfg, inc, level=step.level, targets=Targets.model_validate(dict(step.targets)),
+                                now=now)
             queued = await self._fan_out(s, inc, msg, p, now, kind="ESCALATION", body=body, purpose="escalation")
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.escalate",
                                     resource=inc.ref, now=now, details={
-                                        "level": new_level, "round": rnd, "queued": queued,
-                                        "manual": due_at is None})
-        log.info("escalation.fired", extra={"incident": inc.ref, "level": new_level, "queued": queued})
+                                        "level": step.level, "round": step.round, "queued": queued,
+                                        "policy": inc.escalation_policy, "manual": due_at is None,
+                                        "next_escalation_at": nxt_at.isoformat() if nxt_at else None})
+        ESCALATIONS.labels(level=str(step.level)).inc()
+        log.info("escalation.fired", extra={"incident": inc.ref, "level": step.level, "round": step.round,
+                                            "queued": queued, "manual": due_at is None})
         await self._publish(IncidentEvent("escalate", inc.id, msg.id, actor.identity, queued, inc.state, inc.state))
         return Outcome(inc, msg, queued, p)
 
@@ -362,13 +366,14 @@ class IncidentService:
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="notify.one_time",
                                     resource=f"message:{msg.id}", now=now,
                                     details={"contact_list": contact_list, "queued": len(rows)})
-        await self._publish(IncidentEvent("notify", None, msg.id, actor.identity, len(rows)))
+        await self._emit(session, IncidentEvent("notify", None, msg.id, actor.identity, len(rows)))
         return Outcome(None, msg, len(rows), p)
 
     # --- internals ----------------------------------------------------------------------------
 
     def _tx(self, session: AsyncSession | None) -> Any:
-        """Use the caller's transaction when given (inbound events batch dedup + change), else a new one."""
+        """Use the caller's transaction when given (inbound events batch dedup + change), else a new one.
+        With the caller's session, listeners are told only when the caller calls publish_pending()."""
         if session is not None:
             return _Borrowed(session)
         return self.db.transaction()
@@ -393,7 +398,8 @@ class IncidentService:
             queued = await self._fan_out(s, inc, msg, p, now, kind=kind, body=text)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
                                     resource=inc.ref, now=now, details={"message": msg.id, "queued": queued})
-        await self._publish(IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued, inc.state, inc.state))
+        await self._emit(session, IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued, inc.state,
+                                                inc.state))
         return Outcome(inc, msg, queued, p)
 
     async def _transition(self, ref: str | int, *, actor: Actor, to: str, kind: str, event_type: str, text: str,
@@ -424,7 +430,7 @@ class IncidentService:
                                         "cancelled_escalation_pages": cancelled})
         log.info("incident.state.changed", extra={"incident": inc.ref, "from_state": prev, "to_state": to,
                                                   "actor": actor.identity})
-        await self._publish(IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued, to, prev))
+        await self._emit(session, IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued, to, prev))
         return Outcome(inc, msg, queued, p, cancelled_pages=cancelled)
 
     async def _load(self, s: AsyncSession, iid: int, ref: str | int) -> Incident:
@@ -447,7 +453,7 @@ class IncidentService:
 
     async def _require_ack(self, s: AsyncSession, cfg: Config, actor: Actor, inc: Incident) -> None:
         """OPERATOR and above may ack; so may any contact who was paged for this incident."""
-        if role_of(cfg, actor.identity) in (Role.ADMIN, Role.MANAGER, Role.OPERATOR):
+        if role_for(cfg, actor) in (Role.ADMIN, Role.MANAGER, Role.OPERATOR):
             return
         paged = (await s.execute(select(Delivery.recipient).where(Delivery.incident_id == inc.id)
                                  .distinct())).scalars().all()
@@ -465,13 +471,11 @@ class IncidentService:
         return msg
 
     def _route_event(self, inc: Incident, event_type: str) -> RouteEvent:
-        return RouteEvent(event_type=event_type, severity=inc.severity, source=inc.source, incident=inc.ref,
-                          payload=inc.payload or {}, labels=inc.labels or {},
-                          metadata={"title": inc.title, "state": inc.state})
+        return incident_event(inc, event_type)
 
     @staticmethod
     def _extra(inc: Incident) -> Targets | None:
-        return Targets(lists=[inc.contact_list]) if inc.contact_list else None
+        return incident_extra(inc)
 
     def notification(self, inc: Incident, *, kind: str, body: str, event_type: str) -> Notification:
         base = self.cfg.server.public_url.rstrip("/")
@@ -504,6 +508,19 @@ class IncidentService:
                 "deliveries": len(p.deliveries), "channels": sorted({d.channel for d in p.deliveries})})
         rows = await enqueue(s, cfg, incident_id=inc.id, message_id=msg.id, items=items, now=now)
         return sum(1 for r in rows if r.purpose != "surface")
+
+    async def _emit(self, session: AsyncSession | None, event: IncidentEvent) -> None:
+        """Publish now, or, inside a caller's transaction, hold the event until the caller has committed
+        and calls publish_pending() (listeners must never see a change that may still roll back)."""
+        if session is None:
+            await self._publish(event)
+        else:
+            session.info.setdefault(_PENDING, []).append(event)
+
+    async def publish_pending(self, session: AsyncSession) -> None:
+        """After committing a session passed as `session=`: tell listeners what it changed."""
+        for event in session.info.pop(_PENDING, []):
+            await self._publish(event)
 
     async def _publish(self, event: IncidentEvent) -> None:
         for listener in list(self.listeners):

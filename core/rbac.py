@@ -40,6 +40,9 @@ class Actor:
     identity: str
     source: str = ""
     display: str | None = None
+    role: Role | None = None
+    """Set only by an entry point that authenticates against its own user store (the web console's
+    users table); everyone else's role comes from config `access`."""
 
     @property
     def platform(self) -> str:
@@ -57,14 +60,26 @@ SYSTEM = Actor("system:tocsin", "internal")
 
 
 def role_of(cfg: Config, identity: str) -> Role:
-    """Mapped role from config (exact identity, else `platform:*`); unknown identities get default_role
-    (VIEWER unless configured)."""
+    """Mapped role from config (exact identity, else an API key's own role, else `platform:*`); unknown
+    identities get default_role (VIEWER unless configured)."""
     if identity.startswith("system:"):
         return Role.ADMIN
     if identity in cfg.access:
         return Role(cfg.access[identity])
+    if identity.startswith("api:"):
+        # An API key carries its own role; the Alertmanager receiver's own credentials act as operator.
+        name = identity.partition(":")[2]
+        key = next((k for k in cfg.api.keys if k.name == name), None)
+        if key is not None:
+            return Role(key.role)
+        if name == "alertmanager":
+            return Role.OPERATOR
     wildcard = identity.partition(":")[0] + ":*"
     return Role(cfg.access.get(wildcard, cfg.default_role))
+
+
+def role_for(cfg: Config, actor: Actor) -> Role:
+    return actor.role if actor.role is not None else role_of(cfg, actor.identity)
 
 
 def can(cfg: Config, identity: str, perm: Permission) -> bool:
@@ -73,7 +88,7 @@ def can(cfg: Config, identity: str, perm: Permission) -> bool:
 
 def require(cfg: Config, actor: Actor, perm: Permission) -> Role:
     """Raise Forbidden with a message that says who, which role, and what was refused."""
-    role = role_of(cfg, actor.identity)
+    role = role_for(cfg, actor)
     if perm not in MATRIX[role]:
         allowed = ", ".join(r.value.upper() for r, p in MATRIX.items() if perm in p)
         raise Forbidden(f"{actor.identity} has role {role.value.upper()}, which may not {perm.value} "

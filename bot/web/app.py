@@ -1,0 +1,272 @@
+"""Console routes: sign-in, board (live over server-sent events), incident page, audit, charts.
+
+Read-only except acknowledge/resolve, which call the same IncidentService as every other entry point.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from bot.web.charts import SEV_COLORS, hbars, stacked_bars
+from bot.web.session import COOKIE, Session, SessionCodec
+from core.audit.log import AuditLog, verify
+from core.clock import utc
+from core.errors import Forbidden, NotFound, TocsinError
+from core.incidents import IncidentEvent, fmt_duration
+from core.rbac import Actor, Permission, Role, require
+from core.stats import collect
+from core.users import UserService
+
+log = logging.getLogger("tocsin.console")
+STATIC = Path(__file__).parent / "static"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Console:
+    """Owns the console's state: templates, session codec, live-board subscribers."""
+
+    name = "console"
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+        self.ctx = rt.ctx
+        cfg = self.ctx.cfg.console
+        key = cfg.session_secret.get_secret_value().encode() if cfg.session_secret else b""
+        if not key:
+            key = secrets.token_bytes(32)
+            log.warning("console.session_secret.unset",
+                        extra={"why": "sessions end on restart and are not shared between processes; "
+                                      "set console.session_secret"})
+        self.sessions = SessionCodec(key, hours=cfg.session_hours)
+        self.users = UserService(self.ctx.db, self.ctx.audit, self.ctx.clock)
+        self.env = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape(),
+                               enable_async=False)
+        self.env.globals.update(sev_colors=SEV_COLORS, fmt_duration=fmt_duration)
+        self.subscribers: set[asyncio.Queue[str]] = set()
+        self.secure = self.ctx.cfg.server.public_url.startswith("https://")
+
+    async def start(self) -> None:
+        self.ctx.service.listeners.append(self._on_event)
+
+    async def close(self) -> None:
+        if self._on_event in self.ctx.service.listeners:
+            self.ctx.service.listeners.remove(self._on_event)
+        for q in list(self.subscribers):
+            q.put_nowait("")  # wake streams so they end
+
+    def _on_event(self, ev: IncidentEvent) -> None:
+        data = json.dumps({"kind": ev.kind, "incident": ev.incident_id, "state": ev.state})
+        for q in list(self.subscribers):
+            if q.qsize() < 100:
+                q.put_nowait(data)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def render(self, name: str, request: web.Request, status: int = 200, **kw: Any) -> web.Response:
+        sess: Session | None = request.get("session")
+        html = self.env.get_template(name).render(session=sess, csrf=sess.csrf if sess else "", **kw)
+        resp = web.Response(text=html, content_type="text/html", status=status)
+        resp.headers["Content-Security-Policy"] = ("default-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                                   "frame-ancestors 'none'; form-action 'self'")
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "same-origin"
+        return resp
+
+    def actor(self, request: web.Request) -> Actor:
+        sess: Session = request["session"]
+        return Actor(f"web:{sess.user}", source=request.remote or "web", display=sess.user, role=Role(sess.role))
+
+    async def check_csrf(self, request: web.Request) -> dict[str, Any]:
+        form = dict(await request.post())
+        sess: Session = request["session"]
+        if not secrets.compare_digest(str(form.get("csrf", "")), sess.csrf):
+            raise web.HTTPForbidden(text="CSRF token missing or wrong: reload the page and try again")
+        return form
+
+
+def _login_required(console: Console, handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        sess = console.sessions.read(request.cookies.get(COOKIE))
+        if sess is None:
+            raise web.HTTPFound(f"/login?next={request.path_qs}")
+        request["session"] = sess
+        try:
+            return await handler(request)
+        except Forbidden as exc:
+            return console.render("error.html", request, status=403, message=str(exc))
+        except NotFound as exc:
+            return console.render("error.html", request, status=404, message=str(exc))
+    return wrapped
+
+
+def mount_console(rt: Any) -> None:
+    """Add the console routes to the app (mounted from bot/server.py when console.enabled)."""
+    if not rt.cfg.console.enabled:
+        return
+    c = Console(rt)
+    rt.components.append(c)
+    svc = rt.ctx.service
+    auth = lambda h: _login_required(c, h)  # noqa: E731
+
+    async def login_form(request: web.Request) -> web.Response:
+        return c.render("login.html", request, next=request.query.get("next", "/"), error=None)
+
+    async def login(request: web.Request) -> web.Response:
+        form = await request.post()
+        name, password = str(form.get("name", ""))[:200], str(form.get("password", ""))
+        nxt = str(form.get("next", "/"))
+        if not nxt.startswith("/") or nxt.startswith("//"):
+            nxt = "/"
+        user = await c.users.authenticate(name=name, password=password, source=request.remote or "web")
+        if user is None:
+            return c.render("login.html", request, status=401, next=nxt, error="Wrong name or password.")
+        value, _ = c.sessions.issue(user.name, user.role)
+        resp = web.HTTPFound(nxt)
+        resp.set_cookie(COOKIE, value, httponly=True, samesite="Strict", secure=c.secure, path="/",
+                        max_age=int(c.sessions.ttl))
+        raise resp
+
+    async def logout(request: web.Request) -> web.Response:
+        await c.check_csrf(request)
+        resp = web.HTTPFound("/login")
+        resp.del_cookie(COOKIE, path="/")
+        raise resp
+
+    async def board_rows(request: web.Request) -> list[Any]:
+        incidents = await svc.list(state="all", actor=c.actor(request), limit=200)
+        now = svc.clock.now()
+        order = {"open": 0, "monitoring": 1, "resolved": 2}
+        incidents.sort(key=lambda i: (order.get(i.state, 3), i.severity, -i.id))
+        return [{"i": i, "age": fmt_duration(((utc(i.resolved_at) or now) - utc(i.created_at)).total_seconds())}
+                for i in incidents]
+
+    async def board(request: web.Request) -> web.Response:
+        return c.render("board.html", request, rows=await board_rows(request))
+
+    async def board_fragment(request: web.Request) -> web.Response:
+        return c.render("board_rows.html", request, rows=await board_rows(request))
+
+    async def incident(request: web.Request) -> web.Response:
+        d = await svc.detail(request.match_info["id"], actor=c.actor(request))
+        timeline: list[tuple[datetime, str, str, str]] = []
+        for m in d.thread:
+            timeline.append((utc(m.created_at), m.kind, m.author, m.body))  # type: ignore[arg-type]
+        for ch in d.state_changes:
+            spent = f" after {fmt_duration(ch.seconds_in_previous)} {ch.from_state}" if ch.from_state else ""
+            timeline.append((utc(ch.at), "STATE", ch.actor, f"-> {ch.to_state}{spent}"))  # type: ignore[arg-type]
+        timeline.sort(key=lambda t: t[0])
+        channels = sorted({x.channel for x in d.deliveries if x.purpose != "surface"})
+        matrix: dict[str, dict[str, dict[str, Any]]] = {}
+        for x in d.deliveries:
+            if x.purpose == "surface":
+                continue
+            cell = matrix.setdefault(x.recipient, {}).setdefault(x.channel, {"statuses": {}, "attempts": 0,
+                                                                             "last_error": None, "status": None})
+            cell["statuses"][x.status] = cell["statuses"].get(x.status, 0) + 1
+            cell["attempts"] += x.attempts
+            cell["status"] = x.status
+            if x.last_error:
+                cell["last_error"] = x.last_error
+        inc = d.incident
+        tta = ((utc(inc.acknowledged_at) - utc(inc.created_at)).total_seconds()  # type: ignore[operator]
+               if inc.acknowledged_at else None)
+        ttr = ((utc(inc.resolved_at) - utc(inc.created_at)).total_seconds()  # type: ignore[operator]
+               if inc.resolved_at else None)
+        can_act = request["session"].role in ("admin", "manager", "operator")
+        return c.render("incident.html", request, inc=inc, timeline=timeline, channels=channels, matrix=matrix,
+                        tta=tta, ttr=ttr, can_act=can_act, message=request.query.get("msg"))
+
+    async def act(request: web.Request) -> web.Response:
+        await c.check_csrf(request)
+        ref = request.match_info["id"]
+        action = request.match_info["action"]
+        actor = c.actor(request)
+        try:
+            if action == "ack":
+                out = await svc.acknowledge(ref, actor=actor)
+                msg = out.note or "Acknowledged."
+            else:
+                await svc.resolve(ref, actor=actor, text="Resolved from the console.")
+                msg = "Resolved."
+        except TocsinError as exc:
+            msg = str(exc)
+        raise web.HTTPSeeOther(f"/incidents/{int(ref)}?msg={_q(msg)}")
+
+    async def audit_page(request: web.Request, result: str | None = None, ok: bool | None = None) -> web.Response:
+        require(rt.cfg, c.actor(request), Permission.VIEW_AUDIT)
+        async with rt.ctx.db.sessions() as s:
+            entries = list(await AuditLog.entries(s))[-200:]
+        return c.render("audit.html", request, entries=list(reversed(entries)), result=result, ok=ok)
+
+    async def audit_verify(request: web.Request) -> web.Response:
+        require(rt.cfg, c.actor(request), Permission.VIEW_AUDIT)
+        await c.check_csrf(request)
+        res = await verify(rt.ctx.db.engine, checkpoint_key=rt.cfg.audit.checkpoint_key.get_secret_value().encode())
+        return await audit_page(request, result=res.describe(), ok=res.ok)
+
+    async def stats(request: web.Request) -> web.Response:
+        require(rt.cfg, c.actor(request), Permission.VIEW)
+        st = await collect(rt.ctx.db, now=svc.clock.now())
+
+        def dur(v: float | None) -> str:
+            return fmt_duration(v) if v is not None else "no data"
+
+        times = hbars([("ack median", st.tta["median"], dur(st.tta["median"])),
+                       ("ack p90", st.tta["p90"], dur(st.tta["p90"])),
+                       ("resolve median", st.ttr["median"], dur(st.ttr["median"])),
+                       ("resolve p90", st.ttr["p90"], dur(st.ttr["p90"]))])
+        rates = hbars([(ch, 100 * ok / total if total else None, f"{100 * ok / total:.1f}% of {total}")
+                       for ch, (ok, total) in st.success.items()], maximum=100.0)
+        return c.render("stats.html", request, per_day=stacked_bars(st.days, st.per_day), times=times, rates=rates,
+                        total=sum(sum(v.values()) for v in st.per_day.values()))
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        q: asyncio.Queue[str] = asyncio.Queue()
+        c.subscribers.add(q)
+        try:
+            await resp.write(b": connected\n\n")
+            while True:
+                try:
+                    data = await asyncio.wait_for(q.get(), timeout=15)
+                except asyncio.TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                if not data:
+                    break
+                await resp.write(f"event: incident\ndata: {data}\n\n".encode())
+        except ConnectionResetError:
+            log.debug("console.events.disconnected", extra={"remote": request.remote})
+        finally:
+            c.subscribers.discard(q)
+        return resp
+
+    r = rt.app.router
+    r.add_get("/login", login_form)
+    r.add_post("/login", login)
+    r.add_post("/logout", auth(logout))
+    r.add_get("/", auth(board))
+    r.add_get("/board/rows", auth(board_fragment))
+    r.add_get(r"/incidents/{id:\d+}", auth(incident))
+    r.add_post(r"/incidents/{id:\d+}/{action:ack|resolve}", auth(act))
+    r.add_get("/audit", auth(audit_page))
+    r.add_post("/audit/verify", auth(audit_verify))
+    r.add_get("/stats", auth(stats))
+    r.add_get("/events", auth(events))
+    r.add_static("/static/", STATIC, show_index=False)
+
+
+def _q(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text[:300])

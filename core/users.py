@@ -1,0 +1,71 @@
+"""Local console users: argon2 password hashes in the database, every sign-in attempt audited."""
+from __future__ import annotations
+
+import logging
+import re
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+
+from core.audit.log import AuditLog
+from core.clock import Clock
+from core.config import ROLES
+from core.db import Database
+from core.errors import InvalidInput
+from core.models import User
+
+log = logging.getLogger("tocsin.users")
+_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
+_hasher = PasswordHasher()
+# Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
+_DUMMY = _hasher.hash("not a real password")
+
+
+class UserService:
+    """Create users and check passwords. Identities of console users are `web:<name>`."""
+
+    def __init__(self, db: Database, audit: AuditLog, clock: Clock) -> None:
+        self.db = db
+        self.audit = audit
+        self.clock = clock
+
+    async def add(self, *, name: str, role: str, password: str, actor: str) -> User:
+        if not _NAME.match(name):
+            raise InvalidInput("user names are 1-100 letters, digits, or _ . @ -")
+        role = role.lower()
+        if role not in ROLES:
+            raise InvalidInput(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+        if len(password) < 8:
+            raise InvalidInput("passwords need at least 8 characters")
+        now = self.clock.now()
+        async with self.db.transaction() as s:
+            if (await s.execute(select(User).where(User.name == name))).scalars().first():
+                raise InvalidInput(f"user {name!r} already exists")
+            user = User(name=name, role=role, password_hash=_hasher.hash(password), created_at=now)
+            s.add(user)
+            await s.flush()
+            await self.audit.append(s, actor=actor, source="cli", action="user.add", resource=f"web:{name}",
+                                    details={"role": role}, now=now)
+        return user
+
+    async def authenticate(self, *, name: str, password: str, source: str) -> User | None:
+        """The user when the password matches, else None. Both outcomes are audited."""
+        async with self.db.sessions() as s:
+            user = (await s.execute(select(User).where(User.name == name))).scalars().first()
+        ok = False
+        try:
+            ok = _hasher.verify(user.password_hash if user else _DUMMY, password) and user is not None
+        except (VerificationError, InvalidHashError):
+            ok = False
+        now = self.clock.now()
+        async with self.db.transaction() as s:
+            await self.audit.append(s, actor=f"web:{name[:100]}", source=source,
+                                    action="login.success" if ok else "login.failure", resource="console",
+                                    details={} if ok else {"reason": "bad name or password"}, now=now)
+        log.info("console.login", extra={"user": name[:100], "ok": ok, "source": source})
+        return user if ok else None
+
+    async def role_of(self, name: str) -> str | None:
+        async with self.db.sessions() as s:
+            return (await s.execute(select(User.role).where(User.name == name))).scalars().first()

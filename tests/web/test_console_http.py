@@ -1,0 +1,134 @@
+"""Console over real HTTP: sign-in, cookies, CSRF, role matrix, board, incident page, audit, charts, SSE."""
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
+
+from bot.context import Context
+from bot.server import build_app
+from core.models import AuditEntry
+from core.rbac import Actor
+from core.users import UserService
+
+OP = Actor("cli:op", "cli")
+
+
+@pytest.fixture
+async def console(make_ctx: Any) -> AsyncIterator[tuple[Context, TestClient]]:
+    ctx = await make_ctx(worker={"enabled": False}, console={"session_secret": "console-test-secret"})
+    users = UserService(ctx.db, ctx.audit, ctx.clock)
+    for name, role in (("ada", "admin"), ("otto", "operator"), ("vera", "viewer")):
+        await users.add(name=name, role=role, password=f"{name}-password", actor="cli:admin")
+    app, _rt = await build_app(ctx)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield ctx, client
+    finally:
+        await client.close()
+
+
+async def login(client: TestClient, name: str) -> str:
+    resp = await client.post("/login", data={"name": name, "password": f"{name}-password", "next": "/"},
+                             allow_redirects=False)
+    assert resp.status == 302, await resp.text()
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    page = await (await client.get("/")).text()
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+
+
+async def test_sign_in_is_required_and_audited(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == "/login?next=/"
+    resp = await client.post("/login", data={"name": "ada", "password": "wrong-password"})
+    assert resp.status == 401 and "Wrong name or password." in await resp.text()
+    resp = await client.post("/login", data={"name": "nobody", "password": "x"})
+    assert resp.status == 401
+    await login(client, "ada")
+    async with ctx.db.sessions() as s:
+        rows = (await s.execute(select(AuditEntry.action, AuditEntry.actor).where(
+            AuditEntry.action.like("login.%")))).all()
+    assert rows == [("login.failure", "web:ada"), ("login.failure", "web:nobody"), ("login.success", "web:ada")]
+    # a tampered cookie is no session
+    client.session.cookie_jar.clear()
+    client.session.cookie_jar.update_cookies({"tocsin_session": "e30.deadbeef"})
+    assert (await client.get("/", allow_redirects=False)).status == 302
+
+
+async def test_board_incident_page_and_acknowledge(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    await ctx.service.declare(actor=OP, title="Checkout <failing>", severity="sev1")
+    csrf = await login(client, "otto")
+    board = await (await client.get("/")).text()
+    assert "INC-1" in board and "Checkout &lt;failing&gt;" in board  # escaped
+    page = await (await client.get("/incidents/1")).text()
+    assert 'id="ack"' in page and "INITIAL" in page and "alice" in page  # timeline + delivery matrix
+    resp = await client.post("/incidents/1/ack", data={}, allow_redirects=False)
+    assert resp.status == 403  # no CSRF token
+    assert (await ctx.service.get("INC-1")).acknowledged_at is None
+    resp = await client.post("/incidents/1/ack", data={"csrf": csrf})
+    assert resp.status == 200 and "Acknowledged." in await resp.text()
+    inc = await ctx.service.get("INC-1")
+    assert inc.acknowledged_by == "web:otto"
+    resp = await client.post("/incidents/1/resolve", data={"csrf": csrf})
+    assert (await ctx.service.get("INC-1")).state == "resolved"
+    assert (await client.get("/incidents/99")).status == 404
+
+
+async def test_viewer_reads_but_cannot_act_or_audit(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    await ctx.service.declare(actor=OP, title="x", severity="sev3")
+    csrf = await login(client, "vera")
+    assert "INC-1" in await (await client.get("/")).text()
+    page = await (await client.get("/incidents/1")).text()
+    assert 'id="ack"' not in page and ">Audit<" not in page
+    resp = await client.post("/incidents/1/ack", data={"csrf": csrf})
+    assert "has role VIEWER" in await resp.text()
+    assert (await ctx.service.get("INC-1")).acknowledged_at is None
+    assert (await client.get("/audit")).status == 403
+    assert (await client.post("/audit/verify", data={"csrf": csrf})).status == 403
+
+
+async def test_audit_page_verifies_chain(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    csrf = await login(client, "ada")
+    page = await (await client.get("/audit")).text()
+    assert "user.add" in page and "login.success" in page
+    resp = await client.post("/audit/verify", data={"csrf": csrf})
+    assert "OK: audit chain intact" in await resp.text()
+
+
+async def test_stats_page_draws_svg_charts(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    await ctx.service.declare(actor=OP, title="a", severity="sev1")
+    await ctx.service.declare(actor=OP, title="b", severity="sev3")
+    ctx.clock.advance(minutes=4)  # type: ignore[attr-defined]
+    await ctx.service.acknowledge("INC-1", actor=OP)
+    await login(client, "vera")
+    page = await (await client.get("/stats")).text()
+    assert page.count("<svg") == 3 and "Incidents per day by severity (2)" in page
+    assert "sev1: 1</title>" in page and "4m00s" in page
+    assert "http://" not in page.replace("http://www.w3.org", "")  # nothing fetched from elsewhere
+
+
+async def test_board_streams_changes(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    await login(client, "vera")
+    resp = await client.get("/events")
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    assert (await resp.content.readline()) == b": connected\n"
+    await resp.content.readline()
+    await ctx.service.declare(actor=OP, title="live", severity="sev2")
+    line = await asyncio.wait_for(resp.content.readline(), 5)
+    assert line == b"event: incident\n"
+    data = await asyncio.wait_for(resp.content.readline(), 5)
+    assert b'"kind": "declare"' in data
+    resp.close()
