@@ -158,12 +158,12 @@ def mount_console(rt: Any) -> None:
     async def incident(request: web.Request) -> web.Response:
         d = await svc.detail(request.match_info["id"], actor=c.actor(request))
         timeline: list[tuple[datetime, str, str, str]] = []
-        for m in d.thread:
-            timeline.append((utc(m.created_at), m.kind, m.author, m.body))  # type: ignore[arg-type]
-        for ch in d.state_changes:
+        for ch in d.state_changes:  # first, so a state change sorts before the message written with it
             spent = f" after {fmt_duration(ch.seconds_in_previous)} {ch.from_state}" if ch.from_state else ""
             timeline.append((utc(ch.at), "STATE", ch.actor, f"-> {ch.to_state}{spent}"))  # type: ignore[arg-type]
-        timeline.sort(key=lambda t: t[0])
+        for m in d.thread:
+            timeline.append((utc(m.created_at), m.kind, m.author, m.body))  # type: ignore[arg-type]
+        timeline.sort(key=lambda t: t[0])  # stable: equal times keep the order above
         channels = sorted({x.channel for x in d.deliveries if x.purpose != "surface"})
         matrix: dict[str, dict[str, dict[str, Any]]] = {}
         for x in d.deliveries:

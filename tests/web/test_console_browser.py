@@ -1,0 +1,91 @@
+"""The console in a real headless Chromium: sign in, watch an incident appear live, acknowledge it.
+
+Needs Debian's chromium + chromium-driver (tests/setup_peers.py installs them in `make test`); skips with
+the reason when they are missing, fails under CI.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bot.server import build_app
+from core.rbac import Actor
+from core.users import UserService
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+def _browser_or_skip() -> Any:
+    missing = [p for p in (CHROMIUM, DRIVER) if not os.path.exists(p)]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as exc:  # pragma: no cover - selenium is a test extra
+        missing.append(f"selenium ({exc})")
+    if missing:
+        reason = f"headless browser test needs {', '.join(missing)}"
+        if os.environ.get("CI"):
+            pytest.fail(reason + " (required in CI)")
+        pytest.skip(reason)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1280,900"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+
+
+async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ctx = await make_ctx(worker={"enabled": False}, console={"session_secret": "browser-test-secret"})
+    await UserService(ctx.db, ctx.audit, ctx.clock).add(name="otto", role="operator", password="otto-password",
+                                                        actor="cli:admin")
+    await ctx.service.declare(actor=Actor("cli:op"), title="Search is slow", severity="sev3")
+    app, _rt = await build_app(ctx)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    driver = await asyncio.to_thread(_browser_or_skip)
+    run = asyncio.to_thread
+    try:
+        wait = WebDriverWait(driver, 15)
+        await run(driver.get, base + "/")
+        await run(wait.until, ec.presence_of_element_located((By.ID, "name")))
+        await run(lambda: driver.find_element(By.ID, "name").send_keys("otto"))
+        await run(lambda: driver.find_element(By.ID, "password").send_keys("otto-password"))
+        await run(lambda: driver.find_element(By.ID, "signin").click())
+        await run(wait.until, ec.presence_of_element_located((By.ID, "row-1")))
+        await asyncio.sleep(1.0)  # let the EventSource connect
+
+        # Declared elsewhere while the page is open: the row appears without a reload.
+        await ctx.service.declare(actor=Actor("cli:op"), title="Payments failing", severity="sev1")
+        row = await run(wait.until, ec.presence_of_element_located((By.ID, "row-2")))
+        assert "Payments failing" in row.text
+        # TOCSIN_SCREENSHOTS=1 refreshes the README's pictures in docs/; otherwise they go to a temp dir.
+        shots = DOCS if os.environ.get("TOCSIN_SCREENSHOTS") else tmp_path
+        await run(driver.save_screenshot, str(shots / "console-board.png"))
+
+        await run(lambda: driver.find_element(By.CSS_SELECTOR, "#row-2 a").click())
+        await run(wait.until, ec.element_to_be_clickable((By.ID, "ack")))
+        await run(lambda: driver.find_element(By.ID, "ack").click())
+        notice = await run(wait.until, ec.presence_of_element_located((By.ID, "notice")))
+        assert notice.text == "Acknowledged."
+        assert "web:otto" in driver.find_element(By.ID, "acked").text
+        await run(driver.save_screenshot, str(shots / "console-incident.png"))
+    finally:
+        await run(driver.quit)
+        await server.close()
+    inc = await ctx.service.get("INC-2")
+    assert inc.acknowledged_by == "web:otto"
