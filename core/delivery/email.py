@@ -1,0 +1,127 @@
+"""Email sender: multipart/alternative (plain + HTML) over SMTP with aiosmtplib (none, STARTTLS or TLS)."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import ssl
+import time
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import ClassVar
+
+import aiohttp
+import aiosmtplib
+
+from core.config import Config, RetryPolicy
+from core.delivery.message import DeliveryResult, Envelope
+from core.delivery.policy import DEFAULT_RETRY
+from core.delivery.render import render_email
+from core.delivery.webhook import attempt_timeout, log_result
+
+log = logging.getLogger(__name__)
+
+_ADDRESS = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+$")
+
+
+def message_id(idempotency_key: str, domain: str) -> str:
+    """Stable per delivery, so a retried send carries the same Message-ID and clients dedupe it."""
+    return f"<tocsin.{hashlib.sha256(idempotency_key.encode('utf-8')).hexdigest()[:40]}@{domain}>"
+
+
+def incident_thread_id(incident: str, domain: str) -> str:
+    """A virtual thread root: every message of one incident references it, so mail clients group them."""
+    return f"<tocsin.{re.sub(r'[^A-Za-z0-9-]', '', incident).lower()}@{domain}>"
+
+
+def classify_smtp(code: int, message: str) -> DeliveryResult:
+    """4xx is transient (greylisting, mailbox busy): retry; 5xx is a refusal: permanent."""
+    text = f"SMTP {code}: {' '.join(message.split())}"[:300]
+    if 400 <= code < 500:
+        return DeliveryResult.retry(text, code)
+    return DeliveryResult.permanent(text, code)
+
+
+class EmailSender:
+    """One SMTP connection per message: pages are rare and a fresh session survives relay restarts."""
+
+    channel: ClassVar[str] = "email"
+    max_length: ClassVar[int | None] = None
+    rate_per_second: ClassVar[float | None] = None
+    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["email"]
+
+    def __init__(self, cfg: Config, *, http: aiohttp.ClientSession | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
+        """`tls_context` overrides the system trust store (a private relay CA; tests' self-signed peer)."""
+        self._c = cfg.channels.email
+        self._timeout = attempt_timeout(cfg, self.channel)
+        self._tls_context = tls_context
+        domain = parseaddr(self._c.from_address)[1].rpartition("@")[2]
+        self._domain = domain or "tocsin.localhost"
+
+    def build_message(self, envelope: Envelope) -> EmailMessage:
+        n = envelope.notification
+        content = render_email(n)
+        msg = EmailMessage()
+        msg["Subject"] = content.subject
+        msg["From"] = self._c.from_address
+        msg["To"] = envelope.address
+        msg["Date"] = format_datetime(datetime.now(timezone.utc))
+        msg["Message-ID"] = message_id(envelope.idempotency_key, self._domain)
+        if n.incident and n.kind.upper() != "INITIAL":
+            root = incident_thread_id(n.incident, self._domain)
+            msg["In-Reply-To"] = root
+            msg["References"] = root
+        # RFC 3834: tell autoresponders (out-of-office) not to answer a machine.
+        msg["Auto-Submitted"] = "auto-generated"
+        msg["X-Auto-Response-Suppress"] = "All"
+        if n.severity in ("sev1", "sev2") and n.kind.upper() not in ("RESOLVED",):
+            msg["Importance"] = "high"
+            msg["X-Priority"] = "1"
+        msg["X-Tocsin-Delivery"] = str(envelope.delivery_id)
+        if n.incident:
+            msg["X-Tocsin-Incident"] = n.incident
+        msg.set_content(content.text)
+        msg.add_alternative(content.html, subtype="html")
+        return msg
+
+    async def send(self, envelope: Envelope) -> DeliveryResult:
+        started = time.monotonic()
+        if not _ADDRESS.match(envelope.address):
+            result = DeliveryResult.permanent("not an email address")
+            return log_result(log, envelope, result, started=started)
+        msg = self.build_message(envelope)
+        c = self._c
+        try:
+            await aiosmtplib.send(
+                msg,
+                hostname=c.host,
+                port=c.port,
+                username=c.username,
+                password=c.password.get_secret_value() if c.password else None,
+                use_tls=c.security == "ssl",
+                start_tls=c.security == "starttls",
+                timeout=self._timeout,
+                tls_context=self._tls_context,
+            )
+            result = DeliveryResult.ok(f"accepted by {c.host}:{c.port}")
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            first = exc.recipients[0] if exc.recipients else None
+            if first is None:
+                result = DeliveryResult.permanent("recipient refused")
+            else:
+                result = classify_smtp(first.code, first.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            result = classify_smtp(exc.code, exc.message)
+        except (TimeoutError, aiosmtplib.SMTPTimeoutError):
+            result = DeliveryResult.retry(f"SMTP timed out after {self._timeout:g}s")
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError) as exc:
+            result = DeliveryResult.retry(f"SMTP connection failed: {type(exc).__name__}: {exc}"[:300])
+        except aiosmtplib.SMTPException as exc:
+            # E.g. STARTTLS or AUTH not offered by the server: a configuration mismatch retries cannot fix.
+            result = DeliveryResult.permanent(f"SMTP: {exc}"[:300])
+        return log_result(log, envelope, result, started=started)
+
+    async def aclose(self) -> None:
+        """Nothing to close: every send opens and closes its own SMTP session."""

@@ -1,0 +1,235 @@
+"""Voice sender (Twilio call that reads the page and gathers "press 1 to acknowledge") and its callback.
+
+The callback is platform-neutral (`handle_voice_callback`) with a thin aiohttp handler on top
+(`twilio_voice_handler`), to be mounted by the server at POST /twilio/voice.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from typing import Any, ClassVar, cast
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+from aiohttp import web
+from multidict import MultiDict
+from twilio.base.exceptions import TwilioException
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+from twilio.rest import Client
+from twilio.twiml.voice_response import VoiceResponse
+
+from core.config import Config, RetryPolicy
+from core.delivery.base import classify_http
+from core.delivery.message import DeliveryResult, Envelope, Notification
+from core.delivery.policy import DEFAULT_RETRY
+from core.delivery.render import render_voice, speakable
+from core.delivery.webhook import USER_AGENT, attempt_timeout, log_result, mask_address
+from core.errors import TocsinError
+
+log = logging.getLogger(__name__)
+
+VOICE_CALLBACK_PATH = "/twilio/voice"
+TWIML_MAX = 4000
+"""Twilio's limit for the inline `Twiml` parameter of a call."""
+RING_SECONDS = 45
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+AckCallable = Callable[[int], Awaitable[str]]
+"""acknowledge(delivery_id) -> sentence to speak back ("Incident 12 acknowledged.")."""
+
+# Twilio's exceptions drop the response headers; the HTTP client leaves them here for the sender
+# (a ContextVar: concurrent calls in other tasks cannot see each other's answers).
+_last_headers: ContextVar[Mapping[str, str] | None] = ContextVar("tocsin_twilio_last_headers", default=None)
+
+
+class SharedSessionHttpClient(AsyncHttpClient):
+    """Twilio's async HTTP client on our shared aiohttp session, with our per-attempt timeout."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, timeout: float) -> None:
+        super().__init__(logging.getLogger("twilio.http_client"), True, timeout)
+        self._session = session
+
+    async def request(self, method: str, uri: str, params: dict[str, object] | None = None,
+                      data: dict[str, object] | None = None, headers: dict[str, str] | None = None,
+                      auth: tuple[str, str] | None = None, timeout: float | None = None,
+                      allow_redirects: bool = False) -> TwilioResponse:
+        hdrs = dict(headers or {})
+        hdrs.setdefault("User-Agent", USER_AGENT)
+        if auth:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            hdrs["Authorization"] = f"Basic {token}"
+        async with self._session.request(
+            method.upper(), uri, params=cast(Any, params), data=data, headers=hdrs,
+            allow_redirects=allow_redirects, timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+        ) as resp:
+            text = await resp.text(errors="replace")
+            _last_headers.set(dict(resp.headers))
+            return TwilioResponse(resp.status, text, resp.headers)
+
+
+def voice_action_url(public_url: str, delivery_id: int) -> str:
+    """Where Twilio posts the pressed digit; the same string Twilio signs."""
+    return f"{public_url.rstrip('/')}{VOICE_CALLBACK_PATH}?delivery={delivery_id}"
+
+
+def _wants_ack(n: Notification) -> bool:
+    return bool(n.incident) and n.kind.upper() not in ("RESOLVED", "ACK", "ONE_TIME")
+
+
+def build_twiml(n: Notification, *, action_url: str) -> str:
+    """<Say> the page inside a <Gather numDigits=1> so pressing 1 works mid-sentence; ask once more."""
+    script = render_voice(n)
+    vr = VoiceResponse()
+    if not _wants_ack(n):
+        vr.say(script)
+        return str(vr)
+    prompt = "Press 1 to acknowledge."
+    first = vr.gather(num_digits=1, action=action_url, method="POST", timeout=8)
+    first.say(script)
+    first.pause(length=1)
+    first.say(prompt)
+    again = vr.gather(num_digits=1, action=action_url, method="POST", timeout=8)
+    again.say(f"Press 1 to acknowledge {speakable(n.incident or '')}.")
+    vr.say("No answer received. Goodbye.")
+    twiml = str(vr)
+    if len(twiml) > TWIML_MAX and n.body:  # cannot happen with render_voice's caps, but never send a 400
+        return build_twiml(Notification.from_json({**n.to_json(), "body": ""}), action_url=action_url)
+    return twiml
+
+
+class TwilioVoiceSender:
+    """One outbound call per attempt through Twilio's REST API (`api_url` points tests at a stand-in)."""
+
+    channel: ClassVar[str] = "voice"
+    max_length: ClassVar[int | None] = TWIML_MAX
+    rate_per_second: ClassVar[float | None] = 1.0
+    """Twilio's default outbound calls-per-second for an account."""
+    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["voice"]
+
+    def __init__(self, cfg: Config, *, http: aiohttp.ClientSession) -> None:
+        c = cfg.channels.voice
+        self._from = c.from_number
+        self._public_url = cfg.server.public_url
+        self._timeout = attempt_timeout(cfg, self.channel)
+        self._client: Client | None = None
+        if c.account_sid and c.auth_token and c.from_number:
+            client = Client(c.account_sid, c.auth_token.get_secret_value(), account_sid=c.account_sid,
+                            http_client=SharedSessionHttpClient(http, timeout=self._timeout))
+            client.edge = client.region = None  # ignore TWILIO_EDGE/REGION: api_url decides the host
+            client.api.base_url = c.api_url.rstrip("/")
+            self._client = client
+
+    async def send(self, envelope: Envelope) -> DeliveryResult:
+        started = time.monotonic()
+        if self._client is None or not self._from:
+            result = DeliveryResult.permanent(
+                "voice is not configured (channels.voice.account_sid, auth_token, from_number)")
+            return log_result(log, envelope, result, started=started)
+        if not E164.match(envelope.address):
+            return log_result(log, envelope, DeliveryResult.permanent("not an E.164 phone number"),
+                              started=started)
+        twiml = build_twiml(envelope.notification,
+                            action_url=voice_action_url(self._public_url, envelope.delivery_id))
+        _last_headers.set(None)
+        try:
+            call = await self._client.calls.create_async(to=envelope.address, from_=self._from, twiml=twiml,
+                                                         timeout=RING_SECONDS)
+            result = DeliveryResult.ok(f"call {call.sid} {call.status}", 201)
+        except TwilioException as exc:
+            status = getattr(exc, "status", None)
+            if not isinstance(status, int):
+                raise
+            headers = _last_headers.get() or {}
+            code = getattr(exc, "code", None)
+            msg = getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", "")
+            result = classify_http(status, retry_after=headers.get("Retry-After"),
+                                   summary=f"Twilio {code}: {msg}")
+        except TimeoutError:
+            result = DeliveryResult.retry(f"Twilio did not answer within {self._timeout:g}s")
+        except aiohttp.ClientError as exc:
+            result = DeliveryResult.retry(f"Twilio unreachable: {type(exc).__name__}: {exc}"[:300])
+        return log_result(log, envelope, result, started=started)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the aiohttp session belongs to the server."""
+
+
+# --- inbound: the digit the person pressed --------------------------------------------------------------
+
+
+def _twiml_say(text: str, *, hangup: bool = True) -> str:
+    vr = VoiceResponse()
+    vr.say(speakable(text) or "Done.")
+    if hangup:
+        vr.hangup()
+    return str(vr)
+
+
+async def handle_voice_callback(*, url: str, params: Mapping[str, Any], signature: str, auth_token: str,
+                                acknowledge: AckCallable,
+                                signature_settings: str | None = None) -> tuple[int, str]:
+    """Verify Twilio's signature over (url, form), then act on the digit. Returns (HTTP status, TwiML).
+
+    403 for a bad signature, 400 without a usable `delivery` query parameter, else 200 with TwiML.
+    """
+    algorithm = get_signature_algorithm(signature_settings)
+    validator = RequestValidator(auth_token)
+    if not signature or not validator.validate(url, params, signature, algorithm=algorithm):
+        log.warning("notify.voice.callback_rejected", extra={"event": "notify.voice.callback_rejected",
+                                                               "reason": "bad signature"})
+        return 403, ""
+    raw = parse_qs(urlsplit(url).query).get("delivery", [""])[0]
+    if not raw.isdigit():
+        return 400, ""
+    delivery_id = int(raw)
+    digits = str(params.get("Digits", "") or "")
+    extra = {"event": "notify.voice.callback", "delivery_id": delivery_id, "digits": digits,
+             "to": mask_address("voice", str(params.get("To", "") or ""))}
+    if digits != "1":
+        log.info("notify.voice.callback", extra=extra)
+        vr = VoiceResponse()
+        again = vr.gather(num_digits=1, action=url, method="POST", timeout=8)
+        again.say("Press 1 to acknowledge.")
+        vr.say("Not acknowledged. Goodbye.")
+        return 200, str(vr)
+    try:
+        sentence = await acknowledge(delivery_id)
+    except TocsinError as exc:
+        # Already acknowledged or resolved, unknown delivery: the message is safe to say aloud.
+        log.info("notify.voice.ack_refused", extra={**extra, "event": "notify.voice.ack_refused",
+                                                    "error": exc.code, "reason": str(exc)})
+        return 200, _twiml_say(str(exc))
+    log.info("notify.voice.acknowledged", extra={**extra, "event": "notify.voice.acknowledged"})
+    return 200, _twiml_say(sentence)
+
+
+def twilio_voice_handler(*, auth_token: str, public_url: str,
+                         acknowledge: AckCallable) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """aiohttp handler for POST /twilio/voice. The URL Twilio signed is rebuilt from public_url (it is
+    the one we gave Twilio), not from the Host header, so it holds behind a TLS-terminating proxy."""
+
+    async def handler(request: web.Request) -> web.Response:
+        form = await request.post()
+        params: MultiDict[str] = MultiDict((k, v) for k, v in form.items() if isinstance(v, str))
+        query = request.rel_url.raw_query_string
+        url = f"{public_url.rstrip('/')}{VOICE_CALLBACK_PATH}" + (f"?{query}" if query else "")
+        status, body = await handle_voice_callback(
+            url=url, params=params, signature=request.headers.get(SIGNATURE_HEADER, ""),
+            auth_token=auth_token, acknowledge=acknowledge,
+            signature_settings=request.headers.get(SIGNATURE_SETTINGS_HEADER))
+        if status != 200:
+            return web.Response(status=status, text="forbidden" if status == 403 else "bad request")
+        return web.Response(status=200, text=body, content_type="text/xml")
+
+    return handler

@@ -1,0 +1,202 @@
+"""Generic webhook sender, plus the HTTP attempt, masking and result logging every HTTP sender shares.
+
+Body: JSON (render.render_webhook). Headers: the destination's own, `Idempotency-Key` (the same on every
+retry, so a slow receiver that got the first attempt can drop the repeat) and, when the destination has an
+`hmac_secret`, `X-Tocsin-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import aiohttp
+from multidict import CIMultiDict
+
+from core.config import Config, Destination, RetryPolicy
+from core.delivery.base import classify_http
+from core.delivery.message import DeliveryResult, Envelope
+from core.delivery.policy import DEFAULT_RETRY, retry_policy
+from core.delivery.render import json_bytes, render_webhook
+from core.logs import mask_phone
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "Tocsin/0.1"
+SIGNATURE_HEADER = "X-Tocsin-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_RESPONSE_BYTES = 64 * 1024
+"""We only keep a snippet of the answer for the attempt log; never buffer a huge error page."""
+
+
+# --- signatures -------------------------------------------------------------------------------------
+
+
+def sign_body(secret: str | bytes, body: bytes) -> str:
+    """`sha256=<hex>`: HMAC-SHA256 of the exact bytes sent, keyed by the destination's hmac_secret."""
+    key = secret.encode("utf-8") if isinstance(secret, str) else secret
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str | bytes, body: bytes, header: str | None) -> bool:
+    """What a receiver runs: constant-time comparison of the header with our own signature."""
+    if not header:
+        return False
+    return hmac.compare_digest(sign_body(secret, body), header.strip())
+
+
+# --- shared plumbing for HTTP senders ---------------------------------------------------------------
+
+
+ATTEMPT_TIMEOUT_SHARE = 0.9
+"""The worker bounds a whole send by the policy's timeout_seconds; our own I/O gives up a little earlier so
+the sender reports the timeout itself (with detail) instead of being cancelled."""
+
+
+def attempt_timeout(cfg: Config, channel: str) -> float:
+    """Per-attempt I/O timeout from the channel's retry policy (config, else core.delivery.policy)."""
+    return retry_policy(cfg, channel).timeout_seconds * ATTEMPT_TIMEOUT_SHARE
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Remove secrets (webhook URLs, bot tokens) from text bound for logs and the attempt record."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "<redacted>")
+    return text
+
+
+def mask_address(channel: str, address: str) -> str:
+    """Phones keep their last 4 digits, emails their first letter and domain; names and chat ids stay."""
+    if channel in ("sms", "voice"):
+        return mask_phone(address)
+    if channel == "email" and "@" in address:
+        local, _, domain = address.rpartition("@")
+        return f"{local[:1]}***@{domain}"
+    return address
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """What came back: status, headers and the first MAX_RESPONSE_BYTES of the body as text."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+
+    def classify(self, summary: str | None = None) -> DeliveryResult:
+        return classify_http(self.status, retry_after=self.headers.get("Retry-After"),
+                             summary=self.text.strip() if summary is None else summary)
+
+
+async def http_attempt(session: aiohttp.ClientSession, *, method: str, url: str, body: bytes,
+                       headers: Mapping[str, str], timeout: float) -> HttpReply | DeliveryResult:
+    """One request bounded by `timeout`. Transport failures become `retry`; statuses are the caller's."""
+    try:
+        async with session.request(method, url, data=body, headers=headers, allow_redirects=False,
+                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            raw = await resp.content.read(MAX_RESPONSE_BYTES)
+            return HttpReply(resp.status, resp.headers, raw.decode(resp.charset or "utf-8", errors="replace"))
+    except TimeoutError:
+        return DeliveryResult.retry(f"no answer within {timeout:g}s")
+    except aiohttp.InvalidURL:
+        return DeliveryResult.permanent("invalid URL")
+    except aiohttp.ClientError as exc:
+        return DeliveryResult.retry(f"{type(exc).__name__}: {redact(str(exc), [url])}"[:300])
+
+
+def log_result(logger: logging.Logger, envelope: Envelope, result: DeliveryResult, *,
+               started: float) -> DeliveryResult:
+    """One structured line per attempt (no secrets, masked addresses); returns `result` for chaining."""
+    level = logging.INFO if result.outcome == "delivered" else logging.WARNING
+    logger.log(level, "notify.delivery.attempt", extra={
+        "event": "notify.delivery.attempt",
+        "channel": envelope.channel,
+        "delivery_id": envelope.delivery_id,
+        "attempt": envelope.attempt,
+        "to": mask_address(envelope.channel, envelope.address),
+        "outcome": result.outcome,
+        "status_code": result.status_code,
+        "retry_after": result.retry_after,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        "summary": result.summary,
+    })
+    return result
+
+
+def resolve_destination(cfg: Config, name: str, channel: str) -> Destination | DeliveryResult:
+    """Look the destination up at send time (its secrets never sit in the database)."""
+    dest = cfg.destination(name)
+    if dest is None:
+        return DeliveryResult.permanent(f"unknown destination {name!r}")
+    if dest.channel != channel:
+        return DeliveryResult.permanent(f"destination {name!r} is a {dest.channel} destination, "
+                                        f"not {channel}")
+    if dest.url is None:
+        return DeliveryResult.permanent(f"destination {name!r} has no url")
+    return dest
+
+
+async def post_to_destination(session: aiohttp.ClientSession, dest: Destination, *, body: bytes,
+                              timeout: float,
+                              extra_headers: Mapping[str, str] | None = None) -> HttpReply | DeliveryResult:
+    """JSON to a destination's url with its method, the destination headers first and ours on top."""
+    assert dest.url is not None
+    headers: CIMultiDict[str] = CIMultiDict({k: v.get_secret_value() for k, v in dest.headers.items()})
+    headers["Content-Type"] = "application/json; charset=utf-8"
+    headers["User-Agent"] = USER_AGENT
+    for k, v in (extra_headers or {}).items():
+        headers[k] = v
+    url = dest.url.get_secret_value()
+    result = await http_attempt(session, method=dest.method, url=url, body=body, headers=headers,
+                                timeout=timeout)
+    if isinstance(result, HttpReply):
+        return result
+    return DeliveryResult(result.outcome, redact(result.summary, [url]), result.status_code,
+                          result.retry_after)
+
+
+# --- the generic webhook sender --------------------------------------------------------------------------
+
+
+class WebhookSender:
+    """POST/PUT the event + notification as JSON to a named destination, signed when it has a secret."""
+
+    channel: ClassVar[str] = "webhook"
+    max_length: ClassVar[int | None] = None
+    rate_per_second: ClassVar[float | None] = None
+    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["webhook"]
+
+    def __init__(self, cfg: Config, *, http: aiohttp.ClientSession) -> None:
+        self._cfg = cfg
+        self._http = http
+        self._timeout = attempt_timeout(cfg, self.channel)
+
+    async def send(self, envelope: Envelope) -> DeliveryResult:
+        started = time.monotonic()
+        dest = resolve_destination(self._cfg, envelope.address, self.channel)
+        if isinstance(dest, DeliveryResult):
+            return log_result(log, envelope, dest, started=started)
+        body = json_bytes(render_webhook(envelope.notification, idempotency_key=envelope.idempotency_key,
+                                         delivery_id=envelope.delivery_id, attempt=envelope.attempt))
+        headers = {
+            IDEMPOTENCY_HEADER: envelope.idempotency_key,
+            "X-Tocsin-Delivery": str(envelope.delivery_id),
+            "X-Tocsin-Attempt": str(envelope.attempt),
+        }
+        if dest.hmac_secret is not None and dest.hmac_secret.get_secret_value():
+            headers[SIGNATURE_HEADER] = sign_body(dest.hmac_secret.get_secret_value(), body)
+        reply = await post_to_destination(self._http, dest, body=body, timeout=self._timeout,
+                                          extra_headers=headers)
+        result = reply.classify() if isinstance(reply, HttpReply) else reply
+        return log_result(log, envelope, result, started=started)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the aiohttp session belongs to the server."""

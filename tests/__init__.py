@@ -1,0 +1,1 @@
+"""Test suite (a package, so `tests.stand_ins` and helpers import the same way under any runner)."""
