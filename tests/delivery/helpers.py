@@ -36,10 +36,17 @@ def envelope(channel: str, address: str, n: Notification | None = None, *, attem
 
 
 def config(**sections: Any) -> Config:
-    """A validated Config; every retry policy here has a short timeout so hang tests stay fast."""
+    """A validated Config with a public_url for ack links and Twilio callbacks."""
     data: dict[str, Any] = {"server": {"public_url": "https://tocsin.example"}}
     data.update(sections)
     return Config.model_validate(data)
 
 
-FAST_RETRY = {"retry": {"timeout_seconds": 0.4}}
+def retry(timeout: float) -> dict[str, Any]:
+    """A channel section with this attempt timeout: short only where a test makes a peer hang, generous
+    elsewhere so a busy machine does not turn a healthy answer into a timeout."""
+    return {"retry": {"timeout_seconds": timeout}}
+
+
+HANG_TIMEOUT = 0.4
+NORMAL_TIMEOUT = 5.0

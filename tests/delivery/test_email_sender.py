@@ -15,7 +15,7 @@ from tests.stand_ins.smtp import SmtpStandIn, smtp_stand_in
 
 def email_cfg(smtp: SmtpStandIn | None, **over: Any) -> Any:
     section = {"host": "127.0.0.1", "port": smtp.port if smtp else free_port(),
-               "from_address": "Tocsin <pager@ops.example>", "retry": {"timeout_seconds": 0.5}}
+               "from_address": "Tocsin <pager@ops.example>", "retry": {"timeout_seconds": 5}}
     section.update(over)
     return config(channels={"email": section})
 
@@ -82,7 +82,8 @@ async def test_stalled_server_times_out_as_retry() -> None:
     async with smtp_stand_in() as smtp:
         smtp.data_delay = 3.0
         started = time.monotonic()
-        result = await EmailSender(email_cfg(smtp)).send(envelope("email", "bob@example.com"))
+        cfg = email_cfg(smtp, retry={"timeout_seconds": 0.5})
+        result = await EmailSender(cfg).send(envelope("email", "bob@example.com"))
         assert time.monotonic() - started < 2.5
         smtp.data_delay = 0
     assert result.outcome == "retry", result

@@ -18,7 +18,7 @@ from core.delivery.teams_webhook import TeamsWebhookSender
 from core.delivery.telegram import TelegramSender
 from core.delivery.webhook import SIGNATURE_HEADER, WebhookSender, verify_signature
 from core.errors import ConfigError
-from tests.delivery.helpers import FAST_RETRY, config, envelope, notification
+from tests.delivery.helpers import HANG_TIMEOUT, NORMAL_TIMEOUT, config, envelope, notification, retry
 from tests.stand_ins.http import HttpStandIn, Reply, free_port, hang, retry_after
 
 TOKEN = "123456:SECRET-bot-token"
@@ -36,7 +36,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def http_config(peer_url: str, **extra: Any) -> Any:
+def http_config(peer_url: str, *, timeout: float = NORMAL_TIMEOUT, **extra: Any) -> Any:
     return config(
         destinations=[
             {"name": "ops-slack", "channel": "slack_webhook", "url": f"{peer_url}/slack/T000/B000/XXXX"},
@@ -46,7 +46,7 @@ def http_config(peer_url: str, **extra: Any) -> Any:
             {"name": "plain-hook", "channel": "webhook", "url": f"{peer_url}/plain"},
             {"name": "ops-tg", "channel": "telegram", "chat_id": "-100200"},
         ],
-        channels={ch: FAST_RETRY for ch in ("slack_webhook", "teams_webhook", "webhook", "telegram")},
+        channels={ch: retry(timeout) for ch in ("slack_webhook", "teams_webhook", "webhook", "telegram")},
         telegram={"bot_token": TOKEN, "api_url": f"{peer_url}/bot"},
         **extra,
     )
@@ -105,7 +105,7 @@ async def test_http_outcomes(peer: HttpStandIn, http: aiohttp.ClientSession, cha
 async def test_http_hang_is_a_quick_retry(peer: HttpStandIn, http: aiohttp.ClientSession, channel: str,
                                           cls: type, address: str, path: str) -> None:
     peer.script(path, hang(10))
-    sender = make(cls, http_config(peer.url), http)
+    sender = make(cls, http_config(peer.url, timeout=HANG_TIMEOUT), http)
     started = time.monotonic()
     result = await sender.send(envelope(channel, address))
     elapsed = time.monotonic() - started
@@ -202,7 +202,7 @@ async def test_webhook_headers_signature_and_method(peer: HttpStandIn, http: aio
 async def test_webhook_retry_carries_the_same_idempotency_key(peer: HttpStandIn,
                                                               http: aiohttp.ClientSession) -> None:
     peer.script("/plain", hang(10), (200,))
-    sender = WebhookSender(http_config(peer.url), http=http)
+    sender = WebhookSender(http_config(peer.url, timeout=HANG_TIMEOUT), http=http)
     first = await sender.send(envelope("webhook", "plain-hook", attempt=1, key="k-same"))
     second = await sender.send(envelope("webhook", "plain-hook", attempt=2, key="k-same"))
     assert (first.outcome, second.outcome) == ("retry", "delivered")

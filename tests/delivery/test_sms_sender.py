@@ -31,7 +31,7 @@ async def peer() -> AsyncIterator[HttpStandIn]:
 
 def sms_cfg(endpoint: str, **over: Any) -> Any:
     section = {"endpoint_url": endpoint, "region": REGION, "access_key_id": ACCESS_KEY,
-               "secret_access_key": SECRET_KEY, "sender_id": "Tocsin", "retry": {"timeout_seconds": 0.5}}
+               "secret_access_key": SECRET_KEY, "sender_id": "Tocsin", "retry": {"timeout_seconds": 5}}
     section.update(over)
     return config(channels={"sms": section})
 
@@ -122,11 +122,11 @@ async def test_sns_errors_are_classified(peer: HttpStandIn, status: int, code: s
 
 
 async def test_unreachable_or_stalled_sns_is_retry(peer: HttpStandIn) -> None:
-    dead = SnsSmsSender(sms_cfg(f"http://127.0.0.1:{free_port()}"))
+    dead = SnsSmsSender(sms_cfg(f"http://127.0.0.1:{free_port()}", retry={"timeout_seconds": 0.5}))
     assert (await dead.send(envelope("sms", PHONE))).outcome == "retry"
     await dead.aclose()
     peer.script("/", hang(10))
-    slow = SnsSmsSender(sms_cfg(peer.url))
+    slow = SnsSmsSender(sms_cfg(peer.url, retry={"timeout_seconds": 0.5}))
     started = time.monotonic()
     result = await slow.send(envelope("sms", PHONE))
     await slow.aclose()

@@ -43,9 +43,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def voice_cfg(api_url: str) -> Any:
+def voice_cfg(api_url: str, timeout: float = 5.0) -> Any:
     return config(channels={"voice": {"account_sid": SID, "auth_token": AUTH, "from_number": FROM,
-                                      "api_url": api_url, "retry": {"timeout_seconds": 0.4}}})
+                                      "api_url": api_url, "retry": {"timeout_seconds": timeout}}})
 
 
 def call_created() -> Reply:
@@ -109,7 +109,7 @@ async def test_twilio_errors(twilio: HttpStandIn, http: aiohttp.ClientSession, r
 async def test_twilio_hang_is_a_quick_retry(twilio: HttpStandIn, http: aiohttp.ClientSession) -> None:
     twilio.script(CALLS, hang(10))
     started = time.monotonic()
-    result = await TwilioVoiceSender(voice_cfg(twilio.url), http=http).send(envelope("voice", TO))
+    result = await TwilioVoiceSender(voice_cfg(twilio.url, 0.4), http=http).send(envelope("voice", TO))
     assert result.outcome == "retry" and time.monotonic() - started < 2
 
 
