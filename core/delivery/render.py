@@ -348,10 +348,6 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _slack_link(url: str, label: str) -> str:
-    return f"<{url.replace('|', '%7C').replace('>', '%3E')}|{slack_escape(label).replace('|', '¦')}>"
-
-
 def render_slack(n: Notification) -> dict[str, Any]:
     """An incoming-webhook body: Block Kit blocks plus the `text` fallback for notifications."""
     title = one_line(n.title)
