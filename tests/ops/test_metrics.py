@@ -1,7 +1,8 @@
 """GET /metrics: Prometheus text, scrape-time gauges from the database, counters bumped where things happen."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -12,6 +13,13 @@ from bot.server import build_app
 from core.rbac import Actor
 
 ADMIN = Actor("cli:admin", source="test")
+
+
+@pytest.fixture
+async def ctx(make_ctx: Callable[..., Any]) -> Context:
+    """No worker in this process: exact counts and gauges without deliveries moving underneath.
+    (The worker bumps its own delivery series; the counts here are the server's.)"""
+    return await make_ctx(worker={"enabled": False})
 
 
 @pytest.fixture
