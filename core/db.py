@@ -49,7 +49,10 @@ def create_engine(cfg: DatabaseConfig | str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Reads (Database.sessions) begin deferred so they never hold the write lock; everything else
+            # takes it up front, so a read-then-write unit cannot fail on a stale snapshot.
+            deferred = conn.get_execution_options().get("tocsin_read_only", False)
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
     return engine
 
 
@@ -63,13 +66,15 @@ class Database:
     def __init__(self, cfg: DatabaseConfig | str) -> None:
         self.cfg = cfg if isinstance(cfg, DatabaseConfig) else DatabaseConfig(url=cfg)
         self.engine = create_engine(self.cfg)
-        self.sessions = session_factory(self.engine)
         self.sqlite = is_sqlite(self.cfg.url)
+        self._writes = session_factory(self.engine)
+        self.sessions = session_factory(self.engine.execution_options(tocsin_read_only=True))
+        """Sessions for reading. Write through `transaction()`."""
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commit on success, roll back on any error."""
-        async with self.sessions() as session, session.begin():
+        async with self._writes() as session, session.begin():
             yield session
 
     async def ping(self) -> None:

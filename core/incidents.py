@@ -284,6 +284,19 @@ class IncidentService:
                                                 inc.state))
         return Outcome(inc, msg, queued, p, cancelled_pages=cancelled)
 
+    async def acknowledge_by_delivery(self, delivery_id: int, *, source: str) -> str:
+        """A paged person acknowledged from the page itself (e.g. pressed 1 on the voice call): act as that
+        contact (`contact:<name>`), which the paged-contact rule allows. Returns a sentence to tell them."""
+        async with self.db.sessions() as s:
+            d = await s.get(Delivery, int(delivery_id))
+        if d is None or d.incident_id is None:
+            raise NotFound(f"no incident page {delivery_id}")
+        out = await self.acknowledge(d.incident_id, actor=Actor(f"contact:{d.recipient}", source, d.recipient))
+        assert out.incident is not None
+        if not out.changed:
+            return f"Incident {out.incident.id} was already acknowledged. Thank you."
+        return f"Incident {out.incident.id} is acknowledged. Thank you."
+
     async def escalate(self, ref: str | int, *, actor: Actor, due_at: datetime | None = None) -> Outcome:
         """Page the next escalation level now (`/incident escalate`), or, with `due_at` (the timer), only
         if the incident is still due: open, unacknowledged and past `next_escalation_at`. The row is read
@@ -336,8 +349,10 @@ class IncidentService:
     async def notify(self, *, actor: Actor, text: str, contact_list: str | None = None,
                      targets: Targets | None = None, severity: str = "sev4", event_type: str = "notify",
                      source: str | None = None, payload: dict[str, Any] | None = None,
+                     labels: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
                      session: AsyncSession | None = None) -> Outcome:
-        """A ONE-TIME message: no incident, no thread, just pages."""
+        """A ONE-TIME message: no incident, no thread, just pages. An inbound event passes its labels and
+        metadata so the rules that chose `notify` also match when the pages are planned."""
         cfg = self.cfg
         require(cfg, actor, Permission.SEND_INCIDENTS)
         text = (text or "").strip()
@@ -357,7 +372,7 @@ class IncidentService:
             s.add(msg)
             await s.flush()
             ev = RouteEvent(event_type=event_type, severity=sev, source=source or actor.platform,
-                            payload=payload or {})
+                            payload=payload or {}, labels=labels or {}, metadata=metadata or {})
             p = plan(cfg, ev, now=now, extra=t)
             note = Notification(kind="ONE_TIME", title=text.splitlines()[0][:200], body=text, severity=sev,
                                 event=ev.as_dict())
