@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -27,6 +29,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.commands import Command
 from bot.dispatch import Reply, execute, run_text
@@ -59,6 +62,8 @@ log = logging.getLogger("tocsin.slack")
 EVENTS_PATH = "/slack/events"
 # Where chat.postEphemeral cannot reach the user (bot not in the channel, a DM): answer by DM instead.
 _UNREACHABLE = frozenset({"channel_not_found", "not_in_channel", "user_not_in_channel", "is_archived"})
+SEEN_KEEP = timedelta(days=1)
+PRUNE_EVERY_S = 3600.0
 INTERNAL_ERROR = "Something went wrong on our side and it has been logged; nothing may have changed. " \
                  "Try again."
 
@@ -68,7 +73,7 @@ def actor_of(user_id: str, name: str | None) -> Actor:
     return Actor(f"slack:{user_id}", source="slack", display=name or None)
 
 
-def malformed(body: dict[str, Any]) -> str | None:
+def malformed(body: Any) -> str | None:
     """What a signed request lacks that we need to act on it once and answer (None when usable)."""
     if not isinstance(body, dict):
         return "body is not an object"
@@ -127,6 +132,7 @@ class SlackAdapter:
         self.bolt.view(UPDATE_VIEW)(self._on_update_submit)
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_inflight)
+        self._pruned_at = time.monotonic()
         self._socket: Any = None
         self._connector: asyncio.Task[None] | None = None
 
@@ -292,10 +298,23 @@ class SlackAdapter:
 
     async def _first_time(self, key: str, *, retry: str | None) -> bool:
         """Exactly once per key across processes: Slack's retries and double clicks do nothing."""
-        if await self.seen.first_time(key):
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            self._spawn(self._prune_seen(), what="prune_seen", tell=None)
+        try:
+            first = await self.seen.first_time(key)
+        except SQLAlchemyError:
+            # Fail open: a possible duplicate beats a lost command.
+            log.exception("slack.dedup.failed", extra={"key": key})
             return True
-        log.info("slack.duplicate.ignored", extra={"key": key, "retry_num": retry})
-        return False
+        if not first:
+            log.info("slack.duplicate.ignored", extra={"key": key, "retry_num": retry})
+        return first
+
+    async def _prune_seen(self) -> None:
+        """Slack retries within minutes; a day of keys is plenty."""
+        removed = await self.seen.forget_older_than("slack:", self.seen.clock.now() - SEEN_KEEP)
+        log.info("slack.seen.pruned", extra={"removed": removed})
 
     # --- answering the user -----------------------------------------------------------------------------
 
@@ -403,7 +422,8 @@ class SlackAdapter:
             self._connector.cancel()
             await asyncio.gather(self._connector, return_exceptions=True)
         if self._socket is not None:
-            await self._socket.close_async()
+            socket, self._socket = self._socket, None
+            await socket.close_async()
         await self.drain()
         for task in list(self._tasks):
             log.warning("slack.work.abandoned", extra={"task": task.get_name()})

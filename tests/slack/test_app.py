@@ -169,6 +169,40 @@ async def test_card_follows_cli_incident_through_the_delivery_worker(make_slack_
     assert card.json["blocks"][0]["text"]["text"] == "INC-1: Queue backlog"
 
 
+async def test_every_change_is_a_thread_reply(make_slack_env: Any) -> None:
+    """BRIDGE and ESCALATION (and UPDATE/ACK/MONITORING/RESOLVED above) each reply in the card's thread."""
+    env: SlackEnv = await make_slack_env(
+        escalation_policies=[{"name": "db",
+                              "levels": [{"wait_minutes": 5, "targets": {"lists": ["leads"]}}]}],
+        routing={"rules": [{"name": "all", "targets": {"lists": ["oncall"]}, "escalation_policy": "db"}]})
+    await env.command("declare sev1 Replica lag")
+    await env.sync_cards()
+    await env.command("bridge INC-1 https://meet.example/inc1 join here")
+    _, [answer] = await env.command("escalate INC-1")
+    assert answer["text"].startswith("INC-1: escalated to level 1, ")
+    await env.sync_cards()
+    replies = env.api.posts(thread_ts="1700000000.000001")
+    assert [r["text"].split("*")[1] for r in replies] == ["Bridge", "Escalation"]
+    assert "https://meet.example/inc1" in replies[0]["text"] and "level 1" in replies[1]["text"]
+    assert len(env.api.calls("chat.update")) == 2  # and the card is refreshed each time
+
+
+async def test_url_verification_is_answered_by_bolt(env: SlackEnv) -> None:
+    body = json.dumps({"type": "url_verification", "token": "legacy", "challenge": "c-123"})
+    resp = await env.client.post("/slack/events", data=body,
+                                 headers={"Content-Type": "application/json", **sign(body)})
+    assert resp.status == 200 and (await resp.json()) == {"challenge": "c-123"}
+
+
+async def test_update_form_needs_text(env: SlackEnv) -> None:
+    await env.command("declare sev3 x")
+    await env.press("update", 1)
+    view = env.api.calls("views.open")[0]["view"]
+    status, body = await env.submit(view, {"text": text_value("   ")})
+    assert status == 200 and json.loads(body)["errors"] == {"text": "Write the update."}
+    assert await env.audit("incident.update") == []
+
+
 # --- errors are answered, never silent ------------------------------------------------------------------
 
 
@@ -317,6 +351,17 @@ async def test_retried_deliveries_run_once(env: SlackEnv) -> None:
     assert (await env.post(sub))[0] == 200
     assert (await env.post(sub, retry=1))[0] == 200
     assert len(await env.audit("incident.update")) == 1
+
+
+async def test_dedup_keys_are_pruned_after_a_day(env: SlackEnv) -> None:
+    await env.command("help", trigger="trig-old")
+    assert await env.ctx.seen.result("slack:command:trig-old") is not None
+    env.ctx.clock.advance(days=2)
+    env.adapter._pruned_at = float("-inf")  # due now instead of in an hour
+    await env.command("help", trigger="trig-new")
+    await env.adapter.drain()
+    assert await env.ctx.seen.result("slack:command:trig-old") is None
+    assert await env.ctx.seen.result("slack:command:trig-new") is not None
 
 
 async def test_malformed_requests(env: SlackEnv) -> None:
