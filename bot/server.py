@@ -58,6 +58,9 @@ def _mounts() -> list[Mount]:
     from bot.metrics_http import mount_metrics
 
     mounts: list[Mount] = [mount_metrics]
+    from bot.delivery_mount import mount_worker
+
+    mounts.append(mount_worker)
     from bot.slack.app import mount as mount_slack
 
     mounts.append(mount_slack)

@@ -1,18 +1,30 @@
-"""The durable queue: enqueue inside the caller's transaction; claim with a lease; finish or reschedule."""
+"""The durable queue: enqueue inside the caller's transaction; claim with a lease; finish or reschedule.
+
+Claims are one statement that both picks and leases rows, so two workers (tasks or processes) never hold
+the same delivery: on PostgreSQL the picking subquery is `FOR UPDATE SKIP LOCKED`; on SQLite the whole
+`UPDATE ... RETURNING` runs under the database write lock (our transactions begin IMMEDIATE). A lease
+that is not renewed (the process died) expires and `reclaim_expired` puts the row back in the queue.
+"""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Text, bindparam, insert, select, text, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.clock import utc
 from core.config import Config
-from core.delivery.message import Notification
+from core.delivery.message import Envelope, Notification
 from core.delivery.policy import retry_policy
-from core.models import Delivery
+from core.models import Delivery, DeliveryAttempt
+
+_T = Delivery.__table__
+NOTIFY_CHANNEL = "tocsin_deliveries"
+"""PostgreSQL LISTEN/NOTIFY channel: enqueue notifies it on commit so workers in other processes wake."""
 
 
 @dataclass(frozen=True)
@@ -32,17 +44,31 @@ def idempotency_key(*, message_id: int | str, recipient: str, channel: str) -> s
 async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None, message_id: int,
                   items: Iterable[NewDelivery], now: datetime) -> list[Delivery]:
     """Write one queued row per item. Must run in the same transaction as the change that caused it."""
-    rows = []
+    values = []
+    payloads: dict[int, dict[str, Any]] = {}  # a fan-out shares one Notification: serialize it once
+    max_attempts: dict[str, int] = {}
     for it in items:
-        policy = retry_policy(cfg, it.channel)
-        rows.append(Delivery(
-            incident_id=incident_id, message_id=message_id, recipient=it.recipient, channel=it.channel,
-            address=it.address, purpose=it.purpose, payload=it.notification.to_json(),
-            idempotency_key=idempotency_key(message_id=message_id, recipient=it.recipient, channel=it.channel),
-            status="queued", attempts=0, max_attempts=policy.max_retries + 1, next_attempt_at=now,
-            created_at=now, updated_at=now))
-    session.add_all(rows)
-    await session.flush()
+        payload = payloads.get(id(it.notification))
+        if payload is None:
+            payload = payloads[id(it.notification)] = it.notification.to_json()
+        if it.channel not in max_attempts:
+            max_attempts[it.channel] = retry_policy(cfg, it.channel).max_retries + 1
+        key = idempotency_key(message_id=message_id, recipient=it.recipient, channel=it.channel)
+        values.append({
+            "incident_id": incident_id, "message_id": message_id, "recipient": it.recipient,
+            "channel": it.channel, "address": it.address, "purpose": it.purpose, "payload": payload,
+            "idempotency_key": key, "status": "queued", "attempts": 0,
+            "max_attempts": max_attempts[it.channel], "next_attempt_at": now, "created_at": now,
+            "updated_at": now})
+    if not values:
+        return []
+    # One multi-row INSERT ... RETURNING (a unit-of-work flush would send one INSERT per row). Only the ids
+    # come back, matched on the unique key; the rows handed back are built from what we wrote.
+    ids = dict((await session.execute(insert(_T).returning(_T.c.idempotency_key, _T.c.id), values)).all())
+    rows = sorted((Delivery(id=ids[v["idempotency_key"]], **v) for v in values), key=lambda r: r.id)
+    if rows and session.bind.dialect.name == "postgresql":
+        # Delivered at commit (and dropped on rollback): workers in other processes wake at once.
+        await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": NOTIFY_CHANNEL})
     return rows
 
 
@@ -61,3 +87,180 @@ def summarize(rows: Iterable[Delivery]) -> dict[str, Any]:
     for r in rows:
         out[r.status] = out.get(r.status, 0) + 1
     return out
+
+
+# --- the worker's side: claim, renew, reclaim, release, complete ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A leased delivery as the worker needs it; `attempt` already counts this try (1-based)."""
+
+    id: int
+    incident_id: int | None
+    message_id: int | None
+    recipient: str
+    channel: str
+    address: str
+    purpose: str
+    notification: Notification
+    idempotency_key: str
+    attempt: int
+    max_attempts: int
+    created_at: datetime
+
+    @property
+    def resource(self) -> str:
+        """What audit entries and log lines name: the incident, or the one-time message."""
+        return f"INC-{self.incident_id}" if self.incident_id is not None else f"message:{self.message_id}"
+
+    def envelope(self) -> Envelope:
+        return Envelope(delivery_id=self.id, channel=self.channel, recipient=self.recipient,
+                        address=self.address, idempotency_key=self.idempotency_key, attempt=self.attempt,
+                        notification=self.notification)
+
+
+_CLAIM_COLUMNS = (_T.c.id, _T.c.incident_id, _T.c.message_id, _T.c.recipient, _T.c.channel, _T.c.address,
+                  _T.c.purpose, type_coerce(_T.c.payload, Text).label("payload"), _T.c.idempotency_key,
+                  _T.c.attempts, _T.c.max_attempts, _T.c.created_at)
+"""`payload` comes back as JSON text (decoded once per distinct message, not once per row)."""
+
+
+async def claim(session: AsyncSession, *, owner: str, now: datetime, lease_seconds: float, limit: int,
+                exclude_channels: Collection[str] = ()) -> list[Claimed]:
+    """Lease up to `limit` due queued deliveries (oldest due first) to `owner`, counting the attempt.
+
+    `exclude_channels`: channels this worker has no free slot for, so their rows stay for others."""
+    if limit <= 0:
+        return []
+    pick = (select(_T.c.id)
+            .where(_T.c.status == "queued", _T.c.next_attempt_at <= now)
+            .order_by(_T.c.next_attempt_at, _T.c.id)
+            .limit(limit))
+    if exclude_channels:
+        pick = pick.where(_T.c.channel.not_in(list(exclude_channels)))
+    if session.bind.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (update(_T)
+            .where(_T.c.id.in_(pick.scalar_subquery()))
+            .values(status="sending", lease_owner=owner, attempts=_T.c.attempts + 1, updated_at=now,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .returning(*_CLAIM_COLUMNS))
+    rows = (await session.execute(stmt)).all()
+    notes: dict[str, Notification] = {}  # a fan-out's rows share one payload: decode it once per claim
+    out = []
+    for r in rows:
+        raw = r.payload
+        key = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
+        note = notes.get(key)
+        if note is None:
+            data = json.loads(raw) if isinstance(raw, str) else raw
+            note = notes[key] = Notification.from_json(data or {})
+        out.append(Claimed(id=r.id, incident_id=r.incident_id, message_id=r.message_id, recipient=r.recipient,
+                           channel=r.channel, address=r.address, purpose=r.purpose, notification=note,
+                           idempotency_key=r.idempotency_key, attempt=r.attempts, max_attempts=r.max_attempts,
+                           created_at=utc(r.created_at) or now))
+    # RETURNING order is not guaranteed; keep the queue order the subquery chose.
+    out.sort(key=lambda c: c.id)
+    return out
+
+
+async def extend_leases(session: AsyncSession, *, owner: str, now: datetime, lease_seconds: float) -> int:
+    """Heartbeat: push back the lease of every row `owner` still holds (slow sends, rows waiting a slot)."""
+    res = await session.execute(
+        update(_T).where(_T.c.lease_owner == owner, _T.c.status == "sending")
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds)))
+    return int(res.rowcount or 0)
+
+
+async def reclaim_expired(session: AsyncSession, *, now: datetime) -> list[tuple[int, str, str | None]]:
+    """Put rows whose lease ran out (their worker died or hung) back in the queue, due now.
+
+    The attempt they were on stays counted: a delivery that crashes its worker every time ends dead
+    (and alerts) instead of looping forever. Returns (id, channel, previous owner) per row."""
+    expired = (select(_T.c.id, _T.c.channel, _T.c.lease_owner)
+               .where(_T.c.status == "sending", _T.c.lease_expires_at < now))
+    if session.bind.dialect.name == "postgresql":
+        expired = expired.with_for_update(skip_locked=True)
+    found = [(int(r[0]), str(r[1]), r[2]) for r in (await session.execute(expired)).all()]
+    if not found:
+        return []
+    await session.execute(
+        update(_T)
+        .where(_T.c.id.in_([f[0] for f in found]), _T.c.status == "sending", _T.c.lease_expires_at < now)
+        .values(status="queued", lease_owner=None, lease_expires_at=None, next_attempt_at=now, updated_at=now,
+                last_error="lease expired: the worker holding it stopped before finishing"))
+    return found
+
+
+async def release(session: AsyncSession, *, owner: str, ids: Sequence[int], now: datetime,
+                  undo_attempt: bool) -> int:
+    """Give leased rows back (shutdown): queued, due now, lease cleared. `undo_attempt` when never tried."""
+    if not ids:
+        return 0
+    values: dict[str, Any] = {"status": "queued", "lease_owner": None, "lease_expires_at": None,
+                              "next_attempt_at": now, "updated_at": now}
+    if undo_attempt:
+        values["attempts"] = _T.c.attempts - 1
+    res = await session.execute(
+        update(_T).where(_T.c.id.in_(list(ids)), _T.c.lease_owner == owner, _T.c.status == "sending")
+        .values(**values))
+    return int(res.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The end of one attempt, as the database will record it."""
+
+    delivery_id: int
+    status: str
+    """delivered | queued (retry later) | failed | dead"""
+    at: datetime
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    attempt: int | None = None
+    """None when nothing was attempted (no attempt row)."""
+    started_at: datetime | None = None
+    latency_ms: float = 0.0
+    outcome: str = ""
+    status_code: int | None = None
+    summary: str = ""
+
+
+_FINISH = (update(_T)
+           .where(_T.c.id == bindparam("b_id"), _T.c.lease_owner == bindparam("b_owner"),
+                  _T.c.status == "sending")
+           .values(status=bindparam("b_status"), updated_at=bindparam("b_at"),
+                   delivered_at=bindparam("b_delivered_at"), next_attempt_at=bindparam("b_next"),
+                   last_error=bindparam("b_error"), lease_owner=None, lease_expires_at=None))
+
+
+def _finish_params(c: Completion, owner: str) -> dict[str, Any]:
+    return {"b_id": c.delivery_id, "b_owner": owner, "b_status": c.status, "b_at": c.at,
+            "b_delivered_at": c.at if c.status == "delivered" else None,
+            "b_next": c.next_attempt_at or c.at, "b_error": c.last_error}
+
+
+async def complete(session: AsyncSession, items: Sequence[Completion], *, owner: str) -> list[int]:
+    """Record many attempt outcomes in the caller's transaction: one executemany for the row updates,
+    one for the attempt log. Rows whose lease `owner` lost (another worker reclaimed them) are left alone.
+
+    Returns the ids of final failures (failed/dead) this call actually moved, so the caller raises
+    exactly one alert per lost page."""
+    if not items:
+        return []
+    bulk = [c for c in items if c.status not in ("failed", "dead")]
+    finals = [c for c in items if c.status in ("failed", "dead")]
+    if bulk:
+        await session.execute(_FINISH, [_finish_params(c, owner) for c in bulk])
+    moved: list[int] = []
+    for c in finals:  # rare: one statement each, so we know which ones we really ended
+        res = await session.execute(_FINISH.returning(_T.c.id), _finish_params(c, owner))
+        if res.first() is not None:
+            moved.append(c.delivery_id)
+    attempts = [{"delivery_id": c.delivery_id, "attempt": c.attempt, "started_at": c.started_at or c.at,
+                 "latency_ms": round(c.latency_ms, 3), "outcome": c.outcome, "status_code": c.status_code,
+                 "summary": c.summary[:2000]} for c in items if c.attempt is not None]
+    if attempts:
+        await session.execute(insert(DeliveryAttempt.__table__), attempts)
+    return moved

@@ -1,0 +1,62 @@
+"""`tocsin outbox [--limit N] [--follow]`: what the outbox channel "sent", exactly as rendered."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any, TextIO
+
+from sqlalchemy import select
+
+from core.clock import utc
+from core.models import OutboxMessage
+from core.rbac import Permission, require
+
+
+def format_message(m: OutboxMessage) -> str:
+    """One message: a header line, the subject, and the body indented."""
+    when = utc(m.created_at)
+    head = (f"#{m.id} {when:%Y-%m-%d %H:%M:%S} UTC  {m.channel} -> {m.recipient}"
+            + (f" <{m.address}>" if m.address and m.address != m.recipient else "")
+            + (f"  (delivery {m.delivery_id})" if m.delivery_id is not None else ""))
+    lines = [head, f"  Subject: {m.subject}"]
+    lines += ["  | " + line for line in (m.body or "").splitlines()] or ["  | "]
+    return "\n".join(lines)
+
+
+async def cmd_outbox(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    from bot.cli import _with_ctx, actor_of
+
+    actor = actor_of(args)
+
+    async def run(ctx: Any) -> int:
+        require(ctx.cfg, actor, Permission.VIEW)
+        stream = out
+        async with ctx.db.sessions() as s:
+            rows = list((await s.execute(select(OutboxMessage).order_by(OutboxMessage.id.desc())
+                                         .limit(args.limit))).scalars().all())
+        rows.reverse()
+        last = rows[-1].id if rows else 0
+        if not rows and not args.follow:
+            print("the outbox is empty", file=stream)
+        for m in rows:
+            print(format_message(m) + "\n", file=stream, flush=True)
+        while args.follow:
+            await asyncio.sleep(args.interval)
+            async with ctx.db.sessions() as s:
+                new = (await s.execute(select(OutboxMessage).where(OutboxMessage.id > last)
+                                       .order_by(OutboxMessage.id).limit(1000))).scalars().all()
+            for m in new:
+                print(format_message(m) + "\n", file=stream, flush=True)
+                last = m.id
+        return 0
+
+    return await _with_ctx(args, run)
+
+
+def register(sub: Any) -> None:
+    """Adds the `outbox` subcommand (listed in bot.cli.EXTRA_COMMANDS)."""
+    p = sub.add_parser("outbox", help="show what the outbox channel stored (the embedded default)")
+    p.add_argument("--limit", "-n", type=int, default=20, help="how many of the latest messages (default 20)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new messages as they arrive")
+    p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_outbox)

@@ -1,0 +1,67 @@
+"""Wires the delivery worker into `tocsin run`: senders from config, the outbox, chat senders, wake-up."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import ChainMap
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from core.delivery.outbox import OutboxStore
+from core.delivery.registry import build_senders, close_senders
+from core.delivery.worker import Worker
+
+if TYPE_CHECKING:
+    from bot.context import Context
+    from bot.server import Runtime
+    from core.delivery.base import Sender
+
+log = logging.getLogger("tocsin.worker")
+
+
+class WorkerComponent:
+    """The worker plus what it owns (senders, outbox store), closed in the right order."""
+
+    name = "worker"
+
+    def __init__(self, worker: Worker, *, senders: dict[str, Sender], outbox: OutboxStore) -> None:
+        self.worker = worker
+        self.senders = senders
+        self.outbox = outbox
+
+    async def start(self) -> None:
+        await self.worker.start()
+
+    async def close(self) -> None:
+        try:
+            await self.worker.close()
+        finally:
+            await self.outbox.aclose()
+            await close_senders(self.senders)
+
+
+def build_worker(ctx: Context, *, http: aiohttp.ClientSession, chat_senders: dict[str, Sender] | None = None,
+                 **worker_kw: Any) -> WorkerComponent:
+    """Senders from config (outbox where configured) plus chat senders behind one worker that wakes on new
+    work. The server mounts it; tests and the benchmark build the same thing."""
+    gate = asyncio.Lock()  # one queue for this process's SQLite writes (worker + outbox)
+    outbox = OutboxStore(ctx.db, clock=ctx.clock, write_gate=gate)
+    built = build_senders(ctx.cfg, http=http, outbox_factory=outbox.sender)
+    # A live view: chat adapters mounted after us add `chat:<platform>` senders before anything starts.
+    senders: Mapping[str, Sender] = built if chat_senders is None else ChainMap(chat_senders, built)
+    worker = Worker(ctx.db, ctx.holder, senders=senders, audit=ctx.audit, clock=ctx.clock, write_gate=gate,
+                    **worker_kw)
+    ctx.service.listeners.append(worker.notify)
+    return WorkerComponent(worker, senders=built, outbox=outbox)
+
+
+def mount_worker(rt: Runtime) -> None:
+    """Add the worker unless `worker.enabled: false` (e.g. a process that only serves chat and the API)."""
+    if not rt.cfg.worker.enabled:
+        log.info("notify.worker.disabled", extra={"why": "worker.enabled is false in the config"})
+        return
+    comp = build_worker(rt.ctx, http=rt.http, chat_senders=rt.chat_senders)
+    rt.components.append(comp)
+    rt.health["worker"] = comp.worker.health
