@@ -61,6 +61,9 @@ def _mounts() -> list[Mount]:
     from bot.delivery_mount import mount_worker
 
     mounts.append(mount_worker)
+    from bot.api import mount as mount_api
+
+    mounts.append(mount_api)
     from bot.slack.app import mount as mount_slack
 
     mounts.append(mount_slack)

@@ -357,6 +357,10 @@ class ApiKey(Model):
 class ApiConfig(Model):
     keys: list[ApiKey] = Field(default_factory=list)
     correlation_key: str = "metadata.correlation_id"
+    """Dotted path into an inbound event whose value ties it to an open incident (update/resolve)."""
+    severity_field: str = "payload.severity"
+    """Dotted path into an inbound event for the severity of the incident it opens (a rule's wins)."""
+    default_severity: Severity = "sev3"
 
 
 class AlertmanagerConfig(Model):
@@ -410,6 +414,7 @@ class Config(Model):
         dests = _unique("destinations", [d.name for d in self.destinations])
         policies = _unique("escalation_policies", [p.name for p in self.escalation_policies])
         _unique("routing.rules", [r.name for r in self.routing.rules])
+        _unique("api.keys", [k.name for k in self.api.keys])
         for cl in self.contact_lists:
             for m in cl.members:
                 if m not in contacts:
