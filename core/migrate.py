@@ -7,12 +7,15 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
+MIGRATE_LOCK_ID = 0x70C5_1A0E
+"""PostgreSQL advisory lock serializing migrations across processes (next to the audit chain's lock id)."""
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
@@ -33,6 +36,10 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         command.upgrade(alembic_config(conn), revision)
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several `tocsin run` starting at once on one database: one migrates, the others wait here
+            # and then find the schema current (instead of racing on CREATE TABLE).
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK_ID})
         await conn.run_sync(run)
 
 
