@@ -141,3 +141,61 @@ async def test_declare_ack_escalate_log_one_line_per_key_event(make_ctx: Callabl
     assert all(c["incident"] == ref for c in changes)
     text = buf.getvalue()
     assert "15550100001" not in text and "api-key-value-42" not in text and "test-checkpoint-key" not in text
+
+
+async def test_declare_to_delivery_logs_every_key_event_and_no_full_number(
+        make_ctx: Callable[..., Any], capture: Callable[..., io.StringIO]) -> None:
+    """The worker runs in the app: a declare becomes attempts, a success (webhook, SMS via outbox) and a
+    permanent failure, each one line naming incident, delivery id and channel."""
+    from aiohttp.test_utils import TestClient, TestServer
+    from sqlalchemy import func, select
+
+    from bot.server import build_app
+    from core.models import Delivery
+    from tests.stand_ins.http import HttpStandIn
+
+    async with HttpStandIn() as peer:
+        peer.on("/broken", (400, {"error": "no such channel"}))
+        ctx = await make_ctx(
+            destinations=[{"name": "hook", "channel": "webhook", "url": peer.url + "/hook",
+                           "headers": {"Authorization": "Bearer hook-secret-123456"}},
+                          {"name": "broken", "channel": "webhook", "url": peer.url + "/broken"}],
+            routing={"default_targets": {"lists": [], "contacts": ["alice"], "destinations": ["hook", "broken"]},
+                     "rules": []},
+            channels={"webhook": {"outbox": False}})
+        buf = capture("json")
+        app, _rt = await build_app(ctx)
+        async with TestClient(TestServer(app)):
+            out = await ctx.service.declare(actor=ADMIN, title="payments down", severity="sev1")
+
+            async def settled() -> bool:
+                async with ctx.db.engine.connect() as conn:
+                    rows = dict((await conn.execute(select(Delivery.status, func.count())
+                                                    .group_by(Delivery.status))).all())
+                return rows.get("queued", 0) == 0 and rows.get("sending", 0) == 0
+
+            import asyncio
+
+            for _ in range(200):
+                if await settled():
+                    break
+                await asyncio.sleep(0.05)
+            assert await settled()
+    recs = lines(buf)
+    ref = out.incident.ref
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for r in recs:
+        by_event.setdefault(r["event"], []).append(r)
+    for name in ("notify.event.received", "notify.rule.matched", "incident.state.changed",
+                 "notify.delivery.attempt", "notify.delivery.success", "notify.delivery.failed"):
+        assert name in by_event, (name, sorted(by_event))
+    for name in ("notify.delivery.attempt", "notify.delivery.success", "notify.delivery.failed"):
+        for r in by_event[name]:
+            if r["logger"] == "tocsin.worker":
+                assert r["incident"] == ref and isinstance(r["delivery_id"], int) and r["channel"], r
+    failed = [r for r in by_event["notify.delivery.failed"] if r.get("recipient") == "broken"]
+    assert failed and failed[0]["level"] == "error"
+    sms = [r for r in by_event["notify.delivery.success"] if r.get("channel") == "sms"]
+    assert sms and sms[0]["to"].endswith("0001") and sms[0]["to"].startswith("*")
+    text = buf.getvalue()
+    assert "15550100001" not in text and "hook-secret-123456" not in text
