@@ -64,6 +64,9 @@ def _mounts() -> list[Mount]:
     from bot.api import mount as mount_api
 
     mounts.append(mount_api)
+    from bot.telegram.bot import mount as mount_telegram
+
+    mounts.append(mount_telegram)
     from bot.slack.app import mount as mount_slack
 
     mounts.append(mount_slack)

@@ -1,0 +1,1 @@
+"""Telegram chat adapter: bot.py (Application, handlers, webhook, polling), render.py, surface.py."""
