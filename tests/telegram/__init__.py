@@ -1,0 +1,1 @@
+"""Telegram adapter tests against the real python-telegram-bot and a loopback Bot API."""
