@@ -1,16 +1,34 @@
-"""Rules -> targets -> (recipient, channel, address) plan, with a human explanation of every decision."""
+"""Rules -> targets -> (recipient, channel, address) plan, with a human explanation of every decision.
+
+Pure functions over the config: the service calls `plan()` inside its transaction, `tocsin route explain`
+and `/incident route` call the same code and print `Plan.explain()`, so what you read is what is queued.
+"""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
-from core.config import SEVERITIES, Condition, Config, Contact, RoutingRule, Targets
+from core.config import SEVERITIES, Condition, Config, Contact, RoutingRule, Targets, normalize_severity
+
+if TYPE_CHECKING:
+    from core.clock import Clock
+    from core.models import Incident
+    from core.rbac import Actor
 
 PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "outbox")
 _MISSING = object()
+EVENT_ALIASES = {"escalation": "escalate", "acknowledge": "ack", "acknowledged": "ack",
+                 "monitoring": "monitor", "resolved": "resolve", "declared": "declare"}
+"""Spellings people write in `event_types` for the event names the service emits."""
+
+
+def canonical_event_type(name: str) -> str:
+    n = name.strip().lower()
+    return EVENT_ALIASES.get(n, n)
 
 
 @dataclass
@@ -30,6 +48,28 @@ class RouteEvent:
                 "incident": self.incident, "payload": self.payload, "labels": self.labels,
                 "metadata": self.metadata}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RouteEvent:
+        """Build from an event file (`tocsin route explain --event`); `type` is accepted for event_type."""
+        known = {"event_type", "type", "severity", "source", "incident", "payload", "labels", "metadata"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown event keys {unknown} (known: {sorted(known)})")
+        etype = data.get("event_type") or data.get("type")
+        if not etype or not isinstance(etype, str):
+            raise ValueError("the event needs event_type (or type)")
+        for key in ("payload", "labels", "metadata"):
+            if not isinstance(data.get(key, {}), dict):
+                raise ValueError(f"{key} must be an object")
+        sev = data.get("severity")
+        if sev is not None:
+            sev = normalize_severity(sev)
+            if sev not in SEVERITIES:
+                raise ValueError(f"unknown severity {data.get('severity')!r}")
+        return cls(event_type=etype, severity=sev, source=str(data.get("source") or ""),
+                   incident=data.get("incident"), payload=dict(data.get("payload") or {}),
+                   labels=dict(data.get("labels") or {}), metadata=dict(data.get("metadata") or {}))
+
 
 @dataclass(frozen=True)
 class PlannedDelivery:
@@ -44,6 +84,7 @@ class RulePick:
     rule: str
     matched: bool
     why: str
+    evaluated: bool = True
 
 
 @dataclass
@@ -54,6 +95,7 @@ class Plan:
     skipped: list[str]
     """Recipients that could not be reached on a channel (missing address, quiet hours), with why."""
     used_default: bool = False
+    event: RouteEvent | None = None
 
     @property
     def escalation_policy(self) -> str | None:
@@ -68,17 +110,29 @@ class Plan:
         return next((r.action for r in self.matched_rules if r.action != "auto"), "auto")
 
     def explain(self) -> str:
+        """Which rule matched, why each other did not, and the exact recipient x channel list."""
         lines = []
+        if self.event is not None:
+            ev = self.event
+            lines.append(f"Event: {ev.event_type}, severity {ev.severity or '-'}, source {ev.source or '-'}"
+                         + (f", incident {ev.incident}" if ev.incident else ""))
+        lines.append("Rules: in order, the first match wins unless it says continue")
+        if not self.rules:
+            lines.append("  (no routing rules configured)")
         for pick in self.rules:
-            lines.append(f"  {'MATCH' if pick.matched else 'skip '} {pick.rule}: {pick.why}")
+            mark = "MATCH" if pick.matched else ("skip " if pick.evaluated else "-    ")
+            lines.append(f"  {mark} {pick.rule}: {pick.why}")
         if self.used_default:
-            lines.append("  -> no rule matched: routed to default_targets")
-        lines.append(f"{len(self.deliveries)} deliveries would be queued:")
+            lines.append("No rule matched: routed to routing.default_targets.")
+        if self.escalation_policy:
+            lines.append(f"Escalation policy: {self.escalation_policy}")
+        lines.append(f"{len(self.deliveries)} deliveries would be queued (recipient x channel):")
         for d in self.deliveries:
-            lines.append(f"  {d.recipient:<24} {d.channel:<14} {d.address:<32} ({d.reason})")
-        for s in self.skipped:
-            lines.append(f"  not sent: {s}")
-        return "\n".join(["Rules:"] + lines)
+            lines.append(f"  {d.recipient:<20} {d.channel:<14} {d.address:<30} ({d.reason})")
+        if self.skipped:
+            lines.append("Not sent:")
+            lines.extend(f"  {s}" for s in self.skipped)
+        return "\n".join(lines)
 
 
 def sev_rank(sev: str | None) -> int:
@@ -87,13 +141,24 @@ def sev_rank(sev: str | None) -> int:
 
 
 def lookup(data: Any, path: str) -> Any:
-    """Dotted path into nested dicts/lists; _MISSING when any step is absent."""
+    """Dotted path into nested dicts/lists; _MISSING when any step is absent.
+
+    A dict key that itself contains dots (`labels.app.kubernetes.io/name`) is found too: at each step the
+    longest key matching the rest of the path wins, so label names need no escaping."""
+    parts = path.split(".")
     cur = data
-    for part in path.split("."):
-        if isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
-            cur = cur[int(part)]
+    i = 0
+    while i < len(parts):
+        if isinstance(cur, dict):
+            for j in range(len(parts), i, -1):
+                key = ".".join(parts[i:j])
+                if key in cur:
+                    cur, i = cur[key], j
+                    break
+            else:
+                return _MISSING
+        elif isinstance(cur, list) and parts[i].isdigit() and int(parts[i]) < len(cur):
+            cur, i = cur[int(parts[i])], i + 1
         else:
             return _MISSING
     return cur
@@ -112,8 +177,41 @@ def _num(v: Any) -> float | None:
     return None
 
 
+def _scalar_text(v: Any) -> str | None:
+    """How a scalar reads in YAML/JSON, so `1`, `1.0` and `"1"` or `true` and `"true"` compare equal;
+    None for containers, which only ever equal an identical container."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, (int, float, str)):
+        return str(v)
+    return None
+
+
+def _eq(actual: Any, want: Any) -> bool:
+    if isinstance(actual, bool) != isinstance(want, bool):
+        # true is not 1: compare as text so only "true"/"false" strings equal a boolean
+        a, b = _scalar_text(actual), _scalar_text(want)
+        return a is not None and a == b
+    if actual == want:
+        return True
+    a, b = _scalar_text(actual), _scalar_text(want)
+    return a is not None and b is not None and a == b
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
 def check_condition(cond: Condition, event: dict[str, Any]) -> tuple[bool, str]:
-    """Evaluate one condition; a missing field or a type mismatch is a non-match, never an error."""
+    """Evaluate one condition; a missing field or a type mismatch is a non-match (with why), never an error.
+
+    Every operator but `exists` fails on a missing field, `ne` and `not_in` included: write
+    `exists: false` when absence should match."""
     actual = lookup(event, cond.field)
     op, want = cond.operator, cond.value
     if op == "exists":
@@ -124,35 +222,45 @@ def check_condition(cond: Condition, event: dict[str, Any]) -> tuple[bool, str]:
         return False, f"{cond.field} is missing"
     desc = f"{cond.field}={actual!r} {op} {want!r}"
     if op == "eq":
-        return actual == want or (str(actual) == str(want) and not isinstance(actual, (dict, list))), desc
+        return _eq(actual, want), desc
     if op == "ne":
-        return not (actual == want or str(actual) == str(want)), desc
+        return not _eq(actual, want), desc
     if op in ("gt", "gte", "lt", "lte"):
         a, b = _num(actual), _num(want)
         if a is None or b is None:
             return False, desc + " (not comparable as numbers)"
         return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op], desc
-    if op == "in":
-        return actual in want or str(actual) in [str(w) for w in want], desc
-    if op == "not_in":
-        return not (actual in want or str(actual) in [str(w) for w in want]), desc
+    if op in ("in", "not_in"):
+        if not isinstance(want, list):
+            return False, desc + " (the value must be a list)"
+        hit = any(_eq(actual, w) for w in want)
+        return (hit if op == "in" else not hit), desc
     if op == "contains":
         if isinstance(actual, str):
-            return str(want) in actual, desc
-        if isinstance(actual, (list, tuple, dict)):
-            return want in actual, desc
-        return False, desc + " (not a string or list)"
+            w = _scalar_text(want)
+            if w is None:
+                return False, desc + " (can only look for a string in a string)"
+            return w in actual, desc
+        if isinstance(actual, list):
+            return any(_eq(item, want) for item in actual), desc
+        if isinstance(actual, dict):
+            w = _scalar_text(want)
+            return (w is not None and w in actual), desc + " (keys)"
+        return False, desc + " (not a string, list or object)"
     if op == "regex":
-        if not isinstance(actual, (str, int, float)):
+        if isinstance(actual, (dict, list)) or actual is None:
             return False, desc + " (not a string)"
-        return re.search(want, str(actual)) is not None, desc
+        text = _scalar_text(actual) or ""
+        return _regex(str(want)).search(text) is not None, desc
     return False, f"unknown operator {op}"  # pragma: no cover - pydantic restricts operators
 
 
 def match_rule(rule: RoutingRule, ev: RouteEvent) -> tuple[bool, str]:
     """Why a rule matches or not, in words an admin can act on."""
-    if rule.event_types and ev.event_type not in rule.event_types:
-        return False, f"event type {ev.event_type!r} not in {rule.event_types}"
+    if rule.event_types:
+        wanted = {canonical_event_type(t) for t in rule.event_types}
+        if canonical_event_type(ev.event_type) not in wanted:
+            return False, f"event type {ev.event_type!r} not in {rule.event_types}"
     if rule.min_severity:
         if ev.severity is None:
             return False, f"no severity (needs {rule.min_severity} or worse)"
@@ -185,7 +293,7 @@ def in_quiet_hours(contact: Contact, now: datetime) -> bool:
 def contact_channels(contact: Contact, severity: str | None, now: datetime) -> tuple[list[str], list[str]]:
     """Preferred channels for this severity, minus those quiet hours suppress; returns (channels, notes)."""
     prefs = contact.preferences
-    chans = list(prefs.get(severity or "", prefs.get("default", ["email"])))
+    chans: list[str] = list(prefs.get(severity or "", prefs.get("default", ["email"])))
     notes = []
     qh = contact.quiet_hours
     if qh and in_quiet_hours(contact, now) and (severity not in qh.allow_severities):
@@ -240,6 +348,9 @@ def resolve_targets(cfg: Config, targets: Targets, *, severity: str | None, now:
     for c in targets.contacts:
         if c not in people:
             people.append(c)
+    for lname in targets.lists:
+        if cfg.contact_list(lname) is None:  # possible for a snapshot taken before a reload removed it
+            skipped.append(f"{lname}: unknown contact list")
     for name in people:
         contact = cfg.contact(name)
         if contact is None:
@@ -258,13 +369,13 @@ def resolve_targets(cfg: Config, targets: Targets, *, severity: str | None, now:
         if dest is None:
             skipped.append(f"{dname}: unknown destination")
             continue
-        addr = dest.chat_id if dest.channel == "telegram" else (dest.address if dest.channel == "email" else dname)
+        addr = {"telegram": dest.chat_id, "email": dest.address}.get(dest.channel, dname)
         deliveries.append(PlannedDelivery(dname, dest.channel, addr or dname, reason))
     return deliveries, skipped
 
 
 def dedupe(items: list[PlannedDelivery]) -> list[PlannedDelivery]:
-    """One page per recipient per channel per message."""
+    """One page per recipient per channel per message (the first reason is kept)."""
     seen: set[tuple[str, str]] = set()
     out = []
     for d in items:
@@ -275,9 +386,11 @@ def dedupe(items: list[PlannedDelivery]) -> list[PlannedDelivery]:
     return out
 
 
-def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = None) -> Plan:
+def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = None,
+         extra_reason: str = "named on the command", extra_first: bool = False) -> Plan:
     """Match rules in order (first match wins unless the rule says `continue`); unrouted events go to
-    default_targets. `extra` targets (a contact list named on declare, a one-time notify) are added."""
+    default_targets. `extra` targets (a contact list named on declare, a one-time notify, an escalation
+    level) are added; `extra_first` lists them before the rules' so their reason is the one kept."""
     picks: list[RulePick] = []
     matched: list[RoutingRule] = []
     deliveries: list[PlannedDelivery] = []
@@ -285,20 +398,22 @@ def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = 
     stopped = False
     for rule in cfg.routing.rules:
         if stopped:
-            picks.append(RulePick(rule.name, False, "not evaluated: an earlier rule matched without continue"))
+            picks.append(RulePick(rule.name, False, "not evaluated: an earlier rule matched without continue",
+                                  evaluated=False))
             continue
         ok, why = match_rule(rule, ev)
-        picks.append(RulePick(rule.name, ok, why))
+        picks.append(RulePick(rule.name, ok, why + (" (continue)" if ok and rule.continue_ else "")))
         if ok:
             matched.append(rule)
-            d, s = resolve_targets(cfg, rule.targets, severity=ev.severity, now=now, reason=f"rule {rule.name}")
+            d, s = resolve_targets(cfg, rule.targets, severity=ev.severity, now=now,
+                                   reason=f"rule {rule.name}")
             deliveries += d
             skipped += s
             if not rule.continue_:
                 stopped = True
     if extra and not extra.empty():
-        d, s = resolve_targets(cfg, extra, severity=ev.severity, now=now, reason="named on the command")
-        deliveries += d
+        d, s = resolve_targets(cfg, extra, severity=ev.severity, now=now, reason=extra_reason)
+        deliveries = d + deliveries if extra_first else deliveries + d
         skipped += s
     used_default = False
     if not matched and not deliveries:
@@ -307,4 +422,82 @@ def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = 
                                reason="default_targets")
         deliveries += d
         skipped += s
-    return Plan(dedupe(deliveries), picks, matched, skipped, used_default)
+    return Plan(dedupe(deliveries), picks, matched, skipped, used_default, ev)
+
+
+# --- incidents ---------------------------------------------------------------------------------------
+
+
+def incident_event(inc: Incident, event_type: str) -> RouteEvent:
+    """The RouteEvent an incident's `event_type` is routed with (the service and explain share it)."""
+    return RouteEvent(event_type=event_type, severity=inc.severity, source=inc.source, incident=inc.ref,
+                      payload=inc.payload or {}, labels=inc.labels or {},
+                      metadata={"title": inc.title, "state": inc.state})
+
+
+def incident_extra(inc: Incident) -> Targets | None:
+    """A contact list named when the incident was declared is paged on every event, besides the rules."""
+    return Targets(lists=[inc.contact_list]) if inc.contact_list else None
+
+
+def escalation_plan(cfg: Config, inc: Incident, *, level: int, targets: Targets, now: datetime) -> Plan:
+    """An escalation pages the level's targets plus whatever rules route `escalate` events to;
+    default_targets only when neither reaches anyone."""
+    return plan(cfg, incident_event(inc, "escalate"), now=now, extra=targets,
+                extra_reason=f"escalation level {level}", extra_first=True)
+
+
+class _ServiceLike(Protocol):
+    @property
+    def cfg(self) -> Config: ...
+
+    clock: Clock
+    surfaces: list[str]
+
+    async def get(self, ref: str | int, *, actor: Actor | None = None) -> Incident: ...
+
+
+EXPLAIN_PERMISSION = "MANAGE_SETTINGS"
+"""Explaining a route prints every recipient's address, so it is for admins (MANAGE_SETTINGS) only."""
+
+
+async def explain_incident(service: _ServiceLike, ref: str | int, event_type: str = "update", *,
+                           actor: Actor) -> str:
+    """`/incident route INC-n <type>` and `tocsin route explain --incident`: which rule would route this
+    incident's `event_type`, why the others would not, and the exact recipient x channel list.
+    `escalate` shows the next escalation level from the incident's policy snapshot. Admins only."""
+    from core.escalation import next_step  # core.escalation imports the scheduler; only needed here
+    from core.rbac import Permission, require
+
+    cfg = service.cfg
+    require(cfg, actor, Permission.MANAGE_SETTINGS)
+    inc = await service.get(ref)
+    now = service.clock.now()
+    etype = canonical_event_type(event_type)
+    head = f"{inc.ref} [{inc.severity}] {inc.state}: {inc.title}"
+    notes: list[str] = []
+    if etype == "escalate":
+        step = next_step(inc.escalation_snapshot, level=inc.escalation_level, round=inc.escalation_round,
+                         manual=True)
+        if step is None:
+            return (f"{head}\nNo escalation policy was picked when this incident opened: "
+                    "/incident escalate would be refused.")
+        notes.append(f"Escalation policy {inc.escalation_policy} (snapshot taken at open): next is level "
+                     f"{step.level} of {step.levels}, round {step.round + 1} of {step.rounds}")
+        p = escalation_plan(cfg, inc, level=step.level, targets=Targets.model_validate(step.targets), now=now)
+    else:
+        p = plan(cfg, incident_event(inc, etype), now=now, extra=incident_extra(inc))
+    if inc.contact_list and etype != "escalate":
+        notes.append(f"Contact list {inc.contact_list} was named at declare: it is paged on every event.")
+    if service.surfaces:
+        where = ", ".join(service.surfaces)
+        notes.append(f"Incident card kept in sync on: {where} (card updates, not pages)")
+    return "\n".join([head, *notes, p.explain()])
+
+
+def explain_event(cfg: Config, ev: RouteEvent, *, now: datetime, actor: Actor) -> str:
+    """`tocsin route explain --event FILE.json`: the same explanation for an event that has no incident."""
+    from core.rbac import Permission, require
+
+    require(cfg, actor, Permission.MANAGE_SETTINGS)
+    return plan(cfg, ev, now=now).explain()

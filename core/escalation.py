@@ -1,0 +1,375 @@
+"""Escalation: which level comes next (a pure function of the policy snapshot), and the timer that fires it.
+
+The database is the source of truth: every incident row carries `next_escalation_at`. The Escalator keeps
+one APScheduler date job per due incident as a fast in-memory index of those rows, rebuilt from the
+database on start, updated after every committed incident change (service listeners), and re-synced
+periodically for changes made by other processes. A job only *asks* `IncidentService.escalate(due_at=)`
+to fire; that call locks the row (SELECT ... FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on SQLite),
+checks the incident is still due and compare-and-sets its version, so a restart, a stale job or a second
+process can never page a level twice, and a crash before commit leaves the escalation due for the next
+process to fire.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import select
+
+from core.clock import utc
+from core.errors import InvalidTransition, NotFound
+from core.models import Incident
+from core.rbac import Actor
+
+if TYPE_CHECKING:
+    from core.incidents import IncidentEvent, IncidentService, Outcome
+
+log = logging.getLogger("tocsin.escalation")
+
+ESCALATOR = Actor("system:escalation", source="timer")
+"""Who the timer acts as: thread entries and audit rows name it."""
+RETRY_SECONDS = 5.0
+"""After an unexpected failure (database down), try the same escalation again this much later."""
+_SCAN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Step:
+    """The escalation the next fire performs."""
+
+    index: int
+    """0-based index of the level paged now."""
+    level: int
+    """1-based level number recorded on the incident (and shown as 'escalated to level N')."""
+    round: int
+    """0-based pass through the policy (a policy with repeat=1 runs rounds 0 and 1)."""
+    levels: int
+    rounds: int
+    targets: Mapping[str, Any]
+    next_wait_minutes: float | None
+    """Wait before the step after this one; None when the policy ends here."""
+
+
+def next_step(snapshot: Mapping[str, Any] | None, *, level: int, round: int, manual: bool) -> Step | None:
+    """The step after (level, round) in a policy snapshot; None when there is nothing (left) to fire.
+
+    `level` counts levels already paged in this round (0 = none yet). The wait of level i is the time
+    between the previous page and paging level i. After the last level the policy starts over while
+    `repeat` allows; a manual escalation past the very end re-pages the last level."""
+    levels = list((snapshot or {}).get("levels") or [])
+    if not levels:
+        return None
+    repeat = int((snapshot or {}).get("repeat", 0))
+    idx, rnd = level, round
+    if idx >= len(levels):
+        if rnd < repeat:
+            idx, rnd = 0, rnd + 1
+        elif manual:
+            idx = len(levels) - 1
+        else:
+            return None
+    new_level = idx + 1
+    wait: float | None
+    if new_level < len(levels):
+        wait = float(levels[new_level]["wait_minutes"])
+    elif rnd < repeat:
+        wait = float(levels[0]["wait_minutes"])
+    else:
+        wait = None
+    return Step(index=idx, level=new_level, round=rnd, levels=len(levels), rounds=repeat + 1,
+                targets=levels[idx].get("targets") or {}, next_wait_minutes=wait)
+
+
+def first_due(snapshot: Mapping[str, Any], opened_at: datetime) -> datetime:
+    """When level 1 is due for an incident opened at `opened_at`."""
+    return opened_at + timedelta(minutes=float(snapshot["levels"][0]["wait_minutes"]))
+
+
+def _job_id(incident_id: int) -> str:
+    return f"escalate:{incident_id}"
+
+
+class Escalator:
+    """Component (start/close) that fires due escalations within a second of their time.
+
+    `workers` bounds concurrent escalations: 1 on SQLite (one writer at a time anyway; more would only
+    queue on the busy timeout), a few on PostgreSQL."""
+
+    name = "escalator"
+
+    def __init__(self, service: IncidentService, *, rescan_seconds: float = 10.0, workers: int | None = None,
+                 actor: Actor = ESCALATOR) -> None:
+        self.service = service
+        self.rescan_seconds = rescan_seconds
+        self.workers = workers or (1 if service.db.sqlite else 4)
+        self.actor = actor
+        self.scheduler: AsyncIOScheduler | None = None
+        self.fired = 0
+        """Escalations this instance fired (the ones that paged)."""
+        self._scheduled: dict[int, datetime] = {}
+        self._inflight: set[int] = set()
+        self._queue: asyncio.Queue[tuple[int, datetime]] = asyncio.Queue()
+        self._dirty: set[int] = set()
+        self._dirty_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._db_lock: asyncio.Lock | None = asyncio.Lock() if service.db.sqlite else None
+        """SQLite has one writer and every transaction begins IMMEDIATE: our reads and fires take turns
+        in-process instead of colliding in SQLite's busy handler, which sleeps in steps of up to 100 ms."""
+        self._last_scan: float | None = None
+        self._last_error: str | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe first (so no change slips between scan and subscription), rebuild from the database,
+        then start the timer: the initial jobs are added while it is stopped, without 10,000 wake-ups."""
+        self.scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
+            "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
+        self.service.listeners.append(self._on_event)
+        scheduled = await self.rescan()
+        every = IntervalTrigger(seconds=self.rescan_seconds, timezone=timezone.utc)
+        self.scheduler.add_job(self._rescan_job, every, id="escalation:rescan", replace_existing=True)
+        self.scheduler.start()
+        self._tasks = [asyncio.create_task(self._sync_loop(), name="escalation-sync")]
+        self._tasks += [asyncio.create_task(self._worker(), name=f"escalation-worker-{i}")
+                        for i in range(self.workers)]
+        log.info("escalation.started", extra={"scheduled": scheduled, "workers": self.workers,
+                                              "rescan_seconds": self.rescan_seconds})
+
+    async def close(self, *, grace_seconds: float = 5.0) -> None:
+        """Stop the timer; let an escalation in progress commit (up to `grace_seconds`), then cancel.
+        Anything not fired stays due in the database for the next start or another process."""
+        if self._on_event in self.service.listeners:
+            self.service.listeners.remove(self._on_event)
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
+        deadline = time.monotonic() + grace_seconds
+        while self._inflight and time.monotonic() < deadline and any(not t.done() for t in self._tasks):
+            await asyncio.sleep(0.02)
+        for t in self._tasks:
+            t.cancel()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for t, res in zip(self._tasks, results, strict=True):
+            if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
+                log.error("escalation.task.failed", extra={"task": t.get_name()}, exc_info=res)
+        self._tasks = []
+        self._scheduled.clear()
+        log.info("escalation.stopped", extra={"fired": self.fired})
+
+    async def health(self) -> str | None:
+        """Readiness: the timer runs, its tasks are alive, and the database was scanned recently."""
+        if self.scheduler is None or not self.scheduler.running:
+            return "escalation timer is not running"
+        dead = [t.get_name() for t in self._tasks if t.done()]
+        if dead:
+            return f"escalation tasks stopped: {', '.join(dead)}"
+        limit = max(3 * self.rescan_seconds, 30.0)
+        if self._last_scan is None or time.monotonic() - self._last_scan > limit:
+            return (f"no successful escalation scan of the database for {limit:.0f}s: "
+                    f"{self._last_error or 'none yet'}")
+        return None
+
+    # --- what is scheduled ----------------------------------------------------------------------
+
+    def scheduled(self) -> dict[int, datetime]:
+        """incident id -> the time its next escalation is scheduled for (a copy)."""
+        return dict(self._scheduled)
+
+    async def rescan(self) -> int:
+        """Make the schedule equal to the database: every open, unacknowledged incident with a next
+        escalation time gets a job at that time (overdue ones fire at once); stale jobs go."""
+        want: dict[int, datetime] = {}
+        async with self._turn(), self.service.db.sessions() as s:
+            rows = (await s.execute(
+                select(Incident.id, Incident.next_escalation_at)
+                .where(Incident.next_escalation_at.is_not(None), Incident.state == "open",
+                       Incident.acknowledged_at.is_(None)))).all()
+        for iid, nxt in rows:
+            want[int(iid)] = utc(nxt)  # type: ignore[assignment]
+        for iid in list(self._scheduled):
+            if iid not in want and iid not in self._inflight:
+                self._unschedule(iid)
+        for iid, due in want.items():
+            if iid not in self._inflight:
+                self._schedule(iid, due)
+        self._last_scan = time.monotonic()
+        self._last_error = None
+        return len(want)
+
+    async def run_due(self) -> list[Outcome]:
+        """Fire, one by one, every escalation due by the service clock now, and return what happened.
+        For frozen-clock tests and one-shot tooling: it needs no running timer."""
+        now = self.service.clock.now()
+        async with self._turn(), self.service.db.sessions() as s:
+            rows = (await s.execute(
+                select(Incident.id, Incident.next_escalation_at)
+                .where(Incident.next_escalation_at <= now, Incident.state == "open",
+                       Incident.acknowledged_at.is_(None))
+                .order_by(Incident.next_escalation_at, Incident.id))).all()
+        outs = []
+        for iid, due in rows:
+            out = await self._fire(int(iid), utc(due))  # type: ignore[arg-type]
+            if out is not None:
+                outs.append(out)
+        return outs
+
+    def _schedule(self, iid: int, due: datetime) -> None:
+        if self._scheduled.get(iid) == due:
+            return
+        self._scheduled[iid] = due
+        if self.scheduler is not None:
+            # The timer runs on the wall clock, the service on its own (frozen in tests): schedule by the
+            # delay the service clock sees. With the system clock this is `due` itself.
+            run_at = datetime.now(timezone.utc) + (due - self.service.clock.now())
+            self._add_date_job(iid, due, run_at)
+
+    def _unschedule(self, iid: int) -> None:
+        if self._scheduled.pop(iid, None) is None or self.scheduler is None:
+            return
+        try:
+            self.scheduler.remove_job(_job_id(iid))
+        except JobLookupError:
+            pass  # a date job removes itself once it has run; nothing left to remove
+
+    def _apply(self, iid: int, inc: Incident | None) -> None:
+        """Schedule from a row we just read or wrote."""
+        nxt = utc(inc.next_escalation_at) if inc is not None else None
+        if inc is not None and nxt is not None and inc.state == "open" and inc.acknowledged_at is None:
+            self._schedule(iid, nxt)
+        else:
+            self._unschedule(iid)
+
+    # --- firing -----------------------------------------------------------------------------------
+
+    async def _on_due(self, iid: int, due: datetime) -> None:
+        """APScheduler job: hand over to the workers and return at once (a long-running job would make
+        APScheduler skip the next run of the same id as 'max instances reached')."""
+        if self._scheduled.get(iid) == due:
+            del self._scheduled[iid]
+        if iid in self._inflight:
+            return  # already waiting or running; it reads the row when it runs
+        self._inflight.add(iid)
+        self._queue.put_nowait((iid, due))
+
+    def _turn(self) -> Any:
+        return self._db_lock if self._db_lock is not None else contextlib.nullcontext()
+
+    async def _worker(self) -> None:
+        while True:
+            iid, due = await self._queue.get()
+            try:
+                await self._fire(iid, due)
+            finally:
+                self._inflight.discard(iid)
+                if iid in self._dirty:  # changed by someone else while we fired: re-read it now
+                    self._dirty_event.set()
+                self._queue.task_done()
+
+    async def _fire(self, iid: int, due: datetime) -> Outcome | None:
+        ref = f"INC-{iid}"
+        try:
+            async with self._turn():
+                out = await self.service.escalate(iid, actor=self.actor, due_at=due)
+        except NotFound:
+            log.warning("escalation.skipped", extra={"incident": ref, "why": "incident no longer exists"})
+            self._unschedule(iid)
+            return None
+        except InvalidTransition as exc:
+            # Someone changed the incident in between (a CAS loss) or it has no policy: re-read the row.
+            log.warning("escalation.conflict", extra={"incident": ref, "why": str(exc)})
+            self._mark_dirty([iid])
+            return None
+        except Exception:
+            # Fail open: a late page is better than a lost one. The row is unchanged (rolled back).
+            log.exception("escalation.failed", extra={"incident": ref, "due_at": due.isoformat(),
+                                                      "retry_in_s": RETRY_SECONDS})
+            self._retry(iid, due)
+            return None
+        if out.changed:
+            self.fired += 1
+            late = (self.service.clock.now() - due).total_seconds()
+            log.debug("escalation.timer", extra={"incident": ref, "late_s": round(late, 3)})
+        self._apply(iid, out.incident)
+        return out
+
+    def _retry(self, iid: int, due: datetime) -> None:
+        self._scheduled.pop(iid, None)
+        if self.scheduler is not None and self.scheduler.running:
+            self._add_date_job(iid, due, datetime.now(timezone.utc) + timedelta(seconds=RETRY_SECONDS))
+
+    def _add_date_job(self, iid: int, due: datetime, run_at: datetime) -> None:
+        """One job per incident (replacing any older one); never dropped as 'misfired' when late."""
+        assert self.scheduler is not None
+        trigger = DateTrigger(run_date=run_at, timezone=timezone.utc)
+        self.scheduler.add_job(self._on_due, trigger, args=(iid, due), id=_job_id(iid), replace_existing=True,
+                               misfire_grace_time=None)
+
+    # --- following changes ----------------------------------------------------------------------
+
+    def _on_event(self, event: IncidentEvent) -> None:
+        """Service listener (after commit): note the incident; the sync task re-reads it in a batch.
+        Our own timer escalations are skipped: _fire schedules from the row it just wrote."""
+        if event.incident_id is None:
+            return
+        own = event.kind == "escalate" and event.actor == self.actor.identity
+        if own and event.incident_id in self._inflight:
+            return
+        self._mark_dirty([event.incident_id])
+
+    def _mark_dirty(self, ids: Iterable[int]) -> None:
+        self._dirty.update(ids)
+        self._dirty_event.set()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            ids = sorted(self._dirty - self._inflight)  # in-flight ones wait: the worker wakes us after
+            self._dirty.difference_update(ids)
+            if not ids:
+                continue
+            try:
+                await self._refresh(ids)
+            except Exception:
+                log.exception("escalation.sync.failed", extra={"incidents": len(ids), "retry_in_s": 1.0})
+                self._dirty.update(ids)
+                await asyncio.sleep(1.0)
+                self._dirty_event.set()
+
+    async def _refresh(self, ids: list[int]) -> None:
+        for i in range(0, len(ids), _SCAN_CHUNK):
+            chunk = ids[i:i + _SCAN_CHUNK]
+            async with self._turn(), self.service.db.sessions() as s:
+                rows = (await s.execute(
+                    select(Incident.id, Incident.state, Incident.acknowledged_at, Incident.next_escalation_at)
+                    .where(Incident.id.in_(chunk)))).all()
+            found = {int(r.id): r for r in rows}
+            for iid in chunk:
+                if iid in self._inflight:
+                    self._dirty.add(iid)  # fired meanwhile: the worker wakes us once it is done
+                    continue
+                r = found.get(iid)
+                nxt = utc(r.next_escalation_at) if r is not None else None
+                if r is not None and nxt is not None and r.state == "open" and r.acknowledged_at is None:
+                    self._schedule(iid, nxt)
+                else:
+                    self._unschedule(iid)
+
+    async def _rescan_job(self) -> None:
+        try:
+            await self.rescan()
+        except Exception as exc:
+            # Reported by health(); the next interval tries again. Jobs already scheduled keep firing.
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("escalation.rescan.failed")
