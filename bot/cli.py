@@ -289,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
+def _register_route(sub: Any) -> None:
+    from bot.cli_route import register
+
+    register(sub)
+
+
+EXTRA_COMMANDS.append(_register_route)
+
+
 def _register_outbox(sub: Any) -> None:
     from bot.cli_outbox import register
 

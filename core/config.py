@@ -198,6 +198,15 @@ class Condition(Model):
                 raise ValueError(f"bad regex {self.value!r}: {exc}") from exc
         if self.operator in ("in", "not_in") and not isinstance(self.value, list):
             raise ValueError(f"{self.operator} needs a list value")
+        if self.operator == "exists" and self.value not in (None, True, False):
+            raise ValueError("exists takes true, false or no value")
+        if self.operator in ("gt", "gte", "lt", "lte"):
+            try:
+                if isinstance(self.value, bool):
+                    raise ValueError
+                float(self.value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{self.operator} needs a number, not {self.value!r}") from None
         return self
 
 

@@ -1,0 +1,164 @@
+"""`/incident route` (explain_incident), `tocsin route explain` and `tocsin test-event`."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+from bot.cli import main
+from core.errors import Forbidden
+from core.models import AuditEntry, Delivery, IncidentMessage
+from core.rbac import Actor
+from core.routing import explain_incident
+from tests.conftest import BASE_CONFIG, deep_merge
+
+ADMIN = Actor("cli:admin", "cli")
+MANAGER = Actor("cli:manager", "cli")
+OP = Actor("cli:op", "cli")
+
+ROUTING = {
+    "routing": {"default_targets": {"lists": ["oncall"]}, "rules": [
+        {"name": "sec", "event_types": ["alert"], "conditions": [
+            {"field": "payload.verdict", "operator": "eq", "value": "malicious"}],
+         "targets": {"lists": ["leads"]}},
+        {"name": "major", "min_severity": "sev2", "targets": {"lists": ["oncall"]}, "escalation_policy": "p"},
+    ]},
+    "escalation_policies": [{"name": "p", "levels": [
+        {"wait_minutes": 5, "targets": {"lists": ["leads"]}},
+        {"wait_minutes": 10, "targets": {"contacts": ["bob"]}}], "repeat": 1}],
+}
+
+
+def explained_pairs(text: str) -> list[tuple[str, str]]:
+    """(recipient, channel) rows under 'N deliveries would be queued'."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if "deliveries would be queued" in ln) + 1
+    rows = []
+    for ln in lines[start:]:
+        if not ln.startswith("  "):
+            break
+        rows.append((ln.split()[0], ln.split()[1]))
+    return rows
+
+
+async def test_explain_incident_for_admins(make_ctx: Callable[..., Any]) -> None:
+    ctx = await make_ctx(**ROUTING)
+    out = await ctx.service.declare(actor=OP, title="db down", severity="sev1", contact_list="leads")
+    text = await explain_incident(ctx.service, out.incident.ref, "update", actor=ADMIN)
+    assert text.startswith("INC-1 [sev1] open: db down")
+    assert "skip  sec: event type 'update' not in ['alert']" in text
+    assert "MATCH major: all conditions hold" in text
+    assert "Contact list leads was named at declare" in text
+    assert "alice                sms            +15550100001" in text
+    assert "carol                email          carol@example.com              (named on the command)" in text
+    # the chat command layer goes through the service and gets the same text
+    assert await ctx.service.explain_route("INC-1", actor=ADMIN, event_type="update") == text
+    with pytest.raises(Forbidden):
+        await explain_incident(ctx.service, "INC-1", "update", actor=MANAGER)
+
+
+async def test_explain_escalate_shows_the_next_level_from_the_snapshot(make_ctx: Callable[..., Any]) -> None:
+    ctx = await make_ctx(**ROUTING)
+    await ctx.service.declare(actor=OP, title="db down", severity="sev2")
+    text = await explain_incident(ctx.service, "INC-1", "escalation", actor=ADMIN)
+    assert "next is level 1 of 2, round 1 of 2" in text
+    assert "carol                email          carol@example.com              (escalation level 1)" in text
+    await ctx.service.escalate("INC-1", actor=ADMIN)
+    text2 = await explain_incident(ctx.service, "INC-1", "escalate", actor=ADMIN)
+    assert "next is level 2 of 2" in text2 and "(escalation level 2)" in text2
+    # what explain promised is what escalate queued
+    out = await ctx.service.escalate("INC-1", actor=ADMIN)
+    assert [(d.recipient, d.channel) for d in out.plan.deliveries] == explained_pairs(text2)
+    assert out.queued == len(explained_pairs(text2)) == 2  # bob (level 2), alice (rule major); bob once
+    await ctx.service.declare(actor=OP, title="minor", severity="sev4")
+    assert "No escalation policy" in await explain_incident(ctx.service, "INC-2", "escalate", actor=ADMIN)
+
+
+# --- the CLI -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    data = deep_merge(BASE_CONFIG, ROUTING)
+    data["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_cli(config_file: Path, *args: str, identity: str = "cli:admin") -> int:
+    return main(["--config", str(config_file), "--as", identity, *args])
+
+
+def test_route_explain_event_file(config_file: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    ev = tmp_path / "ev.json"
+    ev.write_text(json.dumps({"type": "alert", "severity": "sev3", "source": "api",
+                              "payload": {"verdict": "malicious"}}))
+    assert run_cli(config_file, "route", "explain", "--event", str(ev)) == 0
+    out = capsys.readouterr().out
+    assert "MATCH sec: all conditions hold (payload.verdict='malicious' eq 'malicious')" in out
+    assert "-     major: not evaluated" in out
+    assert "1 deliveries would be queued" in out and "carol" in out
+    # --type overrides the file's type: now `sec` does not match and major's threshold fails
+    assert run_cli(config_file, "route", "explain", "--event", str(ev), "--type", "update") == 0
+    out = capsys.readouterr().out
+    assert "skip  sec: event type 'update' not in ['alert']" in out
+    assert "routed to routing.default_targets" in out
+
+
+def test_route_explain_errors(config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "alert",\n "severity": }')
+    assert run_cli(config_file, "route", "explain", "--event", str(bad)) == 1
+    assert f"{bad}:2: not valid JSON" in capsys.readouterr().err
+    good = tmp_path / "ev.json"
+    good.write_text('{"type": "alert"}')
+    assert run_cli(config_file, "route", "explain", "--event", str(good), identity="cli:manager") == 1
+    assert "may not manage settings" in capsys.readouterr().err
+
+
+def test_route_explain_incident(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(config_file, "incident", "declare", "sev1", "db", "down") == 0
+    capsys.readouterr()
+    assert run_cli(config_file, "route", "explain", "--incident", "INC-1", "--type", "ack") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("INC-1 [sev1] open: db down") and "Event: ack, severity sev1" in out
+
+
+def test_test_event_queues_for_real_and_audits(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(config_file, "test-event", "--type", "alert", "--severity", "sev3",
+                   "--payload", '{"verdict": "malicious"}') == 0
+    out = capsys.readouterr().out
+    assert "test event alert (sev3) queued as one-time message 1: 1 deliveries" in out
+    assert "MATCH sec" in out and "carol" in out
+
+    async def check() -> None:
+        from bot.context import open_context
+
+        ctx = await open_context(config_file)
+        try:
+            async with ctx.db.sessions() as s:
+                dels = (await s.execute(select(Delivery))).scalars().all()
+                msg = (await s.execute(select(IncidentMessage))).scalars().one()
+                audit = (await s.execute(select(AuditEntry))).scalars().all()
+        finally:
+            await ctx.close()
+        assert [(d.recipient, d.channel, d.status, d.incident_id) for d in dels] == [
+            ("carol", "email", "queued", None)]
+        assert msg.kind == "ONE_TIME" and dels[0].payload["event"]["event_type"] == "alert"
+        assert dels[0].payload["event"]["payload"] == {"verdict": "malicious"}
+        assert [a.action for a in audit] == ["notify.one_time"]
+
+    import asyncio
+
+    asyncio.run(check())
+    assert run_cli(config_file, "test-event", "--type", "x", "--severity", "sev3", "--payload", "[1]") == 1
+    assert "--payload must be a JSON object" in capsys.readouterr().err
+    assert run_cli(config_file, "test-event", "--type", "x", "--severity", "sev3", identity="cli:viewer") == 1
+    assert "may not send incidents" in capsys.readouterr().err
