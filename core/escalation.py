@@ -12,7 +12,6 @@ process to fire.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -122,9 +121,6 @@ class Escalator:
         self._dirty: set[int] = set()
         self._dirty_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._db_lock: asyncio.Lock | None = asyncio.Lock() if service.db.sqlite else None
-        """SQLite has one writer and every transaction begins IMMEDIATE: our reads and fires take turns
-        in-process instead of colliding in SQLite's busy handler, which sleeps in steps of up to 100 ms."""
         self._last_scan: float | None = None
         self._last_error: str | None = None
 
@@ -190,7 +186,7 @@ class Escalator:
         """Make the schedule equal to the database: every open, unacknowledged incident with a next
         escalation time gets a job at that time (overdue ones fire at once); stale jobs go."""
         want: dict[int, datetime] = {}
-        async with self._turn(), self.service.db.sessions() as s:
+        async with self.service.db.sessions() as s:
             rows = (await s.execute(
                 select(Incident.id, Incident.next_escalation_at)
                 .where(Incident.next_escalation_at.is_not(None), Incident.state == "open",
@@ -211,7 +207,7 @@ class Escalator:
         """Fire, one by one, every escalation due by the service clock now, and return what happened.
         For frozen-clock tests and one-shot tooling: it needs no running timer."""
         now = self.service.clock.now()
-        async with self._turn(), self.service.db.sessions() as s:
+        async with self.service.db.sessions() as s:
             rows = (await s.execute(
                 select(Incident.id, Incident.next_escalation_at)
                 .where(Incident.next_escalation_at <= now, Incident.state == "open",
@@ -262,9 +258,6 @@ class Escalator:
         self._inflight.add(iid)
         self._queue.put_nowait((iid, due))
 
-    def _turn(self) -> Any:
-        return self._db_lock if self._db_lock is not None else contextlib.nullcontext()
-
     async def _worker(self) -> None:
         while True:
             iid, due = await self._queue.get()
@@ -279,8 +272,7 @@ class Escalator:
     async def _fire(self, iid: int, due: datetime) -> Outcome | None:
         ref = f"INC-{iid}"
         try:
-            async with self._turn():
-                out = await self.service.escalate(iid, actor=self.actor, due_at=due)
+            out = await self.service.escalate(iid, actor=self.actor, due_at=due)
         except NotFound:
             log.warning("escalation.skipped", extra={"incident": ref, "why": "incident no longer exists"})
             self._unschedule(iid)
@@ -350,7 +342,7 @@ class Escalator:
     async def _refresh(self, ids: list[int]) -> None:
         for i in range(0, len(ids), _SCAN_CHUNK):
             chunk = ids[i:i + _SCAN_CHUNK]
-            async with self._turn(), self.service.db.sessions() as s:
+            async with self.service.db.sessions() as s:
                 rows = (await s.execute(
                     select(Incident.id, Incident.state, Incident.acknowledged_at, Incident.next_escalation_at)
                     .where(Incident.id.in_(chunk)))).all()
