@@ -70,6 +70,9 @@ def _mounts() -> list[Mount]:
     from bot.slack.app import mount as mount_slack
 
     mounts.append(mount_slack)
+    from bot.teams.app import mount_teams
+
+    mounts.append(mount_teams)
     from bot.escalation_mount import mount_escalator, mount_reloader
 
     mounts += [mount_reloader, mount_escalator]

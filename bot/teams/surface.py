@@ -1,0 +1,127 @@
+"""TeamsSurface: the incident card in the Teams incident conversation, posted and kept in sync proactively.
+
+The delivery worker calls it through bot.surface.SurfaceSender. Each call is a proactive turn
+(`continue_conversation`) on a stored conversation reference: the first post builds one from config
+(incident_conversation + service_url), and the CardRef keeps the reference JSON in `extra`, so later
+updates and thread replies go exactly where the card is even if config changes.
+"""
+from __future__ import annotations
+
+import logging
+from copy import copy
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from botbuilder.core import BotAdapter, TurnContext
+from botbuilder.schema import (
+    ChannelAccount,
+    ConversationAccount,
+    ConversationReference,
+    ResourceResponse,
+)
+from msrest.exceptions import ClientRequestError, HttpOperationError
+
+from bot.surface import IncidentCard, SurfaceError
+from bot.teams.bot import card_attachment, outgoing
+from bot.teams.cards import message_html, note_text
+from core.cards import CardRef
+from core.config import TeamsConfig
+from core.delivery.base import classify_http
+from core.delivery.message import Notification
+
+log = logging.getLogger("tocsin.teams.surface")
+
+CHANNEL_SUFFIXES = ("@thread.tacv2", "@thread.skype")
+"""Team channel conversation ids (group chats end in @thread.v2, personal chats start with a:)."""
+PUBLIC_SERVICE_URL = "https://smba.trafficmanager.net/teams/"
+"""Teams' global Bot Connector endpoint for the public cloud: proactive posts work there before the bot has
+seen any activity from the tenant (set teams.service_url for GCC/sovereign clouds or a regional URL)."""
+
+
+def incident_reference(teams: TeamsConfig) -> ConversationReference:
+    """Where cards of incidents declared anywhere go: the configured Teams conversation."""
+    if not teams.incident_conversation:
+        raise ValueError("teams.incident_conversation is not set")
+    app_id = teams.app_id or "tocsin"
+    return ConversationReference(
+        channel_id="msteams", service_url=teams.service_url or PUBLIC_SERVICE_URL,
+        conversation=ConversationAccount(id=teams.incident_conversation, is_group=True,
+                                         tenant_id=teams.tenant_id),
+        bot=ChannelAccount(id=f"28:{app_id}", name="Tocsin"))
+
+
+def thread_of(reference: ConversationReference, root_id: str) -> ConversationReference:
+    """The reference for replies under `root_id`: in a Teams channel a thread is its own conversation,
+    `<channel id>;messageid=<root id>` (chats have no threads, so they keep their id)."""
+    thread = copy(reference)
+    thread.conversation = copy(reference.conversation)
+    conv = reference.conversation.id
+    if conv.endswith(CHANNEL_SUFFIXES) and ";messageid=" not in conv:
+        thread.conversation.id = f"{conv};messageid={root_id}"
+    return thread
+
+
+class TeamsSurface:
+    """ChatSurface for Teams over a botbuilder adapter (CloudAdapter in production, TestAdapter in tests)."""
+
+    platform = "teams"
+
+    def __init__(self, adapter: BotAdapter, *, app_id: str, reference: ConversationReference) -> None:
+        self.adapter = adapter
+        self.app_id = app_id
+        self.reference = reference
+
+    async def post_card(self, card: IncidentCard) -> CardRef:
+        reference = self.reference
+        sent = await self._turn(reference, lambda tc: tc.adapter.send_activities(
+            tc, [outgoing(reference, reply_to=None, attachment=card_attachment(card))]))
+        first: ResourceResponse | None = sent[0] if sent else None
+        if first is None or not first.id:
+            # Posted but unaddressable: retrying would post a second card, so stop here.
+            raise SurfaceError("Teams accepted the card but returned no activity id", retry=False)
+        log.info("teams.card.posted", extra={"incident": card.ref, "conversation": reference.conversation.id,
+                                             "activity": first.id})
+        return CardRef(self.platform, reference.conversation.id, first.id, first.id,
+                       {"reference": reference.serialize()})
+
+    async def update_card(self, ref: CardRef, card: IncidentCard) -> None:
+        reference = self._reference_of(ref)
+        update = outgoing(reference, reply_to=None, attachment=card_attachment(card))
+        update.id = ref.message_ref
+        await self._turn(reference, lambda tc: tc.adapter.update_activity(tc, update))
+
+    async def reply(self, ref: CardRef, card: IncidentCard, note: Notification) -> None:
+        root = ref.thread_ref or ref.message_ref
+        reference = thread_of(self._reference_of(ref), root)
+        out = outgoing(reference, reply_to=root, text=message_html(note_text(note)))
+        await self._turn(reference, lambda tc: tc.adapter.send_activities(tc, [out]))
+
+    def _reference_of(self, ref: CardRef) -> ConversationReference:
+        stored = (ref.extra or {}).get("reference")
+        if isinstance(stored, dict):
+            return ConversationReference().deserialize(stored)
+        # A card saved without its reference (older row): it can only be in the configured conversation.
+        return self.reference
+
+    async def _turn(self, reference: ConversationReference, action: Callable[[TurnContext], Awaitable[Any]]) -> Any:
+        """Run `action` in a proactive turn and map Bot Connector failures to SurfaceError."""
+        result: list[Any] = []
+
+        async def logic(turn_context: TurnContext) -> None:
+            result.append(await action(turn_context))
+
+        try:
+            await self.adapter.continue_conversation(reference, logic, self.app_id or None)
+        except HttpOperationError as exc:
+            resp = getattr(exc, "response", None)
+            status = int(getattr(resp, "status_code", 0) or 0)
+            headers = getattr(resp, "headers", None) or {}
+            verdict = classify_http(status, retry_after=headers.get("Retry-After"), summary=str(exc))
+            raise SurfaceError(f"Bot Connector: {verdict.summary}", retry=verdict.outcome == "retry",
+                               after=verdict.retry_after, status=status or None) from exc
+        except ClientRequestError as exc:
+            raise SurfaceError(f"Bot Connector unreachable: {exc}", retry=True) from exc
+        except PermissionError as exc:
+            # MSAL could not get a token (wrong password, or the login endpoint failed): retried, then dead.
+            raise SurfaceError(f"Bot Framework token: {exc}", retry=True) from exc
+        return result[0] if result else None
