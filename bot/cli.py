@@ -307,6 +307,15 @@ def _register_outbox(sub: Any) -> None:
 EXTRA_COMMANDS.append(_register_outbox)
 
 
+def _register_users(sub: Any) -> None:
+    from bot.cli_users import register
+
+    register(sub)
+
+
+EXTRA_COMMANDS.append(_register_users)
+
+
 def _register_ops(sub: Any) -> None:
     from bot.cli_ops import register
 

@@ -64,6 +64,12 @@ def _mounts() -> list[Mount]:
     from bot.api import mount as mount_api
 
     mounts.append(mount_api)
+    from bot.twilio_mount import mount_twilio
+
+    mounts.append(mount_twilio)
+    from bot.web.app import mount_console
+
+    mounts.append(mount_console)
     from bot.telegram.bot import mount as mount_telegram
 
     mounts.append(mount_telegram)
