@@ -155,10 +155,10 @@ async def test_work_queued_by_another_process_wakes_the_worker_on_postgresql(
     comp = await start_worker(mine, http)
     try:
         await asyncio.sleep(0.3)
-        t0 = time.monotonic()
         await declare(other)
-        await wait_statuses(mine, {"delivered": 3}, timeout=5)
-        assert time.monotonic() - t0 < 2.0
+        t0 = time.monotonic()
+        await wait_statuses(mine, {"delivered": 3}, timeout=20)
+        assert time.monotonic() - t0 < 10  # far below the 60 s poll, with room for a loaded machine
     finally:
         await comp.close()
         await mine.close()
