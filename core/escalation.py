@@ -39,6 +39,8 @@ ESCALATOR = Actor("system:escalation", source="timer")
 """Who the timer acts as: thread entries and audit rows name it."""
 RETRY_SECONDS = 5.0
 """After an unexpected failure (database down), try the same escalation again this much later."""
+GROUP_MAX = 8
+"""At most this many due escalations share one transaction when the timer is behind (group commit)."""
 _SCAN_CHUNK = 500
 
 
@@ -107,14 +109,17 @@ class Escalator:
     name = "escalator"
 
     def __init__(self, service: IncidentService, *, rescan_seconds: float = 10.0, workers: int | None = None,
-                 actor: Actor = ESCALATOR) -> None:
+                 group_max: int = GROUP_MAX, actor: Actor = ESCALATOR) -> None:
         self.service = service
         self.rescan_seconds = rescan_seconds
         self.workers = workers or (1 if service.db.sqlite else 4)
+        self.group_max = max(1, group_max)
         self.actor = actor
         self.scheduler: AsyncIOScheduler | None = None
         self.fired = 0
         """Escalations this instance fired (the ones that paged)."""
+        self.grouped = 0
+        """How many of those were committed in a group of several."""
         self._scheduled: dict[int, datetime] = {}
         self._inflight: set[int] = set()
         self._queue: asyncio.Queue[tuple[int, datetime]] = asyncio.Queue()
@@ -259,41 +264,85 @@ class Escalator:
         self._queue.put_nowait((iid, due))
 
     async def _worker(self) -> None:
+        """Fire what is due; when more is waiting than one fire at a time can keep up with, take up to
+        `group_max` into one transaction (group commit): the per-transaction cost is paid once. Idle, a
+        group is one escalation, so nothing waits for company."""
         while True:
-            iid, due = await self._queue.get()
+            group = [await self._queue.get()]
+            while len(group) < self.group_max and not self._queue.empty():
+                group.append(self._queue.get_nowait())
             try:
-                await self._fire(iid, due)
+                if len(group) == 1:
+                    await self._fire(*group[0])
+                else:
+                    await self._fire_group(group)
             finally:
-                self._inflight.discard(iid)
-                if iid in self._dirty:  # changed by someone else while we fired: re-read it now
-                    self._dirty_event.set()
-                self._queue.task_done()
+                for iid, _ in group:
+                    self._inflight.discard(iid)
+                    if iid in self._dirty:  # changed by someone else while we fired: re-read it now
+                        self._dirty_event.set()
+                    self._queue.task_done()
+
+    async def _fire_group(self, group: list[tuple[int, datetime]]) -> None:
+        """Several escalations in one transaction. Rows are locked in id order, so two processes grouping
+        overlapping incidents cannot deadlock. If the transaction fails, each is retried on its own."""
+        group = sorted(group)
+        done: list[tuple[int, Outcome]] = []
+        refused: list[tuple[int, Exception]] = []
+        try:
+            async with self.service.db.transaction() as s:
+                for iid, due in group:
+                    try:
+                        out = await self.service.escalate(iid, actor=self.actor, due_at=due, session=s)
+                    except (NotFound, InvalidTransition) as exc:
+                        refused.append((iid, exc))  # raised before this incident wrote anything
+                        continue
+                    done.append((iid, out))
+        except Exception:
+            log.exception("escalation.group.failed", extra={"incidents": [f"INC-{i}" for i, _ in group],
+                                                            "fallback": "one transaction each"})
+            for iid, due in group:
+                await self._fire(iid, due)
+            return
+        await self.service.publish_pending(s)
+        for iid, exc in refused:
+            self._refused(iid, exc)
+        due_of = dict(group)
+        for iid, out in done:
+            self._fired(iid, out, due_of[iid])
+            self.grouped += int(out.changed)
 
     async def _fire(self, iid: int, due: datetime) -> Outcome | None:
-        ref = f"INC-{iid}"
         try:
             out = await self.service.escalate(iid, actor=self.actor, due_at=due)
-        except NotFound:
-            log.warning("escalation.skipped", extra={"incident": ref, "why": "incident no longer exists"})
-            self._unschedule(iid)
-            return None
-        except InvalidTransition as exc:
-            # Someone changed the incident in between (a CAS loss) or it has no policy: re-read the row.
-            log.warning("escalation.conflict", extra={"incident": ref, "why": str(exc)})
-            self._mark_dirty([iid])
+        except (NotFound, InvalidTransition) as exc:
+            self._refused(iid, exc)
             return None
         except Exception:
             # Fail open: a late page is better than a lost one. The row is unchanged (rolled back).
-            log.exception("escalation.failed", extra={"incident": ref, "due_at": due.isoformat(),
+            log.exception("escalation.failed", extra={"incident": f"INC-{iid}", "due_at": due.isoformat(),
                                                       "retry_in_s": RETRY_SECONDS})
             self._retry(iid, due)
             return None
+        self._fired(iid, out, due)
+        return out
+
+    def _fired(self, iid: int, out: Outcome, due: datetime) -> None:
         if out.changed:
             self.fired += 1
             late = (self.service.clock.now() - due).total_seconds()
-            log.debug("escalation.timer", extra={"incident": ref, "late_s": round(late, 3)})
+            log.debug("escalation.timer", extra={"incident": f"INC-{iid}", "late_s": round(late, 3)})
         self._apply(iid, out.incident)
-        return out
+
+    def _refused(self, iid: int, exc: Exception) -> None:
+        if isinstance(exc, NotFound):
+            log.warning("escalation.skipped", extra={"incident": f"INC-{iid}",
+                                                     "why": "incident no longer exists"})
+            self._unschedule(iid)
+        else:
+            # Someone changed the incident in between (a CAS loss) or it has no policy: re-read the row.
+            log.warning("escalation.conflict", extra={"incident": f"INC-{iid}", "why": str(exc)})
+            self._mark_dirty([iid])
 
     def _retry(self, iid: int, due: datetime) -> None:
         self._scheduled.pop(iid, None)

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit.log import AuditLog
 from core.clock import Clock, SystemClock, utc
@@ -297,17 +299,20 @@ class IncidentService:
             return f"Incident {out.incident.id} was already acknowledged. Thank you."
         return f"Incident {out.incident.id} is acknowledged. Thank you."
 
-    async def escalate(self, ref: str | int, *, actor: Actor, due_at: datetime | None = None) -> Outcome:
+    async def escalate(self, ref: str | int, *, actor: Actor, due_at: datetime | None = None,
+                       session: AsyncSession | None = None) -> Outcome:
         """Page the next escalation level now (`/incident escalate`), or, with `due_at` (the timer), only
         if the incident is still due: open, unacknowledged and past `next_escalation_at`. The row is read
         under lock (FOR UPDATE on PostgreSQL; SQLite transactions begin IMMEDIATE) and written
         compare-and-set, so of two processes firing the same escalation exactly one pages; the other,
         a stale timer, or an ack in between gets a no-op `not due` Outcome. The levels come from the
-        policy snapshot taken at open, so a config reload mid-incident neither skips nor repeats one."""
+        policy snapshot taken at open, so a config reload mid-incident neither skips nor repeats one.
+        With `session` (the timer's group commit) it writes in the caller's transaction and tells
+        listeners, metrics and the log only once that commits (publish_pending)."""
         cfg = self.cfg
         iid = parse_ref(ref)
         now = self.clock.now()
-        async with self._tx(None) as s:
+        async with self._tx(session) as s:
             inc = await self._load(s, iid, ref)
             if due_at is None:
                 require(cfg, actor, Permission.SEND_INCIDENTS)
@@ -320,7 +325,8 @@ class IncidentService:
             snap = inc.escalation_snapshot
             if not snap or not snap.get("levels"):
                 raise InvalidTransition(f"{inc.ref} has no escalation policy (no routing rule picked one)")
-            step = next_step(snap, level=inc.escalation_level, round=inc.escalation_round, manual=due_at is None)
+            step = next_step(snap, level=inc.escalation_level, round=inc.escalation_round,
+                             manual=due_at is None)
             if step is None:
                 await self._cas(s, inc, next_escalation_at=None)
                 return Outcome(inc, None, 0, changed=False, note="policy exhausted")
@@ -332,18 +338,27 @@ class IncidentService:
             body = f"Escalated to level {step.level}" + (f" (round {step.round + 1})" if step.round else "")
             msg = await self._message(s, inc, "ESCALATION", body, actor, now, extra={
                 "level": step.level, "round": step.round, "policy": inc.escalation_policy})
-            p = escalation_plan(cfg, inc, level=step.level, targets=Targets.model_validate(dict(step.targets)),
-                                now=now)
+            targets = Targets.model_validate(dict(step.targets))
+            p = escalation_plan(cfg, inc, level=step.level, targets=targets, now=now)
             queued = await self._fan_out(s, inc, msg, p, now, kind="ESCALATION", body=body, purpose="escalation")
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.escalate",
                                     resource=inc.ref, now=now, details={
                                         "level": step.level, "round": step.round, "queued": queued,
                                         "policy": inc.escalation_policy, "manual": due_at is None,
                                         "next_escalation_at": nxt_at.isoformat() if nxt_at else None})
-        ESCALATIONS.labels(level=str(step.level)).inc()
-        log.info("escalation.fired", extra={"incident": inc.ref, "level": step.level, "round": step.round,
-                                            "queued": queued, "manual": due_at is None})
-        await self._publish(IncidentEvent("escalate", inc.id, msg.id, actor.identity, queued, inc.state, inc.state))
+        fired = {"incident": inc.ref, "level": step.level, "round": step.round, "queued": queued,
+                 "manual": due_at is None}
+
+        def record(*_: Any) -> None:
+            ESCALATIONS.labels(level=str(step.level)).inc()
+            log.info("escalation.fired", extra=fired)
+
+        if session is None:
+            record()
+        else:  # only once the caller's transaction really commits
+            sa_event.listen(session.sync_session, "after_commit", record, once=True)
+        await self._emit(session, IncidentEvent("escalate", inc.id, msg.id, actor.identity, queued, inc.state,
+                                                inc.state))
         return Outcome(inc, msg, queued, p)
 
     async def notify(self, *, actor: Actor, text: str, contact_list: str | None = None,
@@ -463,8 +478,8 @@ class IncidentService:
         if res.rowcount != 1:
             await s.refresh(inc)
             raise InvalidTransition(f"{inc.ref} changed while you were acting (it is now {inc.state}); try again")
-        for k, v in values.items():
-            setattr(inc, k, v)
+        for k, v in values.items():  # already written above: no second UPDATE at the next flush
+            set_committed_value(inc, k, v)
 
     async def _require_ack(self, s: AsyncSession, cfg: Config, actor: Actor, inc: Incident) -> None:
         """OPERATOR and above may ack; so may any contact who was paged for this incident."""

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from bot.context import Context
 from core.audit.log import verify
 from core.clock import utc
+from core.metrics import ESCALATIONS
 from core.models import Incident, IncidentMessage
 from core.rbac import Actor
 from tests.escalation.conftest import policy_config
@@ -126,3 +127,37 @@ async def test_two_processes_fire_each_escalation_exactly_once(real_ctx: Callabl
         left = (await s.execute(select(Incident.id).where(Incident.next_escalation_at.is_not(None)))).all()
     assert left == []
     assert (await verify(a.db.engine)).ok
+
+
+async def test_a_burst_is_group_committed_and_a_failed_group_falls_back_to_one_each(
+        real_ctx: Callable[..., Any], escalators: Callable[..., Any]) -> None:
+    ctx = await real_ctx(**policy_config(WAIT))
+    svc = ctx.service
+    real = svc.escalate
+    broken: set[int] = set()
+
+    async def flaky(ref: Any, **kw: Any) -> Any:
+        # the first group containing INC-5 fails as a whole (e.g. a lost connection mid-transaction)
+        if ref == 5 and kw.get("session") is not None and 5 not in broken:
+            broken.add(5)
+            raise ConnectionError("connection reset")
+        return await real(ref, **kw)
+
+    svc.escalate = flaky  # type: ignore[method-assign]
+    before = ESCALATIONS.labels(level="1")._value.get()
+    n = 30
+    for i in range(n):  # all due at (nearly) the same moment
+        await svc.declare(actor=OP, title=f"i{i}", severity="sev1")
+    await asyncio.sleep(WAIT * 60 + 0.1)  # every one is due before the timer starts: one burst
+    esc = await escalators(ctx, workers=1)
+
+    async def done() -> bool:
+        return len(await escalations(ctx)) >= n
+
+    await wait_until(done, 15)
+    await asyncio.sleep(0.5)
+    rows = await escalations(ctx)
+    assert sorted(r[0] for r in rows) == list(range(1, n + 1))  # each exactly once, INC-5 included
+    assert esc.fired == n and esc.grouped > 0 and broken == {5}
+    # counted once each, only after their transaction committed (the failed group counted nothing)
+    assert ESCALATIONS.labels(level="1")._value.get() - before == n
