@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

@@ -1,7 +1,6 @@
 """SIGTERM: stop taking work, finish or hand back what is in flight, exit 0 — and a restart loses nothing."""
 from __future__ import annotations
 
-import asyncio
 import collections
 import signal
 import time
