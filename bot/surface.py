@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Protocol
 
-from core.cards import CardRef, CardStore
+from core.cards import PENDING, CardRef, CardStore
 from core.clock import utc
 from core.delivery.message import DeliveryResult, Envelope, Notification
 from core.errors import NotFound
@@ -130,8 +130,17 @@ class SurfaceSender:
         try:
             async with lock:
                 ref = await self.cards.get(incident_id, self.surface.platform)
+                if ref is not None and ref.message_ref == PENDING:
+                    # Another process is posting the first card: come back when it exists.
+                    return DeliveryResult.retry("card is being posted by another process", after=1.0)
                 if ref is None:
-                    ref = await self.surface.post_card(card)
+                    if not await self.cards.reserve(incident_id, self.surface.platform):
+                        return DeliveryResult.retry("card is being posted by another process", after=1.0)
+                    try:
+                        ref = await self.surface.post_card(card)
+                    except BaseException:
+                        await self.cards.release(incident_id, self.surface.platform)
+                        raise
                     await self.cards.save(incident_id, ref)
                     if note.kind != "INITIAL":
                         await self.surface.reply(ref, card, note)

@@ -5,11 +5,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from core.clock import Clock
 from core.db import Database
 from core.models import ChatCard
+
+
+PENDING = ""
+"""message_ref of a card that one process is posting right now."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class CardStore:
                                                           ChatCard.platform == platform))).scalars().first()
         if row is None:
             return None
+        if row.message_ref == PENDING:
+            return CardRef(row.platform, row.channel, PENDING, None, {})
         return CardRef(row.platform, row.channel, row.message_ref, row.thread_ref, dict(row.extra or {}))
 
     async def find(self, platform: str, channel: str, message_ref: str) -> int | None:
@@ -42,6 +49,24 @@ class CardStore:
             return (await s.execute(select(ChatCard.incident_id).where(
                 ChatCard.platform == platform, ChatCard.channel == channel,
                 ChatCard.message_ref == message_ref))).scalars().first()
+
+    async def reserve(self, incident_id: int, platform: str) -> bool:
+        """Claim the right to post the first card for (incident, platform). Exactly one caller wins, across
+        processes (unique constraint); the others must wait for the card instead of posting a second one."""
+        now = self.clock.now()
+        try:
+            async with self.db.transaction() as s:
+                s.add(ChatCard(incident_id=incident_id, platform=platform, channel="", message_ref=PENDING,
+                               thread_ref=None, extra={}, created_at=now, updated_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    async def release(self, incident_id: int, platform: str) -> None:
+        """Give a reservation back (posting failed) so a retry can claim it again."""
+        async with self.db.transaction() as s:
+            await s.execute(delete(ChatCard).where(ChatCard.incident_id == incident_id,
+                                                   ChatCard.platform == platform, ChatCard.message_ref == PENDING))
 
     async def save(self, incident_id: int, ref: CardRef) -> None:
         now: datetime = self.clock.now()
