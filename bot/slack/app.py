@@ -50,6 +50,7 @@ from bot.slack.surface import SlackSurface
 from bot.surface import IncidentCard, SurfaceSender
 from core.errors import ConfigError, Forbidden, NotFound
 from core.incidents import IncidentService
+from core.leader import Leadership
 from core.rbac import Actor, Permission, require
 from core.seen import SeenKeys
 
@@ -394,10 +395,23 @@ class SlackAdapter:
     # --- component lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.app_token:
-            self._connector = asyncio.create_task(self._connect_socket_mode(), name="slack.socket_mode")
         log.info("slack.started", extra={"http": self.http_enabled, "socket_mode": bool(self.app_token),
                                          "incident_channel": self.cfg.incident_channel})
+
+    async def start_socket_mode(self) -> None:
+        """Leadership's on_elected: only one process holds the Socket Mode connection (returns at once)."""
+        if self.app_token and self._connector is None:
+            self._connector = asyncio.create_task(self._connect_socket_mode(), name="slack.socket_mode")
+
+    async def stop_socket_mode(self) -> None:
+        """Leadership's on_lost (and shutdown): drop the connection so two processes never both consume."""
+        if self._connector is not None:
+            connector, self._connector = self._connector, None
+            connector.cancel()
+            await asyncio.gather(connector, return_exceptions=True)
+        if self._socket is not None:
+            socket, self._socket = self._socket, None
+            await socket.close_async()
 
     async def _connect_socket_mode(self) -> None:
         """Socket Mode: connect, retrying with backoff while Slack is unreachable (the client reconnects
@@ -418,12 +432,7 @@ class SlackAdapter:
             delay = min(delay * 2, 60.0)
 
     async def close(self) -> None:
-        if self._connector is not None:
-            self._connector.cancel()
-            await asyncio.gather(self._connector, return_exceptions=True)
-        if self._socket is not None:
-            socket, self._socket = self._socket, None
-            await socket.close_async()
+        await self.stop_socket_mode()
         await self.drain()
         for task in list(self._tasks):
             log.warning("slack.work.abandoned", extra={"task": task.get_name()})
@@ -456,6 +465,10 @@ def mount(rt: Runtime) -> None:
     if adapter.http_enabled:
         rt.app.router.add_post(EVENTS_PATH, adapter.handle)
     rt.components.append(adapter)
+    if adapter.app_token:
+        # Socket Mode is a consumer like Telegram polling: one process at a time, taken over if it dies.
+        rt.components.append(Leadership(ctx.db.engine, "slack-socket-mode", on_elected=adapter.start_socket_mode,
+                                        on_lost=adapter.stop_socket_mode))
     if cfg.incident_channel:
         assert cfg.bot_token is not None
         # No rate-limit retry handler here: a 429 goes back to the queue as retry(after=Retry-After).
