@@ -11,8 +11,9 @@ import hmac
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -157,10 +158,25 @@ async def post_to_destination(session: aiohttp.ClientSession, dest: Destination,
     url = dest.url.get_secret_value()
     result = await http_attempt(session, method=dest.method, url=url, body=body, headers=headers,
                                 timeout=timeout)
+    secrets = destination_secrets(dest)
     if isinstance(result, HttpReply):
-        return result
-    return DeliveryResult(result.outcome, redact(result.summary, [url]), result.status_code,
+        # The answer's text becomes the attempt summary (logs, audit, API): receivers often echo the
+        # request path ("Cannot POST /services/T0/B0/<token>"), which is the secret part of the URL.
+        return replace(result, text=redact(result.text, secrets))
+    return DeliveryResult(result.outcome, redact(result.summary, secrets), result.status_code,
                           result.retry_after)
+
+
+def destination_secrets(dest: Destination) -> list[str]:
+    """The destination's secret values as they may come back: the URL, its path and query on their own
+    (longest first, so the whole URL is replaced before its parts), header values and the HMAC key."""
+    url = dest.url.get_secret_value() if dest.url else ""
+    parts = urlsplit(url)
+    path_query = parts.path + (f"?{parts.query}" if parts.query else "")
+    found = [url, path_query, parts.path if len(parts.path) > 1 else "", parts.query]
+    found += [v.get_secret_value() for v in dest.headers.values()]
+    found.append(dest.hmac_secret.get_secret_value() if dest.hmac_secret else "")
+    return sorted({s for s in found if s}, key=len, reverse=True)
 
 
 # --- the generic webhook sender --------------------------------------------------------------------------
