@@ -289,15 +289,19 @@ class Escalator:
         group = sorted(group)
         done: list[tuple[int, Outcome]] = []
         refused: list[tuple[int, Exception]] = []
+        audit: list[dict[str, Any]] = []
         try:
             async with self.service.db.transaction() as s:
                 for iid, due in group:
                     try:
-                        out = await self.service.escalate(iid, actor=self.actor, due_at=due, session=s)
+                        out = await self.service.escalate(iid, actor=self.actor, due_at=due, session=s,
+                                                          audit_batch=audit)
                     except (NotFound, InvalidTransition) as exc:
                         refused.append((iid, exc))  # raised before this incident wrote anything
                         continue
                     done.append((iid, out))
+                # one chain-head read and one INSERT for the group's audit entries, in its transaction
+                await self.service.audit.append_many(s, audit, now=self.service.clock.now())
         except Exception:
             log.exception("escalation.group.failed", extra={"incidents": [f"INC-{i}" for i, _ in group],
                                                             "fallback": "one transaction each"})
@@ -305,8 +309,8 @@ class Escalator:
                 await self._fire(iid, due)
             return
         await self.service.publish_pending(s)
-        for iid, exc in refused:
-            self._refused(iid, exc)
+        for iid, err in refused:
+            self._refused(iid, err)
         due_of = dict(group)
         for iid, out in done:
             self._fired(iid, out, due_of[iid])

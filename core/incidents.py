@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -300,7 +300,8 @@ class IncidentService:
         return f"Incident {out.incident.id} is acknowledged. Thank you."
 
     async def escalate(self, ref: str | int, *, actor: Actor, due_at: datetime | None = None,
-                       session: AsyncSession | None = None) -> Outcome:
+                       session: AsyncSession | None = None,
+                       audit_batch: MutableSequence[dict[str, Any]] | None = None) -> Outcome:
         """Page the next escalation level now (`/incident escalate`), or, with `due_at` (the timer), only
         if the incident is still due: open, unacknowledged and past `next_escalation_at`. The row is read
         under lock (FOR UPDATE on PostgreSQL; SQLite transactions begin IMMEDIATE) and written
@@ -308,7 +309,11 @@ class IncidentService:
         a stale timer, or an ack in between gets a no-op `not due` Outcome. The levels come from the
         policy snapshot taken at open, so a config reload mid-incident neither skips nor repeats one.
         With `session` (the timer's group commit) it writes in the caller's transaction and tells
-        listeners, metrics and the log only once that commits (publish_pending)."""
+        listeners, metrics and the log only once that commits (publish_pending); with `audit_batch` too,
+        its audit entry is added to that list and the caller must `audit.append_many` it before committing
+        (one chain-head read for the whole group)."""
+        if audit_batch is not None and session is None:
+            raise ValueError("audit_batch needs the caller's session: its entries must commit with it")
         cfg = self.cfg
         iid = parse_ref(ref)
         now = self.clock.now()
@@ -341,11 +346,16 @@ class IncidentService:
             targets = Targets.model_validate(dict(step.targets))
             p = escalation_plan(cfg, inc, level=step.level, targets=targets, now=now)
             queued = await self._fan_out(s, inc, msg, p, now, kind="ESCALATION", body=body, purpose="escalation")
-            await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.escalate",
-                                    resource=inc.ref, now=now, details={
-                                        "level": step.level, "round": step.round, "queued": queued,
-                                        "policy": inc.escalation_policy, "manual": due_at is None,
-                                        "next_escalation_at": nxt_at.isoformat() if nxt_at else None})
+            entry: dict[str, Any] = {
+                "actor": actor.identity, "source": actor.source, "action": "incident.escalate",
+                "resource": inc.ref, "details": {
+                    "level": step.level, "round": step.round, "queued": queued,
+                    "policy": inc.escalation_policy, "manual": due_at is None,
+                    "next_escalation_at": nxt_at.isoformat() if nxt_at else None}}
+            if audit_batch is not None:
+                audit_batch.append(entry)
+            else:
+                await self.audit.append(s, now=now, **entry)
         fired = {"incident": inc.ref, "level": step.level, "round": step.round, "queued": queued,
                  "manual": due_at is None}
 

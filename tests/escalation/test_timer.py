@@ -13,7 +13,7 @@ from bot.context import Context
 from core.audit.log import verify
 from core.clock import utc
 from core.metrics import ESCALATIONS
-from core.models import Incident, IncidentMessage
+from core.models import AuditEntry, Incident, IncidentMessage
 from core.rbac import Actor
 from tests.escalation.conftest import policy_config
 
@@ -161,3 +161,9 @@ async def test_a_burst_is_group_committed_and_a_failed_group_falls_back_to_one_e
     assert esc.fired == n and esc.grouped > 0 and broken == {5}
     # counted once each, only after their transaction committed (the failed group counted nothing)
     assert ESCALATIONS.labels(level="1")._value.get() - before == n
+    # one audit entry each (the groups write theirs with one append_many), and the chain is intact
+    async with ctx.db.sessions() as s:
+        audited = (await s.execute(select(AuditEntry.resource).where(
+            AuditEntry.action == "incident.escalate"))).scalars().all()
+    assert sorted(audited) == sorted(f"INC-{i}" for i in range(1, n + 1))
+    assert (await verify(ctx.db.engine)).ok
