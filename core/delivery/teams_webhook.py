@@ -3,23 +3,14 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from typing import ClassVar
 
-import aiohttp
-
-from core.config import Config, RetryPolicy
+from core.config import RetryPolicy
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.policy import DEFAULT_RETRY
 from core.delivery.render import TEAMS_MAX_BYTES, json_bytes, render_teams
-from core.delivery.webhook import (
-    HttpReply,
-    attempt_timeout,
-    log_result,
-    post_to_destination,
-    resolve_destination,
-)
+from core.delivery.webhook import DestinationSender, HttpReply
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +28,7 @@ def classify_teams(reply: HttpReply) -> DeliveryResult:
     return reply.classify()
 
 
-class TeamsWebhookSender:
+class TeamsWebhookSender(DestinationSender):
     """POSTs `{"type": "message", "attachments": [adaptive card]}`, kept under Teams' ~28 KB limit."""
 
     channel: ClassVar[str] = "teams_webhook"
@@ -45,21 +36,10 @@ class TeamsWebhookSender:
     rate_per_second: ClassVar[float | None] = 4.0
     """Teams throttles a webhook at a few requests per second (and answers 429 beyond that)."""
     default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["teams_webhook"]
+    log = log
 
-    def __init__(self, cfg: Config, *, http: aiohttp.ClientSession) -> None:
-        self._cfg = cfg
-        self._http = http
-        self._timeout = attempt_timeout(cfg, self.channel)
+    def body(self, envelope: Envelope) -> bytes:
+        return json_bytes(render_teams(envelope.notification))
 
-    async def send(self, envelope: Envelope) -> DeliveryResult:
-        started = time.monotonic()
-        dest = resolve_destination(self._cfg, envelope.address, self.channel)
-        if isinstance(dest, DeliveryResult):
-            return log_result(log, envelope, dest, started=started)
-        body = json_bytes(render_teams(envelope.notification))
-        reply = await post_to_destination(self._http, dest, body=body, timeout=self._timeout)
-        result = classify_teams(reply) if isinstance(reply, HttpReply) else reply
-        return log_result(log, envelope, result, started=started)
-
-    async def aclose(self) -> None:
-        """Nothing to close: the aiohttp session belongs to the server."""
+    def classify(self, reply: HttpReply) -> DeliveryResult:
+        return classify_teams(reply)

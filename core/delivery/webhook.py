@@ -182,26 +182,57 @@ def destination_secrets(dest: Destination) -> list[str]:
 # --- the generic webhook sender --------------------------------------------------------------------------
 
 
-class WebhookSender:
-    """POST/PUT the event + notification as JSON to a named destination, signed when it has a secret."""
+class DestinationSender:
+    """One POST to a named destination's URL: resolve it (secrets stay in config), render, send, classify,
+    log. The Slack, Teams and generic webhook senders differ only in `body`, `headers` and `classify`."""
 
-    channel: ClassVar[str] = "webhook"
-    max_length: ClassVar[int | None] = None
-    rate_per_second: ClassVar[float | None] = None
-    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["webhook"]
+    channel: ClassVar[str]
+    log: ClassVar[logging.Logger] = logging.getLogger(__name__)
 
     def __init__(self, cfg: Config, *, http: aiohttp.ClientSession) -> None:
         self._cfg = cfg
         self._http = http
         self._timeout = attempt_timeout(cfg, self.channel)
 
+    def body(self, envelope: Envelope) -> bytes:
+        """The exact bytes to send (each channel renders its own format)."""
+        raise TypeError(f"{type(self).__name__} must define body()")
+
+    def headers(self, dest: Destination, envelope: Envelope, body: bytes) -> dict[str, str] | None:
+        return None
+
+    def classify(self, reply: HttpReply) -> DeliveryResult:
+        return reply.classify()
+
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
         dest = resolve_destination(self._cfg, envelope.address, self.channel)
         if isinstance(dest, DeliveryResult):
-            return log_result(log, envelope, dest, started=started)
-        body = json_bytes(render_webhook(envelope.notification, idempotency_key=envelope.idempotency_key,
+            return log_result(self.log, envelope, dest, started=started)
+        body = self.body(envelope)
+        reply = await post_to_destination(self._http, dest, body=body, timeout=self._timeout,
+                                          extra_headers=self.headers(dest, envelope, body))
+        result = self.classify(reply) if isinstance(reply, HttpReply) else reply
+        return log_result(self.log, envelope, result, started=started)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the aiohttp session belongs to the server."""
+
+
+class WebhookSender(DestinationSender):
+    """POST/PUT the event + notification as JSON to a named destination, signed when it has a secret."""
+
+    channel: ClassVar[str] = "webhook"
+    max_length: ClassVar[int | None] = None
+    rate_per_second: ClassVar[float | None] = None
+    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["webhook"]
+    log = log
+
+    def body(self, envelope: Envelope) -> bytes:
+        return json_bytes(render_webhook(envelope.notification, idempotency_key=envelope.idempotency_key,
                                          delivery_id=envelope.delivery_id, attempt=envelope.attempt))
+
+    def headers(self, dest: Destination, envelope: Envelope, body: bytes) -> dict[str, str]:
         headers = {
             IDEMPOTENCY_HEADER: envelope.idempotency_key,
             "X-Tocsin-Delivery": str(envelope.delivery_id),
@@ -209,10 +240,4 @@ class WebhookSender:
         }
         if dest.hmac_secret is not None and dest.hmac_secret.get_secret_value():
             headers[SIGNATURE_HEADER] = sign_body(dest.hmac_secret.get_secret_value(), body)
-        reply = await post_to_destination(self._http, dest, body=body, timeout=self._timeout,
-                                          extra_headers=headers)
-        result = reply.classify() if isinstance(reply, HttpReply) else reply
-        return log_result(log, envelope, result, started=started)
-
-    async def aclose(self) -> None:
-        """Nothing to close: the aiohttp session belongs to the server."""
+        return headers
