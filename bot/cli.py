@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import getpass
 import os
 import sys
@@ -280,49 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--limit", type=int, default=0)
     sh.set_defaults(func=cmd_audit)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    for module in EXTRA_COMMANDS:
+        importlib.import_module(module).register(sub)
     return p
 
 
-# Other modules add their subcommands here, explicitly (no discovery magic).
-EXTRA_COMMANDS: list[Callable[[Any], None]] = []
-
-
-def _register_route(sub: Any) -> None:
-    from bot.cli_route import register
-
-    register(sub)
-
-
-EXTRA_COMMANDS.append(_register_route)
-
-
-def _register_outbox(sub: Any) -> None:
-    from bot.cli_outbox import register
-
-    register(sub)
-
-
-EXTRA_COMMANDS.append(_register_outbox)
-
-
-def _register_users(sub: Any) -> None:
-    from bot.cli_users import register
-
-    register(sub)
-
-
-EXTRA_COMMANDS.append(_register_users)
-
-
-def _register_ops(sub: Any) -> None:
-    from bot.cli_ops import register
-
-    register(sub)
-
-
-EXTRA_COMMANDS.append(_register_ops)
+# Modules that add subcommands, each with register(subparsers); an explicit list, no discovery. They are
+# imported only when the parser is built, so `tocsin --help` stays quick and import cycles cannot form.
+EXTRA_COMMANDS = ("bot.cli_route", "bot.cli_outbox", "bot.cli_users", "bot.cli_ops")
 
 
 def main(argv: list[str] | None = None) -> int:

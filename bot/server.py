@@ -6,6 +6,7 @@ their lifetimes, in order, and closes them in reverse on shutdown (SIGTERM/SIGIN
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -53,36 +54,24 @@ class Runtime:
 Mount = Callable[[Runtime], None]
 
 
+# Adapters and components, in start order: (module, mount function). Each mount decides from config whether
+# it is enabled. Imported when the app is built, so the CLI never loads slack_bolt, botbuilder or telegram.
+MOUNTS = (
+    ("bot.metrics_http", "mount_metrics"),
+    ("bot.delivery_mount", "mount_worker"),
+    ("bot.api", "mount"),
+    ("bot.twilio_mount", "mount_twilio"),
+    ("bot.web.app", "mount_console"),
+    ("bot.telegram.bot", "mount"),
+    ("bot.slack.app", "mount"),
+    ("bot.teams.app", "mount_teams"),
+    ("bot.escalation_mount", "mount_reloader"),
+    ("bot.escalation_mount", "mount_escalator"),
+)
+
+
 def _mounts() -> list[Mount]:
-    """Adapters and components, in start order. Each decides from config whether it is enabled."""
-    from bot.metrics_http import mount_metrics
-
-    mounts: list[Mount] = [mount_metrics]
-    from bot.delivery_mount import mount_worker
-
-    mounts.append(mount_worker)
-    from bot.api import mount as mount_api
-
-    mounts.append(mount_api)
-    from bot.twilio_mount import mount_twilio
-
-    mounts.append(mount_twilio)
-    from bot.web.app import mount_console
-
-    mounts.append(mount_console)
-    from bot.telegram.bot import mount as mount_telegram
-
-    mounts.append(mount_telegram)
-    from bot.slack.app import mount as mount_slack
-
-    mounts.append(mount_slack)
-    from bot.teams.app import mount_teams
-
-    mounts.append(mount_teams)
-    from bot.escalation_mount import mount_escalator, mount_reloader
-
-    mounts += [mount_reloader, mount_escalator]
-    return mounts
+    return [getattr(importlib.import_module(module), name) for module, name in MOUNTS]
 
 
 async def healthz(_request: web.Request) -> web.Response:
