@@ -208,6 +208,19 @@ async def release(session: AsyncSession, *, owner: str, ids: Sequence[int], now:
     return int(res.rowcount or 0)
 
 
+async def cancel_claimed(session: AsyncSession, *, owner: str, ids: Sequence[int], now: datetime,
+                         reason: str) -> list[int]:
+    """Cancel rows we hold but have not started (an ack arrived while they waited for a slot)."""
+    if not ids:
+        return []
+    res = await session.execute(
+        update(_T).where(_T.c.id.in_(list(ids)), _T.c.lease_owner == owner, _T.c.status == "sending")
+        .values(status="cancelled", lease_owner=None, lease_expires_at=None, updated_at=now,
+                last_error=reason, attempts=_T.c.attempts - 1)
+        .returning(_T.c.id))
+    return [int(r[0]) for r in res.all()]
+
+
 @dataclass(frozen=True)
 class Completion:
     """The end of one attempt, as the database will record it."""

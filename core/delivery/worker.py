@@ -47,6 +47,8 @@ log = logging.getLogger("tocsin.worker")
 
 ACTOR = "system:worker"
 """Who audit entries written by the worker name as actor."""
+STOP_PAGING = frozenset({"ack", "monitor", "resolve"})
+"""Incident events after which no escalation page of that incident may still go out."""
 DEFAULT_CONCURRENCY = 8
 """For channels without a config section (chat surfaces `chat:<platform>`)."""
 
@@ -113,13 +115,18 @@ class Worker:
         self._wake = asyncio.Event()
         self._done: list[_Done] = []
         self._done_ready = asyncio.Event()
+        self._stop_paging: set[int] = set()
+        """Incidents whose buffered escalation pages must be cancelled before they are sent."""
+        self._held: list[Claimed] = []
+        """Claimed escalation pages of such incidents, kept from sending until cancelled in the database."""
         self._due: list[float] = []
         """Monotonic times at which retries we scheduled become due (wake up then, not at the next poll)."""
         self._dispatcher: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
-        self._more = False
-        """The last claim filled its limit: there is probably more due work."""
+        self._more: dict[str, bool] = {}
+        """Per channel: did the last claim that asked for it fill its limit (more due work is likely)?
+        Missing means unknown (new work was announced, or a poll is due), which counts as yes."""
         self._pg_listener: Any = None
         self.stats: dict[str, int] = dict.fromkeys(
             ("claims", "claimed", "delivered", "retried", "failed", "dead", "reclaimed", "commits"), 0)
@@ -138,8 +145,16 @@ class Worker:
             await self._listen_pg()
         log.info("notify.worker.started", extra={"owner": self.owner, "channels": sorted(self.senders)})
 
-    def notify(self, _event: object = None) -> None:
-        """Wake the dispatcher now (an IncidentService listener: new deliveries were just committed)."""
+    def notify(self, event: object = None) -> None:
+        """IncidentService listener: new deliveries were just committed, so wake the dispatcher now.
+
+        An ack (or monitor/resolve) cancels the incident's queued escalation pages in its own transaction;
+        the ones this worker already claimed but has not started yet are cancelled here, too."""
+        kind = getattr(event, "kind", None)
+        incident_id = getattr(event, "incident_id", None)
+        if kind in STOP_PAGING and incident_id is not None:
+            self._stop_paging.add(int(incident_id))
+        self._more.clear()
         self._wake.set()
 
     @property
@@ -176,7 +191,13 @@ class Worker:
             log.error("notify.worker.unrecorded", extra={"owner": self.owner, "count": len(self._done),
                                                          "why": "database unavailable at shutdown; "
                                                                 "they are retried when their lease expires"})
-        unstarted = [c.id for st in self._channels.values() for c in st.buffer]
+        if self._held or self._stop_paging:
+            try:
+                await self._cancel_buffered_escalations()
+            except Exception as exc:  # released below; the next start may send them (a late page, not lost)
+                log.error("notify.escalation.cancel_failed", extra={"owner": self.owner, "error": repr(exc)})
+        unstarted = [c.id for st in self._channels.values() for c in st.buffer] + [c.id for c in self._held]
+        self._held = []
         for st in self._channels.values():
             st.buffer.clear()
         if unstarted:
@@ -215,10 +236,18 @@ class Worker:
         return int(getattr(section, "concurrency", DEFAULT_CONCURRENCY))
 
     def _room(self, channel: str) -> int:
-        """How many more rows we would hold for `channel`: up to twice its concurrency, so a buffer keeps
-        every slot busy while the next claim runs, and claims come in batches rather than one per send."""
+        """How many more rows we would hold for `channel`: its slots plus up to two batches waiting, so
+        every slot stays busy while the next claim commits (tens of ms on a busy SQLite, behind our own
+        writes) and claims come in batches, not one per finished send. The heartbeat keeps their leases."""
         st = self._state(channel)
-        return 2 * self._concurrency(channel) - st.inflight - len(st.buffer)
+        return self._concurrency(channel) + 2 * self.cfg.worker.batch_size - st.inflight - len(st.buffer)
+
+    def _low(self, channel: str) -> bool:
+        """At most one batch left waiting for a slot: time to claim the next one."""
+        return len(self._state(channel).buffer) <= self.cfg.worker.batch_size
+
+    def _wants_more(self, channel: str) -> bool:
+        return self._more.get(channel, True) and self._low(channel)
 
     async def _dispatch_loop(self) -> None:
         wcfg = self.cfg.worker
@@ -228,6 +257,8 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             try:
+                if self._stop_paging:
+                    await self._cancel_buffered_escalations()
                 if time.monotonic() >= next_housekeeping:
                     await self._housekeeping()
                     next_housekeeping = time.monotonic() + housekeeping_every
@@ -241,7 +272,7 @@ class Worker:
                     "retry_in_s": round(delay, 3)})
                 await self._sleep_or_wake(delay)
                 continue
-            if claimed and self._more:
+            if claimed and any(self._wants_more(ch) for ch in self._channels):
                 await asyncio.sleep(0)  # let finished sends free their slots, then claim again
                 continue
             now = time.monotonic()
@@ -250,20 +281,23 @@ class Worker:
             wait = min(wcfg.poll_seconds, max(0.0, next_housekeeping - now))
             if self._due:
                 wait = min(wait, self._due[0] - now + 0.005)
-            await self._sleep_or_wake(wait)
+            if not await self._sleep_or_wake(wait):
+                self._more.clear()  # the poll (or a retry timer): look at every channel again
 
-    async def _sleep_or_wake(self, seconds: float) -> None:
+    async def _sleep_or_wake(self, seconds: float) -> bool:
+        """True when woken, False when the time ran out."""
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, seconds))
         except TimeoutError:
-            return
+            return False
+        return True
 
     async def _housekeeping(self) -> None:
         """Renew our leases and take back rows whose holder died."""
         wcfg = self.cfg.worker
         now = self.clock.now()
         async with self._tx() as s:
-            if any(st.inflight or st.buffer for st in self._channels.values()) or self._done:
+            if any(st.inflight or st.buffer for st in self._channels.values()) or self._done or self._held:
                 await queue.extend_leases(s, owner=self.owner, now=now, lease_seconds=wcfg.lease_seconds)
             reclaimed = await queue.reclaim_expired(s, now=now)
         if reclaimed:
@@ -275,21 +309,49 @@ class Worker:
                 "previous_owners": sorted({p or "" for *_, p in reclaimed}),
                 "delivery_ids": [r[0] for r in reclaimed[:50]]})
 
+    def _stopped(self, c: Claimed) -> bool:
+        return c.purpose == "escalation" and c.incident_id in self._stop_paging
+
+    async def _cancel_buffered_escalations(self) -> None:
+        doomed, self._held = self._held, []
+        for st in self._channels.values():
+            keep = [c for c in st.buffer if not self._stopped(c)]
+            if len(keep) != len(st.buffer):
+                doomed += [c for c in st.buffer if self._stopped(c)]
+                st.buffer = deque(keep)
+        incidents = set(self._stop_paging)
+        if doomed:
+            try:
+                async with self._tx() as s:
+                    cancelled = await queue.cancel_claimed(s, owner=self.owner, ids=[c.id for c in doomed],
+                                                           now=self.clock.now(),
+                                                           reason="cancelled: incident acknowledged")
+            except Exception:
+                self._held = doomed  # never sent; cancelling them is retried on the next round
+                raise
+            log.info("notify.escalation.cancelled_buffered", extra={
+                "owner": self.owner, "count": len(cancelled), "incidents": sorted(incidents)})
+        self._stop_paging -= incidents
+
     async def _claim(self) -> int:
         wcfg = self.cfg.worker
+        # Ask only for channels whose buffer runs low; the others keep theirs (and their rows stay for
+        # other workers). Rows of a channel nobody has a sender for are asked for too (they fail loudly).
         channels = set(self.senders) | set(self._channels)
-        full = [ch for ch in channels if self._room(ch) <= 0]
-        room = {ch: max(0, self._room(ch)) for ch in self.senders}
-        if room and not any(r >= self._concurrency(ch) for ch, r in room.items()):
+        wanted = {ch for ch in channels if self._low(ch) and self._room(ch) > 0}
+        if channels and not wanted:
             return 0  # every channel still has a buffer: a send that drains one wakes us
-        # Rows of a channel without a sender are claimed too (and fail loudly) whenever there is room.
-        limit = min(wcfg.batch_size, sum(room.values()) if room else DEFAULT_CONCURRENCY)
-        if limit <= 0:
-            return 0
+        if wanted and not any(self._more.get(ch, True) for ch in wanted):
+            return 0  # the last claim for these found nothing more; new work or the poll resets that
+        room = sum(self._room(ch) for ch in wanted if ch in self.senders) or DEFAULT_CONCURRENCY
+        limit = min(wcfg.batch_size, room)
         async with self._tx() as s:
             rows = await queue.claim(s, owner=self.owner, now=self.clock.now(),
-                                     lease_seconds=wcfg.lease_seconds, limit=limit, exclude_channels=full)
-        self._more = len(rows) >= limit
+                                     lease_seconds=wcfg.lease_seconds, limit=limit,
+                                     exclude_channels=channels - wanted)
+        more = len(rows) >= limit
+        for ch in wanted | {c.channel for c in rows}:
+            self._more[ch] = more
         self.stats["claims"] += 1
         self.stats["claimed"] += len(rows)
         for c in rows:
@@ -304,6 +366,9 @@ class Worker:
         limit = self._concurrency(channel)
         while st.buffer and st.inflight < limit and not self._stopping:
             c = st.buffer.popleft()
+            if self._stop_paging and self._stopped(c):
+                self._held.append(c)
+                continue
             st.inflight += 1
             task = asyncio.create_task(self._attempt(c), name=f"send-{c.id}")
             self._sends.add(task)
@@ -375,18 +440,24 @@ class Worker:
                 delay = backoff_seconds(policy, c.attempt, rng=self.rng)
             next_at = now + timedelta(seconds=delay)
             heapq.heappush(self._due, time.monotonic() + delay)
+            self._wake.set()  # let the dispatcher set its timer for this retry
             reason = retry_reason(result, timed_out=timed_out)
             RETRIES.labels(channel=c.channel, reason=reason).inc()
             DELIVERIES.labels(channel=c.channel, status="retry").inc()
             self.stats["retried"] += 1
-        level = logging.INFO if result.outcome == "delivered" else logging.WARNING
-        log.log(level, "notify.delivery.attempt", extra={
-            "delivery_id": c.id, "incident": c.resource, "channel": c.channel, "recipient": c.recipient,
-            "to": masked_address(c.channel, c.address), "attempt": c.attempt, "max_attempts": c.max_attempts,
-            "outcome": result.outcome, "next": status, "status_code": result.status_code,
-            "retry_after": result.retry_after, "latency_ms": round(latency_s * 1000, 1),
-            "summary": result.summary[:300],
-            **({"next_attempt_at": next_at.isoformat()} if next_at is not None and not interrupted else {})})
+        # Every attempt gets a line; a success keeps it lean (the formatter scrubs each string field, and
+        # a fan-out logs thousands of these), a failure says what happens next.
+        fields: dict[str, Any] = {
+            "delivery_id": c.id, "incident": c.resource, "channel": c.channel,
+            "to": masked_address(c.channel, c.address), "attempt": c.attempt, "outcome": result.outcome,
+            "status_code": result.status_code, "latency_ms": round(latency_s * 1000, 1),
+            "summary": result.summary[:300]}
+        if result.outcome != "delivered":
+            fields.update(recipient=c.recipient, max_attempts=c.max_attempts, next=status,
+                          retry_after=result.retry_after,
+                          next_attempt_at=next_at.isoformat() if next_at is not None else None)
+        log.log(logging.INFO if result.outcome == "delivered" else logging.WARNING, "notify.delivery.attempt",
+                extra=fields)
         completion = Completion(
             delivery_id=c.id, status=status, at=now, next_attempt_at=next_at, last_error=error,
             attempt=c.attempt, started_at=started_at, latency_ms=latency_s * 1000, outcome=result.outcome,
@@ -397,8 +468,8 @@ class Worker:
         st = self._state(c.channel)
         st.inflight -= 1
         self._pump(c.channel)
-        if self._more and self._room(c.channel) >= self._concurrency(c.channel):
-            self._wake.set()  # the buffer ran dry and there is more due work: claim the next batch
+        if self._wants_more(c.channel):
+            self._wake.set()  # the buffer runs low and there is more due work: claim the next batch
 
     # --- recording (group commit) ---------------------------------------------------------------------
 
@@ -471,9 +542,8 @@ class Worker:
                 if d.latency_s is not None:
                     DELIVERY_LATENCY.labels(channel=c.channel).observe(max(0.0, d.latency_s))
                 log.info("notify.delivery.success", extra={
-                    "delivery_id": c.id, "incident": c.resource, "channel": c.channel,
-                    "recipient": c.recipient, "to": masked_address(c.channel, c.address),
-                    "attempts": c.attempt, "queue_to_delivered_s": round(d.latency_s or 0.0, 3)})
+                    "delivery_id": c.id, "incident": c.resource, "channel": c.channel, "attempts": c.attempt,
+                    "queue_to_delivered_s": round(d.latency_s or 0.0, 3)})
             elif comp.status in ("failed", "dead"):
                 self.stats[comp.status] += 1
                 DELIVERIES.labels(channel=c.channel, status=comp.status).inc()

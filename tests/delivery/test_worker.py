@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from core.delivery.worker import Worker
 from core.metrics import ALERTS, DELIVERIES, REGISTRY, RETRIES
 from core.models import OutboxMessage
 from tests.delivery.test_worker_kit import (
+    ADMIN,
     attempts,
     audit_actions,
     declare,
@@ -403,3 +405,71 @@ def test_metric_objects_are_the_shared_ones() -> None:
     """The worker bumps core.metrics' series (no twins): the names below are what dashboards query."""
     names = {m._name for m in (DELIVERIES, RETRIES, ALERTS)}  # type: ignore[attr-defined]
     assert names == {"tocsin_deliveries", "tocsin_retries", "tocsin_internal_alerts"}
+
+
+async def test_ack_cancels_escalation_pages_the_worker_already_claimed(
+        sqlite_url: str, peer: HttpStandIn, http: aiohttp.ClientSession,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Escalation pages waiting in the worker's buffer (claimed, not started) are cancelled by an ack too."""
+    caplog.set_level(logging.INFO, logger="tocsin.worker")
+    async def slow(_req: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return (200, "ok")
+
+    peer.on("/hook/*", slow)
+    over = fanout_overrides(peer.url, 3, concurrency=1)
+    names = over["routing"]["default_targets"]["destinations"]
+    over["routing"]["rules"] = [{"name": "page-hooks", "targets": {"destinations": names},
+                                 "escalation_policy": "hooks"}]
+    over["routing"]["default_targets"] = {"lists": []}
+    over["escalation_policies"] = [{"name": "hooks", "levels": [
+        {"wait_minutes": 5, "targets": {"destinations": names}}]}]
+    ctx = await open_ctx(sqlite_url, **over)
+    comp = await start_worker(ctx, http)
+    try:
+        out = await declare(ctx, severity="sev1")
+        await ctx.service.escalate(out.incident.ref, actor=ADMIN)
+
+        async def escalations_buffered() -> bool:
+            st = comp.worker._channels.get("webhook")
+            return st is not None and any(c.purpose == "escalation" for c in st.buffer)
+
+        await wait_until(escalations_buffered, timeout=5, what="escalation pages claimed into the buffer")
+        await ctx.service.acknowledge(out.incident.ref, actor=ADMIN)
+
+        async def settled() -> bool:
+            rows = await deliveries(ctx)
+            return all(r.status in ("delivered", "cancelled") for r in rows)
+
+        await wait_until(settled, timeout=15, what="every delivery delivered or cancelled")
+        rows = await deliveries(ctx)
+        esc = [r for r in rows if r.purpose == "escalation"]
+        assert esc and {r.status for r in esc} == {"cancelled"}
+        assert all(r.attempts == 0 and r.lease_owner is None for r in esc)
+        sent_types = {r.json["type"] for r in peer.requests}
+        assert "tocsin.escalation" not in sent_types and "tocsin.initial" in sent_types
+        # ...and it was the worker that cancelled them (they were already claimed when the ack committed).
+        assert [r for r in caplog.records if r.getMessage() == "notify.escalation.cancelled_buffered"]
+    finally:
+        await comp.close()
+        await ctx.close()
+
+
+async def test_claims_and_outcomes_are_batched(sqlite_url: str, peer: HttpStandIn,
+                                               http: aiohttp.ClientSession) -> None:
+    """The hot path's shape: a fan-out takes a handful of claim and commit transactions, not one per page."""
+    over = fanout_overrides(peer.url, 300, concurrency=16, worker={"batch_size": 50})
+    ctx = await open_ctx(sqlite_url, **over)
+    comp = await start_worker(ctx, http)
+    try:
+        await declare(ctx)
+        await wait_statuses(ctx, {"delivered": 300}, timeout=20)
+        stats = comp.worker.stats
+        assert stats["claimed"] == 300
+        assert stats["claims"] <= 300 // 50 + 4
+        assert stats["commits"] < 100  # group commit: many outcomes per transaction
+        audit = [a for a in await audit_actions(ctx) if a.action == "delivery.delivered"]
+        assert sum(json.loads(a.details)["count"] for a in audit) == 300 and len(audit) == stats["commits"]
+    finally:
+        await comp.close()
+        await ctx.close()
