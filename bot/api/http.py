@@ -144,9 +144,35 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     if not body.strip():
         raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
+    where = nul_field(parsed.model_dump(mode="json", by_alias=True))
+    if where is not None:
+        # PostgreSQL text and jsonb cannot hold U+0000: refuse it here (400, on every database) rather
+        # than fail the insert with a 500 the sender would retry forever.
+        raise field_error(field_path(where) or "(body)", "contains a NUL character (\\u0000), which cannot "
+                          "be stored", kind="string_nul")
+    return parsed
+
+
+def nul_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
+    """The path of the first string (value or key) holding a NUL character, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in str(key):
+                return path + (str(key).replace("\x00", "\\u0000"),)
+            found = nul_field(item, path + (str(key),))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = nul_field(item, path + (i,))
+            if found is not None:
+                return found
+    return None
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:
