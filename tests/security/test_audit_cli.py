@@ -205,3 +205,24 @@ async def test_without_the_key_a_clean_truncation_or_rewrite_is_invisible(make_c
         assert not (await verify(engine, checkpoint_key=KEY.encode())).ok
     finally:
         await engine.dispose()
+
+
+async def test_a_truncation_that_also_removes_later_checkpoints_is_not_detected(
+        make_ctx: Callable[..., Any]) -> None:
+    """The limit of an in-database chain, stated in docs/reliability.md: someone who can delete rows can cut
+    the tail together with the checkpoints that saw it, back to an earlier signed checkpoint, and verify
+    still passes. Only a head kept outside the database (a backup manifest, a shipped log line) shows it."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from core.audit.log import verify
+
+    db = await build_chain(make_ctx)
+    with sqlite3.connect(db) as con:
+        con.execute("DELETE FROM audit_log WHERE seq > 10")
+        con.execute("DELETE FROM audit_checkpoints WHERE seq > 10")
+    engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    try:
+        res = await verify(engine, checkpoint_key=KEY.encode())
+    finally:
+        await engine.dispose()
+    assert res.ok and res.count == 10
