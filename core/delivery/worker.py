@@ -256,6 +256,13 @@ class Worker:
         failures = 0
         while not self._stopping:
             self._wake.clear()
+            now = time.monotonic()
+            if self._due and self._due[0] <= now:
+                # Retries came due. Popped before the claim, whose clock reading comes later, so the claim
+                # sees them; and every channel may have work again (`_finish` reads the wall clock first).
+                while self._due and self._due[0] <= now:
+                    heapq.heappop(self._due)
+                self._more.clear()
             try:
                 if self._stop_paging:
                     await self._cancel_buffered_escalations()
@@ -276,8 +283,6 @@ class Worker:
                 await asyncio.sleep(0)  # let finished sends free their slots, then claim again
                 continue
             now = time.monotonic()
-            while self._due and self._due[0] <= now:
-                heapq.heappop(self._due)
             wait = min(wcfg.poll_seconds, max(0.0, next_housekeeping - now))
             if self._due:
                 wait = min(wait, self._due[0] - now + 0.005)
@@ -542,7 +547,8 @@ class Worker:
                 if d.latency_s is not None:
                     DELIVERY_LATENCY.labels(channel=c.channel).observe(max(0.0, d.latency_s))
                 log.info("notify.delivery.success", extra={
-                    "delivery_id": c.id, "incident": c.resource, "channel": c.channel, "attempts": c.attempt,
+                    "delivery_id": c.id, "incident": c.resource, "channel": c.channel,
+                    "to": masked_address(c.channel, c.address), "attempts": c.attempt,
                     "queue_to_delivered_s": round(d.latency_s or 0.0, 3)})
             elif comp.status in ("failed", "dead"):
                 self.stats[comp.status] += 1
