@@ -115,10 +115,10 @@ async def http_attempt(session: aiohttp.ClientSession, *, method: str, url: str,
 
 def log_result(logger: logging.Logger, envelope: Envelope, result: DeliveryResult, *,
                started: float) -> DeliveryResult:
-    """One structured line per attempt (no secrets, masked addresses); returns `result` for chaining."""
-    level = logging.INFO if result.outcome == "delivered" else logging.WARNING
-    logger.log(level, "notify.delivery.attempt", extra={
-        "event": "notify.delivery.attempt",
+    """What the provider said, at DEBUG (the worker logs the attempt itself, once, at INFO): no secrets,
+    masked addresses. Returns `result` for chaining."""
+    logger.debug("notify.provider.response", extra={
+        "event": "notify.provider.response",
         "channel": envelope.channel,
         "delivery_id": envelope.delivery_id,
         "attempt": envelope.attempt,

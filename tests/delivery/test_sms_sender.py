@@ -141,7 +141,7 @@ async def test_logs_mask_the_phone_number(sns: MotoSns, caplog: pytest.LogCaptur
         await sender.send(envelope("sms", "+1555"))
     finally:
         await sender.aclose()
-    records = [r for r in caplog.records if r.getMessage() == "notify.delivery.attempt"]
+    records = [r for r in caplog.records if r.getMessage() == "notify.provider.response"]
     assert len(records) == 2
     assert [getattr(r, "outcome", None) for r in records] == ["delivered", "permanent"]
     assert getattr(records[0], "to", None) == "*******0001"
