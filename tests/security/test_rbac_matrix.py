@@ -286,6 +286,7 @@ def run_cli(argv: list[str], *, stdin: str = "") -> tuple[int, str, str]:
     """bot.cli.main(argv) with its output captured; the logging it sets up is put back afterwards."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in list(logging.Logger.manager.loggerDict)}
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
@@ -297,6 +298,8 @@ def run_cli(argv: list[str], *, stdin: str = "") -> tuple[int, str, str]:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+        for name, lvl in levels.items():  # main() quiets some libraries; later tests may want them
+            logging.getLogger(name).setLevel(lvl)
     return code, out.getvalue(), err.getvalue()
 
 
