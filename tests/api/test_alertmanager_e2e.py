@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.procs import die_with_parent
 from tests.api.conftest import AM_PASSWORD, AM_TOKEN, AM_USER, OPS
 from tests.conftest import free_port
 
@@ -93,7 +94,7 @@ async def test_real_alertmanager_opens_updates_and_resolves(make_client: Any, tm
         proc = await asyncio.create_subprocess_exec(
             binary, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=", "--log.level=debug",
-            stdout=out, stderr=asyncio.subprocess.STDOUT)
+            stdout=out, stderr=asyncio.subprocess.STDOUT, preexec_fn=die_with_parent)
     try:
         async with aiohttp.ClientSession() as http:
 

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from core.delivery import queue
 from core.metrics import REGISTRY
 from core.models import Delivery
+from tests.procs import die_with_parent
 from tests.conftest import BASE_CONFIG, deep_merge, free_port
 from tests.delivery.test_worker_kit import (
     declare,
@@ -114,22 +115,31 @@ async def test_sqlite_locked_for_a_moment_does_not_crash_the_worker(tmp_path: Pa
     path = tmp_path / "locked.db"
     url = f"sqlite+aiosqlite:///{path}"
 
-    async def slowish(_req: Any) -> Any:
-        await asyncio.sleep(0.005)
+    gate = asyncio.Event()
+    answered = 0
+
+    async def gated(_req: Any) -> Any:
+        """The first 20 pages go through; the rest wait until the database is locked (so outcomes must be
+        recorded while another program holds the lock, however fast or slow this machine is)."""
+        nonlocal answered
+        answered += 1
+        if answered > 20:
+            await gate.wait()
         return (200, "ok")
 
-    peer.on("/hook/*", slowish)
+    peer.on("/hook/*", gated)
     ctx = await open_ctx(url, database={"busy_timeout_ms": 50},
                          **fanout_overrides(peer.url, 200, concurrency=4))
     comp = await start_worker(ctx, http)
     try:
         await declare(ctx)
-        await peer.wait_for(20, "/hook/*")
+        await peer.wait_for(21, "/hook/*")
         # Another program holds the write lock for a while (a backup, a long migration, an admin's shell).
         # (In a thread: waiting for the lock must not block the loop the worker runs on.)
         other = sqlite3.connect(str(path), timeout=5, isolation_level=None, check_same_thread=False)
         await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
         held_at = len(peer.requests)
+        gate.set()  # answers flow now, while the lock is held
         await asyncio.sleep(1.0)
         assert comp.worker.alive
         await asyncio.to_thread(other.execute, "COMMIT")
@@ -182,7 +192,8 @@ def _write_config(tmp_path: Path, *, db: Path, peer_url: str, n: int) -> Path:
 def _start(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     argv = [sys.executable, "-m", "bot", "--config", str(config), "run", "--port", str(port)]
-    return subprocess.Popen(argv, cwd=str(ROOT), env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(argv, cwd=str(ROOT), env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            preexec_fn=die_with_parent)
 
 
 async def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:

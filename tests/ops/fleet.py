@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from tests.procs import die_with_parent
 from tests.conftest import BASE_CONFIG, deep_merge, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ async def start_bot(config: Path, *, name: str, log_dir: Path) -> Bot:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "--config", str(config), "run", "--host", "127.0.0.1", "--port", str(port),
         cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=fh, stderr=fh,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=die_with_parent)
     fh.close()
     return Bot(proc, port, log)
 
