@@ -78,13 +78,15 @@ async def test_survivors_finish_the_work_of_a_killed_process(tmp_path: Path, pg_
     n = 120
     async with HttpStandIn(default=Reply(200, {}, delay=0.4)) as peer:  # slow receiver: work stays in flight
         cfg = write_config(tmp_path / "config.yaml", db_url=pg_url, hook_url=peer.url + "/hook",
-                           channels={"webhook": {"concurrency": 4}})
+                           channels={"webhook": {"concurrency": 4}}, worker={"batch_size": 4})
         bots = [await start_bot(cfg, name=f"bot{i}", log_dir=tmp_path) for i in range(3)]
         victim, survivors = bots[0], bots[1:]
         db = Database(pg_url)
         try:
             await asyncio.gather(*(wait_ready(b) for b in bots))
-            await post_events(survivors, n)
+            # Every process takes events (the victim's own declares wake its worker first) and claims in
+            # small batches, so the victim surely holds leased work when it is killed.
+            await post_events(bots, n)
 
             async def victim_leases() -> set[int] | None:
                 async with db.engine.connect() as conn:
