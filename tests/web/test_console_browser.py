@@ -6,6 +6,7 @@ the reason when they are missing, fails under CI.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from bot.server import build_app
 from core.rbac import Actor
 from core.users import UserService
+from tests.slack.standin import BOT_TOKEN, INCIDENT_CHANNEL, SIGNING_SECRET, SlackApi
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -49,7 +51,13 @@ async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: 
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    ctx = await make_ctx(worker={"enabled": False}, console={"session_secret": "browser-test-secret"})
+    slack = SlackApi()
+    await slack.start()
+    # The whole path: the worker runs, and Slack is on (against its Web API stand-in), so the console's
+    # acknowledge must show up as an edit of the incident's Slack card.
+    ctx = await make_ctx(console={"session_secret": "browser-test-secret"},
+                         slack={"enabled": True, "bot_token": BOT_TOKEN, "signing_secret": SIGNING_SECRET,
+                                "incident_channel": INCIDENT_CHANNEL, "api_url": slack.base_url})
     await UserService(ctx.db, ctx.audit, ctx.clock).add(name="otto", role="operator", password="otto-password",
                                                         actor="cli:admin")
     await ctx.service.declare(actor=Actor("cli:op"), title="Search is slow", severity="sev3")
@@ -73,6 +81,7 @@ async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: 
         await ctx.service.declare(actor=Actor("cli:op"), title="Payments failing", severity="sev1")
         row = await run(wait.until, ec.presence_of_element_located((By.ID, "row-2")))
         assert "Payments failing" in row.text
+        await slack.wait_for(2, "/api/chat.postMessage", timeout=15)  # both incidents' cards are up
         # TOCSIN_SCREENSHOTS=1 refreshes the README's pictures in docs/; otherwise they go to a temp dir.
         shots = DOCS if os.environ.get("TOCSIN_SCREENSHOTS") else tmp_path
         await run(driver.save_screenshot, str(shots / "console-board.png"))
@@ -84,8 +93,20 @@ async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: 
         assert notice.text == "Acknowledged."
         assert "web:otto" in driver.find_element(By.ID, "acked").text
         await run(driver.save_screenshot, str(shots / "console-incident.png"))
+        # The Slack card of INC-2 is edited to show who acknowledged (through the delivery queue).
+        card = await ctx.cards.get(2, "slack")
+        assert card is not None and card.channel == INCIDENT_CHANNEL
+        updates: list[dict[str, Any]] = []
+        for _ in range(150):
+            updates = [u for u in slack.calls("chat.update")
+                       if u.get("ts") == card.message_ref and "web:otto" in json.dumps(u, default=str)]
+            if updates:
+                break
+            await asyncio.sleep(0.1)
+        assert updates, f"no chat.update of INC-2's card naming web:otto: {slack.calls('chat.update')}"
     finally:
         await run(driver.quit)
         await server.close()
+        await slack.close()
     inc = await ctx.service.get("INC-2")
     assert inc.acknowledged_by == "web:otto"
