@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ if str(ROOT) not in sys.path:
 import aiohttp  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from bench.common import print_table  # noqa: E402
+from bench.common import ChildPeer, print_table  # noqa: E402
 from bot.context import open_context  # noqa: E402
 from bot.delivery_mount import build_worker  # noqa: E402
 from core.clock import SystemClock, utc  # noqa: E402
@@ -60,31 +59,15 @@ asyncio.run(main())
 """
 
 
-class Peer:
-    """The loopback webhook receiver, in its own process so it does not share our event loop or CPU."""
+class Peer(ChildPeer):
+    """The loopback webhook receiver, in its own process."""
 
     def __init__(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, "-c", _PEER], cwd=str(ROOT), env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode().strip()
-        if not line:
-            raise RuntimeError("the stand-in HTTP peer did not start")
-        self.url = f"http://127.0.0.1:{int(line)}"
+        super().__init__(_PEER, what="the stand-in HTTP peer")
 
     async def count(self, http: aiohttp.ClientSession) -> int:
         async with http.get(self.url + "/_stats") as r:
             return int((await r.json())["requests"])
-
-    def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def bench_config(db_url: str, peer_url: str, n: int, concurrency: int) -> Config:

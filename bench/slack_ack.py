@@ -20,9 +20,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +37,7 @@ import yaml  # noqa: E402
 from aiohttp import web  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bench.common import print_table  # noqa: E402
+from bench.common import ChildPeer, print_table  # noqa: E402
 from bot.context import open_context  # noqa: E402
 from bot.server import build_app  # noqa: E402
 from bot.slack.app import EVENTS_PATH, SlackAdapter  # noqa: E402
@@ -66,28 +64,11 @@ asyncio.run(main())
 """
 
 
-class Peer:
+class Peer(ChildPeer):
     """The Slack stand-in in a child process, so its work does not slow the server we measure."""
 
     def __init__(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, "-c", _PEER], cwd=str(ROOT), env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().decode().strip()
-        if not line.isdigit():
-            self.close()
-            raise RuntimeError(f"Slack stand-in did not start (said {line!r})")
-        self.url = f"http://127.0.0.1:{int(line)}"
-
-    def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(_PEER, what="Slack stand-in")
 
 
 def config_yaml(db_url: str, api_url: str) -> str:

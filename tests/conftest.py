@@ -191,6 +191,24 @@ async def ctx(make_ctx: Callable[..., Any]) -> Context:
     return await make_ctx()
 
 
+@pytest.fixture
+async def peer() -> AsyncIterator[Any]:
+    """A recording loopback HTTP peer (tests/stand_ins/http.py), scripted per test."""
+    from tests.stand_ins.http import HttpStandIn
+
+    async with HttpStandIn() as p:
+        yield p
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Any]:
+    """One aiohttp client session, as the server shares one with its senders."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -37,18 +37,6 @@ from tests.stand_ins.http import HttpStandIn
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def peer() -> Any:
-    async with HttpStandIn() as p:
-        yield p
-
-
-@pytest.fixture
-async def http() -> Any:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def keys_sent(peer: HttpStandIn) -> Counter[str]:
     return Counter(r.headers["Idempotency-Key"] for r in peer.requests)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import email.utils
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -26,18 +25,6 @@ from tests.stand_ins.http import HttpStandIn, Recorded, Reply
 OUTAGE_S = 1.5
 RETRY = {"max_retries": 8, "base_seconds": 0.1, "factor": 2.0, "max_seconds": 0.8, "jitter": 0.0,
          "timeout_seconds": 3.0}
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[HttpStandIn]:
-    async with HttpStandIn() as p:
-        yield p
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def retry_window(ctx: Any) -> float:

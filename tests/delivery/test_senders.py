@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import aiohttp
@@ -22,18 +21,6 @@ from tests.delivery.helpers import HANG_TIMEOUT, NORMAL_TIMEOUT, config, envelop
 from tests.stand_ins.http import HttpStandIn, Reply, free_port, hang, retry_after
 
 TOKEN = "123456:SECRET-bot-token"
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[HttpStandIn]:
-    async with HttpStandIn() as p:
-        yield p
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def http_config(peer_url: str, *, timeout: float = NORMAL_TIMEOUT, **extra: Any) -> Any:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,12 +21,6 @@ PHONE = "+15550100001"
 def sns() -> Iterator[MotoSns]:
     with moto_sns() as server:
         yield server
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[HttpStandIn]:
-    async with HttpStandIn() as p:
-        yield p
 
 
 def sms_cfg(endpoint: str, **over: Any) -> Any:

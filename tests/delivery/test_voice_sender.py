@@ -37,12 +37,6 @@ async def twilio() -> AsyncIterator[HttpStandIn]:
         yield p
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def voice_cfg(api_url: str, timeout: float = 5.0) -> Any:
     return config(channels={"voice": {"account_sid": SID, "auth_token": AUTH, "from_number": FROM,
                                       "api_url": api_url, "retry": {"timeout_seconds": timeout}}})

@@ -35,18 +35,6 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-@pytest.fixture
-async def peer() -> Any:
-    async with HttpStandIn() as p:
-        yield p
-
-
-@pytest.fixture
-async def http() -> Any:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 async def test_delivers_with_idempotency_key_attempt_row_and_audit(sqlite_url: str, peer: HttpStandIn,
                                                                    http: aiohttp.ClientSession) -> None:
     ctx = await open_ctx(sqlite_url, **fanout_overrides(peer.url, 3))
