@@ -52,6 +52,8 @@ class Runtime:
 
 
 Mount = Callable[[Runtime], None]
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+STOP: web.AppKey[asyncio.Event] = web.AppKey("stop_event", asyncio.Event)
 
 
 # Adapters and components, in start order: (module, mount function). Each mount decides from config whether
@@ -79,7 +81,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    rt: Runtime = request.app["runtime"]
+    rt = request.app[RUNTIME]
     problems: dict[str, str] = {}
     for name, check in rt.health.items():
         try:
@@ -99,7 +101,7 @@ async def build_app(ctx: Context) -> tuple[web.Application, Runtime]:
     app = web.Application(client_max_size=cfg.server.max_body_bytes)
     http = aiohttp.ClientSession()
     rt = Runtime(ctx=ctx, app=app, http=http)
-    app["runtime"] = rt
+    app[RUNTIME] = rt
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
@@ -154,7 +156,7 @@ async def serve(config_path: str | None, *, host: str | None = None, port: int |
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    rt.app["stop_event"] = stop
+    rt.app[STOP] = stop
     if ready is not None:
         ready.set()
     await stop.wait()

@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bot.api.schemas import ErrorResponse, FieldProblem
+from bot.server import RUNTIME
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, TocsinError
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def api_handler(fn: Handler) -> Handler:
 
 
 def runtime(request: web.Request) -> Runtime:
-    rt: Runtime = request.app["runtime"]
+    rt: Runtime = request.app[RUNTIME]
     return rt
 
 

@@ -28,6 +28,7 @@ from core.users import UserService
 
 log = logging.getLogger("tocsin.console")
 STATIC = Path(__file__).parent / "static"
+SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -72,7 +73,7 @@ class Console:
     # --- helpers -----------------------------------------------------------------------------
 
     def render(self, name: str, request: web.Request, status: int = 200, **kw: Any) -> web.Response:
-        sess: Session | None = request.get("session")
+        sess: Session | None = request.get(SESSION)
         html = self.env.get_template(name).render(session=sess, csrf=sess.csrf if sess else "", **kw)
         resp = web.Response(text=html, content_type="text/html", status=status)
         resp.headers["Content-Security-Policy"] = ("default-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -82,12 +83,12 @@ class Console:
         return resp
 
     def actor(self, request: web.Request) -> Actor:
-        sess: Session = request["session"]
+        sess = request[SESSION]
         return Actor(f"web:{sess.user}", source=request.remote or "web", display=sess.user, role=Role(sess.role))
 
     async def check_csrf(self, request: web.Request) -> dict[str, Any]:
         form = dict(await request.post())
-        sess: Session = request["session"]
+        sess = request[SESSION]
         if not secrets.compare_digest(str(form.get("csrf", "")), sess.csrf):
             raise web.HTTPForbidden(text="CSRF token missing or wrong: reload the page and try again")
         return form
@@ -98,7 +99,7 @@ def _login_required(console: Console, handler: Handler) -> Handler:
         sess = console.sessions.read(request.cookies.get(COOKIE))
         if sess is None:
             raise web.HTTPFound(f"/login?next={request.path_qs}")
-        request["session"] = sess
+        request[SESSION] = sess
         try:
             return await handler(request)
         except Forbidden as exc:
@@ -181,7 +182,7 @@ def mount_console(rt: Any) -> None:
                if inc.acknowledged_at else None)
         ttr = ((utc(inc.resolved_at) - utc(inc.created_at)).total_seconds()  # type: ignore[operator]
                if inc.resolved_at else None)
-        can_act = request["session"].role in ("admin", "manager", "operator")
+        can_act = request[SESSION].role in ("admin", "manager", "operator")
         return c.render("incident.html", request, inc=inc, timeline=timeline, channels=channels, matrix=matrix,
                         tta=tta, ttr=ttr, can_act=can_act, message=request.query.get("msg"))
 
