@@ -175,7 +175,8 @@ async def make_ctx(db_url: str, clock: FrozenClock) -> AsyncIterator[Callable[..
     """Factory: `await make_ctx(**config_overrides)` -> a migrated Context on this test's database."""
     made: list[Context] = []
 
-    async def factory(**overrides: Any) -> Context:
+    async def factory(*, clock: Any = clock, **overrides: Any) -> Context:
+        """`clock=SystemClock()` for tests that need real time (timers)."""
         cfg = make_config(db_url, **overrides)
         ctx = await open_context(cfg=cfg, clock=clock)
         made.append(ctx)

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from bot.context import Context, open_context
+from bot.context import Context
 from core.clock import SystemClock
 from core.escalation import Escalator
-from tests.conftest import make_config
 
 
 def policy_config(*waits: float, repeat: int = 0,
@@ -29,18 +28,13 @@ def policy_config(*waits: float, repeat: int = 0,
 
 
 @pytest.fixture
-async def real_ctx(db_url: str) -> AsyncIterator[Callable[..., Any]]:
-    """Factory: a Context on the system clock (for the APScheduler timing tests), one engine each."""
-    made: list[Context] = []
+def real_ctx(make_ctx: Callable[..., Any]) -> Callable[..., Any]:
+    """Factory: a Context on the system clock (for the APScheduler timing tests)."""
 
     async def factory(**overrides: Any) -> Context:
-        ctx = await open_context(cfg=make_config(db_url, **overrides), clock=SystemClock())
-        made.append(ctx)
-        return ctx
+        return await make_ctx(clock=SystemClock(), **overrides)
 
-    yield factory
-    for c in made:
-        await c.close()
+    return factory
 
 
 @pytest.fixture

@@ -294,3 +294,25 @@ async def console_login(client: TestClient, name: str, password: str) -> dict[st
     m = re.search(r'name="csrf" value="([^"]+)"', page)
     assert m, page[:500]
     return {**session, "X-Csrf": m.group(1)}
+
+
+class FixedTokenFactory:
+    """Stands in for MSAL: the bot's own outgoing AAD token (Azure AD is not reachable from tests)."""
+
+    def __init__(self, app_id: str) -> None:
+        self.app_id = app_id
+
+    async def is_valid_app_id(self, app_id: str) -> bool:
+        return app_id == self.app_id
+
+    async def is_authentication_disabled(self) -> bool:
+        return False
+
+    async def create_credentials(self, app_id: str, *args: Any) -> Any:
+        class Fixed:
+            microsoft_app_id = app_id
+
+            def get_access_token(self, force_refresh: bool = False) -> str:
+                return "aad-token-for-tests"
+
+        return Fixed()

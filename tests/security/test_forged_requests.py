@@ -23,6 +23,7 @@ from bot.teams.app import TeamsComponent, mount_teams
 from bot.telegram.bot import WEBHOOK_PATH
 from core.models import Delivery
 from tests.security.kit import (
+    FixedTokenFactory,
     AM_PASSWORD,
     AM_TOKEN,
     AM_USER,
@@ -83,25 +84,6 @@ def contacts_with_voice() -> list[dict[str, Any]]:
             {"name": "carol", "email": "carol@example.com", "preferences": {"default": ["email"]}}]
 
 
-class FixedTokenFactory:
-    """Stands in for MSAL (the bot's own outgoing token), which would otherwise call Azure AD."""
-
-    async def is_valid_app_id(self, app_id: str) -> bool:
-        return app_id == TEAMS_APP_ID
-
-    async def is_authentication_disabled(self) -> bool:
-        return False
-
-    async def create_credentials(self, app_id: str, *args: Any) -> Any:
-        class Fixed:
-            microsoft_app_id = app_id
-
-            def get_access_token(self, force_refresh: bool = False) -> str:
-                return "aad-token-for-tests"
-
-        return Fixed()
-
-
 @asynccontextmanager
 async def guarded_stack(make_ctx: Callable[..., Any]) -> Any:
     """Every entry point with its real authentication on: Teams with an app id (JWTs checked against a
@@ -123,7 +105,7 @@ async def guarded_stack(make_ctx: Callable[..., Any]) -> Any:
                        "allow_unauthenticated": False}) as stack:
             await add_console_users(stack.ctx)
             edge = next(c.edge for c in stack.rt.components if isinstance(c, TeamsComponent))
-            edge.credentials.inner = FixedTokenFactory()
+            edge.credentials.inner = FixedTokenFactory(TEAMS_APP_ID)
             yield stack, issuer
 
 

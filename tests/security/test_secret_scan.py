@@ -44,7 +44,7 @@ from core.clock import SystemClock
 from core.logs import ConsoleFormatter, set_secret_values, setup
 from core.models import Delivery
 from core.users import UserService
-from tests.security.kit import console_login
+from tests.security.kit import FixedTokenFactory, console_login
 from tests.slack.standin import SlackApi, sign, slash_body
 from tests.stand_ins.http import HttpStandIn, Reply, retry_after
 from tests.stand_ins.smtp import smtp_stand_in
@@ -220,25 +220,6 @@ def program_providers(peer: HttpStandIn) -> None:
     peer.on("/services/*", (200, "ok"))
     peer.on("/webhookb2/*", (200, "1"))
     peer.on("/bad/*", lambda r: (404, f"Cannot POST {r.path}"))
-
-
-class FixedTokenFactory:
-    """Stands in for MSAL: the bot's own outgoing AAD token (Azure AD is not reachable from tests)."""
-
-    async def is_valid_app_id(self, app_id: str) -> bool:
-        return app_id == TEAMS_APP_ID
-
-    async def is_authentication_disabled(self) -> bool:
-        return False
-
-    async def create_credentials(self, app_id: str, *args: Any) -> Any:
-        class Fixed:
-            microsoft_app_id = app_id
-
-            def get_access_token(self, force_refresh: bool = False) -> str:
-                return "aad-token-for-tests"
-
-        return Fixed()
 
 
 @asynccontextmanager
@@ -506,7 +487,7 @@ async def test_no_secret_in_logs_audit_answers_metrics_or_cli_output(
         try:
             app, rt = await server.build_app(ctx)
             edge = next(c.edge for c in rt.components if isinstance(c, teams_app.TeamsComponent))
-            edge.credentials.inner = FixedTokenFactory()
+            edge.credentials.inner = FixedTokenFactory(TEAMS_APP_ID)
             client = TestClient(TestServer(app, host="127.0.0.1"))
             await client.start_server()
             try:
