@@ -6,6 +6,7 @@ each test in its own schema, dropped afterwards. Without PostgreSQL they skip, e
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 import os
 import socket
 import uuid
@@ -73,26 +74,27 @@ def require_pg() -> None:
         pytest.skip(reason)
 
 
-async def _pg_schema_url() -> tuple[str, str]:
+@asynccontextmanager
+async def pg_schema() -> AsyncIterator[str]:
+    """A URL on a fresh PostgreSQL schema of its own, dropped afterwards (skips, or fails in CI, without PG)."""
     import asyncpg
 
+    require_pg()
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg", "postgresql"))
+    dsn = PG_URL.replace("postgresql+asyncpg", "postgresql")
+    conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f'CREATE SCHEMA "{schema}"')
     finally:
         await conn.close()
-    return schema, schema
-
-
-async def drop_pg_schema(schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg", "postgresql"))
     try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        yield pg_url_for_schema(schema)
     finally:
-        await conn.close()
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
 
 
 def pg_url_for_schema(schema: str) -> str:
@@ -107,12 +109,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'tocsin.db'}"
         return
-    require_pg()
-    schema, _ = await _pg_schema_url()
-    try:
-        yield pg_url_for_schema(schema)
-    finally:
-        await drop_pg_schema(schema)
+    async with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture
@@ -122,12 +120,8 @@ async def sqlite_url(tmp_path: Any) -> str:
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    require_pg()
-    schema, _ = await _pg_schema_url()
-    try:
-        yield pg_url_for_schema(schema)
-    finally:
-        await drop_pg_schema(schema)
+    async with pg_schema() as url:
+        yield url
 
 
 # --- configs ------------------------------------------------------------------------------------------

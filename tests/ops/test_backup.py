@@ -223,14 +223,10 @@ async def test_a_tampered_audit_chain_is_reported_after_restore(tmp_path: Path, 
 
 @pytest.fixture
 async def second_pg_url() -> Any:
-    from tests.conftest import _pg_schema_url, drop_pg_schema, pg_url_for_schema, require_pg
+    from tests.conftest import pg_schema
 
-    require_pg()
-    schema, _ = await _pg_schema_url()
-    try:
-        yield pg_url_for_schema(schema)
-    finally:
-        await drop_pg_schema(schema)
+    async with pg_schema() as url:
+        yield url
 
 
 async def test_postgres_logical_round_trip_into_another_schema(tmp_path: Path, pg_url: str,
