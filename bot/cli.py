@@ -207,8 +207,8 @@ async def cmd_audit(args: argparse.Namespace) -> int:
                 from core.incidents import parse_ref
 
                 resource = f"INC-{parse_ref(args.incident)}"
-            entries = await AuditLog.entries(s, resource=resource)
-        for e in entries[-args.limit:] if args.limit else entries:
+            entries = await AuditLog.entries(s, resource=resource, limit=args.limit or None)
+        for e in entries:
             print(f"{e.seq:>6} {e.ts} {e.actor:<22} {e.action:<20} {e.resource:<10} {e.details}")
         return 0
 

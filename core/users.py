@@ -1,6 +1,7 @@
 """Local console users: argon2 password hashes in the database, every sign-in attempt audited."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -42,7 +43,9 @@ class UserService:
         async with self.db.transaction() as s:
             if (await s.execute(select(User).where(User.name == name))).scalars().first():
                 raise InvalidInput(f"user {name!r} already exists")
-            user = User(name=name, role=role, password_hash=_hasher.hash(password), created_at=now)
+            # argon2 is deliberately slow (tens of ms): keep it off the event loop.
+            user = User(name=name, role=role, password_hash=await asyncio.to_thread(_hasher.hash, password),
+                        created_at=now)
             s.add(user)
             await s.flush()
             await self.audit.append(s, actor=actor, source="cli", action="user.add", resource=f"web:{name}",
@@ -55,7 +58,8 @@ class UserService:
             user = (await s.execute(select(User).where(User.name == name))).scalars().first()
         ok = False
         try:
-            ok = _hasher.verify(user.password_hash if user else _DUMMY, password) and user is not None
+            ok = await asyncio.to_thread(_hasher.verify, user.password_hash if user else _DUMMY, password)
+            ok = ok and user is not None
         except (VerificationError, InvalidHashError):
             ok = False
         now = self.clock.now()

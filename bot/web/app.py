@@ -205,7 +205,7 @@ def mount_console(rt: Any) -> None:
     async def audit_page(request: web.Request, result: str | None = None, ok: bool | None = None) -> web.Response:
         require(rt.cfg, c.actor(request), Permission.VIEW_AUDIT)
         async with rt.ctx.db.sessions() as s:
-            entries = list(await AuditLog.entries(s))[-200:]
+            entries = list(await AuditLog.entries(s, limit=200))
         return c.render("audit.html", request, entries=list(reversed(entries)), result=result, ok=ok)
 
     async def audit_verify(request: web.Request) -> web.Response:

@@ -113,14 +113,17 @@ class AuditLog:
     @staticmethod
     async def entries(session: AsyncSession, *, resource: str | None = None, limit: int | None = None,
                       resource_prefix: str | None = None) -> Sequence[AuditEntry]:
-        q = select(AuditEntry).order_by(AuditEntry.seq)
+        """Entries in chain order; with `limit`, only the latest `limit` (read newest first from the index,
+        so a page of 200 never loads a million-entry chain)."""
+        q = select(AuditEntry)
         if resource is not None:
             q = q.where(AuditEntry.resource == resource)
         if resource_prefix is not None:
             q = q.where(AuditEntry.resource.like(resource_prefix + "%"))
         if limit:
-            q = q.limit(limit)
-        return (await session.execute(q)).scalars().all()
+            rows = (await session.execute(q.order_by(AuditEntry.seq.desc()).limit(limit))).scalars().all()
+            return list(reversed(rows))
+        return (await session.execute(q.order_by(AuditEntry.seq))).scalars().all()
 
 
 async def verify(engine: AsyncEngine, *, checkpoint_key: bytes = b"", chunk: int = 20_000,

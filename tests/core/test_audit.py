@@ -162,3 +162,11 @@ def test_entry_material_is_canonical_json(seq: int, fields: list[str]) -> None:
     from core.audit.chain import entry_material
 
     assert entry_material(seq, *fields) == json.dumps([seq, *fields], separators=(",", ":"), ensure_ascii=False)
+
+
+async def test_entries_limit_gives_the_latest_in_chain_order(ctx: Context) -> None:
+    await fill(ctx, 12)
+    async with ctx.db.sessions() as s:
+        assert [e.seq for e in await AuditLog.entries(s, limit=3)] == [10, 11, 12]
+        assert [e.seq for e in await AuditLog.entries(s, resource="R-4", limit=3)] == [5]
+        assert len(await AuditLog.entries(s)) == 12
