@@ -107,7 +107,6 @@ class ChatSurface(Protocol):
 class SurfaceSender:
     """A Sender for `chat:<platform>` deliveries that drives a ChatSurface."""
 
-    max_length: ClassVar[int | None] = None
     rate_per_second: ClassVar[float | None] = None
 
     def __init__(self, surface: ChatSurface, *, service: IncidentService, cards: CardStore) -> None:

@@ -82,10 +82,6 @@ def role_for(cfg: Config, actor: Actor) -> Role:
     return actor.role if actor.role is not None else role_of(cfg, actor.identity)
 
 
-def can(cfg: Config, identity: str, perm: Permission) -> bool:
-    return perm in MATRIX[role_of(cfg, identity)]
-
-
 def require(cfg: Config, actor: Actor, perm: Permission) -> Role:
     """Raise Forbidden with a message that says who, which role, and what was refused."""
     role = role_for(cfg, actor)

@@ -457,10 +457,6 @@ class _ServiceLike(Protocol):
     async def get(self, ref: str | int, *, actor: Actor | None = None) -> Incident: ...
 
 
-EXPLAIN_PERMISSION = "MANAGE_SETTINGS"
-"""Explaining a route prints every recipient's address, so it is for admins (MANAGE_SETTINGS) only."""
-
-
 async def explain_incident(service: _ServiceLike, ref: str | int, event_type: str = "update", *,
                            actor: Actor) -> str:
     """`/incident route INC-n <type>` and `tocsin route explain --incident`: which rule would route this

@@ -55,19 +55,6 @@ def redact(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Row:
-    seq: int
-    ts: str
-    actor: str
-    source: str
-    action: str
-    resource: str
-    details: str
-    prev_hash: str
-    hash: str
-
-
-@dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     count: int

@@ -12,7 +12,6 @@ class Sender(Protocol):
     """One channel. Channel limits are data on the class; `send` classifies, the worker retries."""
 
     channel: ClassVar[str]
-    max_length: ClassVar[int | None]
     rate_per_second: ClassVar[float | None]
 
     async def send(self, envelope: Envelope) -> DeliveryResult: ...

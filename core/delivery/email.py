@@ -14,9 +14,8 @@ from typing import ClassVar
 import aiohttp
 import aiosmtplib
 
-from core.config import Config, RetryPolicy
+from core.config import Config
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.policy import DEFAULT_RETRY
 from core.delivery.render import render_email
 from core.delivery.webhook import attempt_timeout, log_result
 
@@ -47,9 +46,7 @@ class EmailSender:
     """One SMTP connection per message: pages are rare and a fresh session survives relay restarts."""
 
     channel: ClassVar[str] = "email"
-    max_length: ClassVar[int | None] = None
     rate_per_second: ClassVar[float | None] = None
-    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["email"]
 
     def __init__(self, cfg: Config, *, http: aiohttp.ClientSession | None = None,
                  tls_context: ssl.SSLContext | None = None) -> None:

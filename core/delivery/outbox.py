@@ -119,7 +119,6 @@ class OutboxSender:
     """Stands in for a real channel: renders as that channel would (render_text) and stores the result."""
 
     channel: ClassVar[str] = "outbox"
-    max_length: ClassVar[int | None] = None
     rate_per_second: ClassVar[float | None] = None
 
     def __init__(self, store: OutboxStore, *, channel: str = "outbox") -> None:

@@ -31,7 +31,7 @@ SENDERS: dict[str, type[Any]] = {
 
 __all__ = ["DEFAULT_RETRY", "SENDERS", "build_senders", "close_senders", "retry_policy"]
 # DEFAULT_RETRY and retry_policy live in core.delivery.policy (the worker's single source of truth) and are
-# re-exported here; each sender class also carries its own as `default_retry`.
+# re-exported here.
 
 
 def build_senders(cfg: Config, *, http: aiohttp.ClientSession,

@@ -4,9 +4,7 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
-from core.config import RetryPolicy
 from core.delivery.message import Envelope
-from core.delivery.policy import DEFAULT_RETRY
 from core.delivery.render import json_bytes, render_slack
 from core.delivery.webhook import DestinationSender
 
@@ -17,10 +15,8 @@ class SlackWebhookSender(DestinationSender):
     """Slack answers 200 "ok", 429 with Retry-After, or 4xx with a reason such as channel_not_found."""
 
     channel: ClassVar[str] = "slack_webhook"
-    max_length: ClassVar[int | None] = 3000
     rate_per_second: ClassVar[float | None] = 1.0
     """Slack allows about one message per second per incoming webhook."""
-    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["slack_webhook"]
     log = log
 
     def body(self, envelope: Envelope) -> bytes:

@@ -12,17 +12,14 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
-from core.config import Config, RetryPolicy
+from core.config import Config
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.policy import DEFAULT_RETRY
 from core.delivery.render import render_sms
 from core.delivery.webhook import attempt_timeout, log_result
 
 log = logging.getLogger(__name__)
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-SMS_MAX_CHARS = 1600
-"""SNS refuses longer messages; max_segments keeps us far below it."""
 
 THROTTLING_CODES = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
@@ -48,10 +45,8 @@ class SnsSmsSender:
     """Transactional SMS through SNS; the text fits `max_segments` (GSM-7 160 / UCS-2 70 per segment)."""
 
     channel: ClassVar[str] = "sms"
-    max_length: ClassVar[int | None] = SMS_MAX_CHARS
     rate_per_second: ClassVar[float | None] = 20.0
     """SNS's default SMS throughput per account and region."""
-    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["sms"]
 
     def __init__(self, cfg: Config, *, http: aiohttp.ClientSession | None = None) -> None:
         self._c = cfg.channels.sms

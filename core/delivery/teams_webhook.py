@@ -5,11 +5,9 @@ import logging
 import re
 from typing import ClassVar
 
-from core.config import RetryPolicy
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.policy import DEFAULT_RETRY
-from core.delivery.render import TEAMS_MAX_BYTES, json_bytes, render_teams
+from core.delivery.render import json_bytes, render_teams
 from core.delivery.webhook import DestinationSender, HttpReply
 
 log = logging.getLogger(__name__)
@@ -32,10 +30,8 @@ class TeamsWebhookSender(DestinationSender):
     """POSTs `{"type": "message", "attachments": [adaptive card]}`, kept under Teams' ~28 KB limit."""
 
     channel: ClassVar[str] = "teams_webhook"
-    max_length: ClassVar[int | None] = TEAMS_MAX_BYTES
     rate_per_second: ClassVar[float | None] = 4.0
     """Teams throttles a webhook at a few requests per second (and answers 429 beyond that)."""
-    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["teams_webhook"]
     log = log
 
     def body(self, envelope: Envelope) -> bytes:

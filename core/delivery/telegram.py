@@ -8,11 +8,10 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from core.config import Config, RetryPolicy
+from core.config import Config
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.policy import DEFAULT_RETRY
-from core.delivery.render import TELEGRAM_MAX, json_bytes, render_telegram
+from core.delivery.render import json_bytes, render_telegram
 from core.delivery.webhook import USER_AGENT, HttpReply, attempt_timeout, http_attempt, log_result, redact
 
 log = logging.getLogger(__name__)
@@ -57,10 +56,8 @@ class TelegramSender:
     """Reuses the chat bot's token and API url (cfg.telegram); the address is the chat id."""
 
     channel: ClassVar[str] = "telegram"
-    max_length: ClassVar[int | None] = TELEGRAM_MAX
     rate_per_second: ClassVar[float | None] = 20.0
     """Telegram's global bot limit is ~30/s (1/s per chat); a 429 tells us the exact wait."""
-    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["telegram"]
 
     def __init__(self, cfg: Config, *, http: aiohttp.ClientSession) -> None:
         self._http = http

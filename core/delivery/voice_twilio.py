@@ -29,10 +29,9 @@ from twilio.request_validator import (
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from core.config import Config, RetryPolicy
+from core.config import Config
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope, Notification
-from core.delivery.policy import DEFAULT_RETRY
 from core.delivery.render import render_voice, speakable
 from core.delivery.webhook import USER_AGENT, attempt_timeout, log_result, mask_address
 from core.errors import TocsinError
@@ -112,10 +111,8 @@ class TwilioVoiceSender:
     """One outbound call per attempt through Twilio's REST API (`api_url` points tests at a stand-in)."""
 
     channel: ClassVar[str] = "voice"
-    max_length: ClassVar[int | None] = TWIML_MAX
     rate_per_second: ClassVar[float | None] = 1.0
     """Twilio's default outbound calls-per-second for an account."""
-    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["voice"]
 
     def __init__(self, cfg: Config, *, http: aiohttp.ClientSession) -> None:
         c = cfg.channels.voice

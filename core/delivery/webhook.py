@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import aiohttp
 from multidict import CIMultiDict
 
-from core.config import Config, Destination, RetryPolicy
+from core.config import Config, Destination
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.policy import DEFAULT_RETRY, retry_policy
+from core.delivery.policy import retry_policy
 from core.delivery.render import json_bytes, render_webhook
 from core.logs import mask_phone
 
@@ -223,9 +223,7 @@ class WebhookSender(DestinationSender):
     """POST/PUT the event + notification as JSON to a named destination, signed when it has a secret."""
 
     channel: ClassVar[str] = "webhook"
-    max_length: ClassVar[int | None] = None
     rate_per_second: ClassVar[float | None] = None
-    default_retry: ClassVar[RetryPolicy] = DEFAULT_RETRY["webhook"]
     log = log
 
     def body(self, envelope: Envelope) -> bytes:

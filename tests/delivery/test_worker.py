@@ -170,7 +170,6 @@ class _StuckSender:
     """A sender that ignores its own timeout (a bug, or a blocking library): the worker's must fire."""
 
     channel = "webhook"
-    max_length = None
     rate_per_second = None
 
     def __init__(self) -> None:

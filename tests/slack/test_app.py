@@ -8,7 +8,6 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-import pytest
 
 from bot.slack.blocks import DECLARE_VIEW, UPDATE_VIEW
 from core.incidents import IncidentService
@@ -161,8 +160,6 @@ async def test_card_follows_cli_incident_through_the_delivery_worker(make_slack_
     """With the worker running (as in `tocsin run`), the queued chat:slack delivery reaches Slack
     by itself."""
     env: SlackEnv = await make_slack_env(worker={"enabled": True, "poll_seconds": 0.2})
-    if not any(c.name == "worker" for c in env.rt.components):
-        pytest.skip("the delivery worker is not mounted in bot.server yet")
     await env.ctx.service.declare(actor=Actor("cli:op", "cli"), title="Queue backlog", severity="sev2")
     [card] = await env.api.wait_for(1, "/api/chat.postMessage", timeout=10)
     assert card.json["channel"] == INCIDENT_CHANNEL
