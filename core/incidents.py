@@ -224,7 +224,8 @@ class IncidentService:
             s.add(IncidentStateChange(incident_id=inc.id, from_state=None, to_state=OPEN, actor=actor.identity,
                                       at=now, seconds_in_previous=None))
             msg = await self._message(s, inc, "INITIAL", description or title, actor, now)
-            queued = await self._fan_out(s, inc, msg, p, now, kind="INITIAL", body=description or title)
+            queued = await self._fan_out(s, inc, msg, p, now, kind="INITIAL", body=description or title,
+                                         event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.declare",
                                     resource=inc.ref, now=now, details={
                                         "title": title, "severity": sev, "contact_list": contact_list,
@@ -278,7 +279,7 @@ class IncidentService:
             cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
             msg = await self._message(s, inc, "ACK", f"Acknowledged by {actor.display or actor.identity}", actor, now)
             p = plan(cfg, self._route_event(inc, "ack"), now=now, extra=self._extra(inc))
-            queued = await self._fan_out(s, inc, msg, p, now, kind="ACK", body=msg.body)
+            queued = await self._fan_out(s, inc, msg, p, now, kind="ACK", body=msg.body, event_type="ack")
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.ack",
                                     resource=inc.ref, now=now,
                                     details={"cancelled_escalation_pages": cancelled, "queued": queued})
@@ -345,7 +346,8 @@ class IncidentService:
                 "level": step.level, "round": step.round, "policy": inc.escalation_policy})
             targets = Targets.model_validate(dict(step.targets))
             p = escalation_plan(cfg, inc, level=step.level, targets=targets, now=now)
-            queued = await self._fan_out(s, inc, msg, p, now, kind="ESCALATION", body=body, purpose="escalation")
+            queued = await self._fan_out(s, inc, msg, p, now, kind="ESCALATION", body=body,
+                                         event_type="escalate", purpose="escalation")
             entry: dict[str, Any] = {
                 "actor": actor.identity, "source": actor.source, "action": "incident.escalate",
                 "resource": inc.ref, "details": {
@@ -435,7 +437,7 @@ class IncidentService:
             await self._cas(s, inc)
             msg = await self._message(s, inc, kind, text, actor, now, extra=extra)
             p = plan(cfg, self._route_event(inc, event_type), now=now, extra=self._extra(inc))
-            queued = await self._fan_out(s, inc, msg, p, now, kind=kind, body=text)
+            queued = await self._fan_out(s, inc, msg, p, now, kind=kind, body=text, event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
                                     resource=inc.ref, now=now, details={"message": msg.id, "queued": queued})
         await self._emit(session, IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued, inc.state,
@@ -463,7 +465,7 @@ class IncidentService:
                                       at=now, seconds_in_previous=spent))
             msg = await self._message(s, inc, kind, text.strip(), actor, now)
             p = plan(cfg, self._route_event(inc, event_type), now=now, extra=self._extra(inc))
-            queued = await self._fan_out(s, inc, msg, p, now, kind=kind, body=msg.body)
+            queued = await self._fan_out(s, inc, msg, p, now, kind=kind, body=msg.body, event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
                                     resource=inc.ref, now=now, details={
                                         "from": prev, "to": to, "seconds_in_previous": spent, "queued": queued,
@@ -529,10 +531,11 @@ class IncidentService:
                             event=self._route_event(inc, event_type).as_dict())
 
     async def _fan_out(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, p: Plan, now: datetime, *,
-                       kind: str, body: str, purpose: str = "page") -> int:
-        """Queue the plan's pages plus one card sync per subscribed chat surface."""
+                       kind: str, body: str, event_type: str, purpose: str = "page") -> int:
+        """Queue the plan's pages plus one card sync per subscribed chat surface. The notification carries
+        the event type routing matched (declare, monitor, resolve, escalate...), as webhooks document it."""
         cfg = self.cfg
-        note = self.notification(inc, kind=kind, body=body, event_type=kind.lower())
+        note = self.notification(inc, kind=kind, body=body, event_type=event_type)
         items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose) for d in p.deliveries]
         for platform in self.surfaces:
             items.append(NewDelivery(f"surface:{platform}", f"chat:{platform}", str(inc.id), note, "surface"))

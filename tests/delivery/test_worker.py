@@ -460,3 +460,24 @@ async def test_claims_and_outcomes_are_batched(sqlite_url: str, peer: HttpStandI
     finally:
         await comp.close()
         await ctx.close()
+
+
+async def test_webhook_payload_names_the_routed_event_type(sqlite_url: str, peer: HttpStandIn,
+                                                           http: aiohttp.ClientSession) -> None:
+    """Issue 14.7: receivers get the event type rules matched (declare, ack, monitor, resolve), not the
+    message kind (initial, monitoring, resolved)."""
+    ctx = await open_ctx(sqlite_url, **fanout_overrides(peer.url, 1))
+    comp = await start_worker(ctx, http)
+    try:
+        out = await declare(ctx)
+        await ctx.service.acknowledge(out.incident.id, actor=ADMIN)
+        await ctx.service.monitor(out.incident.id, actor=ADMIN)
+        await ctx.service.resolve(out.incident.id, actor=ADMIN)
+        await peer.wait_for(4, "/hook/*")
+        got = [(r.json["type"], r.json["event"]["event_type"]) for r in
+               sorted(peer.requests, key=lambda r: r.json["delivery_id"])]
+        assert got == [("tocsin.initial", "declare"), ("tocsin.ack", "ack"), ("tocsin.monitoring", "monitor"),
+                       ("tocsin.resolved", "resolve")]
+    finally:
+        await comp.close()
+        await ctx.close()
