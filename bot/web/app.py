@@ -17,11 +17,12 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from bot.web.charts import SEV_COLORS, hbars, stacked_bars
-from bot.web.session import COOKIE, Session, SessionCodec
+from bot.web.session import COOKIE, LOGIN_COOKIE, Session, SessionCodec
+from bot.web.throttle import LoginThrottle, retry_after
 from core.audit.log import AuditLog, verify
 from core.clock import utc
-from core.errors import Forbidden, NotFound, TocsinError
-from core.incidents import IncidentEvent, fmt_duration
+from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, TocsinError
+from core.incidents import IncidentEvent, fmt_duration, parse_ref
 from core.rbac import Actor, Permission, Role, require
 from core.stats import collect
 from core.users import UserService
@@ -30,6 +31,9 @@ log = logging.getLogger("tocsin.console")
 STATIC = Path(__file__).parent / "static"
 SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+NOTICES = {"acked": "Acknowledged.", "resolved": "Resolved."}
+"""The only notices a link may show (`?msg=<key>`): a link someone else wrote cannot put words on the page."""
 
 
 class Console:
@@ -54,6 +58,7 @@ class Console:
         self.env.globals.update(sev_colors=SEV_COLORS, fmt_duration=fmt_duration)
         self.subscribers: set[asyncio.Queue[str]] = set()
         self.secure = self.ctx.cfg.server.public_url.startswith("https://")
+        self.throttle = LoginThrottle()
 
     async def start(self) -> None:
         self.ctx.service.listeners.append(self._on_event)
@@ -118,8 +123,19 @@ def mount_console(rt: Any) -> None:
     svc = rt.ctx.service
     auth = lambda h: _login_required(c, h)  # noqa: E731
 
+    def login_page(request: web.Request, *, nxt: str, error: str | None, status: int = 200,
+                   headers: dict[str, str] | None = None) -> web.Response:
+        """The sign-in form with a fresh CSRF nonce cookie and the token that matches it."""
+        nonce = c.sessions.login_nonce()
+        resp = c.render("login.html", request, status=status, next=nxt, error=error,
+                        login_csrf=c.sessions.login_csrf(nonce))
+        resp.headers.update(headers or {})
+        resp.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="Strict", secure=c.secure, path="/login",
+                        max_age=int(c.sessions.ttl))
+        return resp
+
     async def login_form(request: web.Request) -> web.Response:
-        return c.render("login.html", request, next=request.query.get("next", "/"), error=None)
+        return login_page(request, nxt=request.query.get("next", "/"), error=None)
 
     async def login(request: web.Request) -> web.Response:
         form = await request.post()
@@ -127,14 +143,43 @@ def mount_console(rt: Any) -> None:
         nxt = str(form.get("next", "/"))
         if not nxt.startswith("/") or nxt.startswith("//"):
             nxt = "/"
-        user = await c.users.authenticate(name=name, password=password, source=request.remote or "web")
+        source = request.remote or "web"
+        if not c.sessions.login_csrf_ok(request.cookies.get(LOGIN_COOKIE), str(form.get("csrf", ""))):
+            log.info("console.login.csrf", extra={"source": source})
+            return login_page(request, nxt=nxt, status=403,
+                              error="The sign-in form expired or came from another site: sign in again.")
+        keys = c.throttle.keys(user=name, address=source)
+        now = svc.clock.now().timestamp()
+        wait = c.throttle.wait(keys, now=now)
+        if wait > 0:
+            await throttled(name=name, source=source, wait=wait)
+            return login_page(request, nxt=nxt, status=429, headers={"Retry-After": str(retry_after(wait))},
+                              error=f"Too many failed sign-ins: try again in {retry_after(wait)} seconds.")
+        user = await c.users.authenticate(name=name, password=password, source=source)
         if user is None:
-            return c.render("login.html", request, status=401, next=nxt, error="Wrong name or password.")
+            wait = c.throttle.failure(keys, now=now)
+            if wait > 0:
+                await throttled(name=name, source=source, wait=wait)
+                return login_page(request, nxt=nxt, status=429, headers={"Retry-After": str(retry_after(wait))},
+                                  error=f"Wrong name or password. Too many failed sign-ins: try again in "
+                                        f"{retry_after(wait)} seconds.")
+            return login_page(request, nxt=nxt, status=401, error="Wrong name or password.")
+        c.throttle.success(keys[0])
         value, _ = c.sessions.issue(user.name, user.role)
         resp = web.HTTPFound(nxt)
         resp.set_cookie(COOKIE, value, httponly=True, samesite="Strict", secure=c.secure, path="/",
                         max_age=int(c.sessions.ttl))
+        resp.del_cookie(LOGIN_COOKIE, path="/login")
         raise resp
+
+    async def throttled(*, name: str, source: str, wait: float) -> None:
+        """Audit a refused or newly blocked sign-in (who, from where, for how long)."""
+        log.warning("console.login.throttled", extra={"user": name[:100], "source": source,
+                                                      "retry_after": retry_after(wait)})
+        async with rt.ctx.db.transaction() as s:
+            await rt.ctx.audit.append(s, actor=f"web:{name[:100]}", source=source, action="login.throttled",
+                                      resource="console", details={"retry_after": retry_after(wait)},
+                                      now=svc.clock.now())
 
     async def logout(request: web.Request) -> web.Response:
         await c.check_csrf(request)
@@ -156,8 +201,8 @@ def mount_console(rt: Any) -> None:
     async def board_fragment(request: web.Request) -> web.Response:
         return c.render("board_rows.html", request, rows=await board_rows(request))
 
-    async def incident(request: web.Request) -> web.Response:
-        d = await svc.detail(request.match_info["id"], actor=c.actor(request))
+    async def incident(request: web.Request, *, notice: str | None = None, status: int = 200) -> web.Response:
+        d = await svc.detail(incident_id(request), actor=c.actor(request))
         timeline: list[tuple[datetime, str, str, str]] = []
         for ch in d.state_changes:  # first, so a state change sorts before the message written with it
             spent = f" after {fmt_duration(ch.seconds_in_previous)} {ch.from_state}" if ch.from_state else ""
@@ -183,24 +228,28 @@ def mount_console(rt: Any) -> None:
         ttr = ((utc(inc.resolved_at) - utc(inc.created_at)).total_seconds()  # type: ignore[operator]
                if inc.resolved_at else None)
         can_act = request[SESSION].role in ("admin", "manager", "operator")
-        return c.render("incident.html", request, inc=inc, timeline=timeline, channels=channels, matrix=matrix,
-                        tta=tta, ttr=ttr, can_act=can_act, message=request.query.get("msg"))
+        message = notice or NOTICES.get(request.query.get("msg", ""))
+        return c.render("incident.html", request, status=status, inc=inc, timeline=timeline, channels=channels,
+                        matrix=matrix, tta=tta, ttr=ttr, can_act=can_act, message=message)
 
     async def act(request: web.Request) -> web.Response:
+        """Acknowledge or resolve; success redirects to a fixed notice, a refusal is said on the page."""
         await c.check_csrf(request)
-        ref = request.match_info["id"]
-        action = request.match_info["action"]
+        iid = incident_id(request)
         actor = c.actor(request)
         try:
-            if action == "ack":
-                out = await svc.acknowledge(ref, actor=actor)
-                msg = out.note or "Acknowledged."
+            if request.match_info["action"] == "ack":
+                out = await svc.acknowledge(iid, actor=actor)
+                if out.note:  # already acknowledged: say by whom, on this answer only
+                    return await incident(request, notice=out.note)
+                key = "acked"
             else:
-                await svc.resolve(ref, actor=actor, text="Resolved from the console.")
-                msg = "Resolved."
-        except TocsinError as exc:
-            msg = str(exc)
-        raise web.HTTPSeeOther(f"/incidents/{int(ref)}?msg={_q(msg)}")
+                await svc.resolve(iid, actor=actor, text="Resolved from the console.")
+                key = "resolved"
+        except (Forbidden, InvalidTransition, InvalidInput) as exc:
+            status = 403 if isinstance(exc, Forbidden) else 409 if isinstance(exc, InvalidTransition) else 400
+            return await incident(request, notice=str(exc), status=status)
+        raise web.HTTPSeeOther(f"/incidents/{iid}?msg={key}")
 
     async def audit_page(request: web.Request, result: str | None = None, ok: bool | None = None) -> web.Response:
         require(rt.cfg, c.actor(request), Permission.VIEW_AUDIT)
@@ -267,7 +316,11 @@ def mount_console(rt: Any) -> None:
     r.add_static("/static/", STATIC, show_index=False)
 
 
-def _q(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text[:300])
+def incident_id(request: web.Request) -> int:
+    """The route's digits as an incident id; digits no incident can have (too many) are 404, like any
+    unknown id, not a parse error."""
+    raw = request.match_info["id"]
+    try:
+        return parse_ref(raw)
+    except InvalidInput:
+        raise NotFound(f"no incident INC-{raw[:20]}{'...' if len(raw) > 20 else ''}") from None

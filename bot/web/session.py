@@ -10,6 +10,9 @@ import time
 from dataclasses import dataclass
 
 COOKIE = "tocsin_session"
+LOGIN_COOKIE = "tocsin_login"
+"""Holds a random nonce before sign-in; the login form carries its HMAC (a signed double-submit token), so
+another site cannot sign a browser in to the attacker's account."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,16 @@ class SessionCodec:
         except (ValueError, KeyError, TypeError):
             return None
         return sess if sess.expires > time.time() else None
+
+    def login_nonce(self) -> str:
+        return secrets.token_urlsafe(24)
+
+    def login_csrf(self, nonce: str) -> str:
+        """The login form's CSRF token for the nonce in LOGIN_COOKIE."""
+        return self._sign("login:" + nonce)
+
+    def login_csrf_ok(self, nonce: str | None, token: str) -> bool:
+        return bool(nonce) and hmac.compare_digest(token, self.login_csrf(nonce or ""))
 
     def _sign(self, raw: str) -> str:
         return hmac.new(self.key, raw.encode(), hashlib.sha256).hexdigest()

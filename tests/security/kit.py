@@ -277,6 +277,19 @@ async def add_console_users(ctx: Context) -> None:
         await users.add(name=name, role=role, password=f"{name}-pw-0123", actor="system:tocsin")
 
 
+async def login_form(client: TestClient) -> tuple[dict[str, str], str]:
+    """Open the sign-in form: the header carrying its CSRF nonce cookie (sent by hand, as it may be
+    `Secure`) and the form's CSRF token."""
+    import re
+
+    from bot.web.session import LOGIN_COOKIE
+
+    resp = await client.get("/login")
+    m = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
+    assert m and LOGIN_COOKIE in resp.cookies, resp.headers
+    return {"Cookie": f"{LOGIN_COOKIE}={resp.cookies[LOGIN_COOKIE].value}"}, m.group(1)
+
+
 async def console_login(client: TestClient, name: str, password: str) -> dict[str, str] | None:
     """Sign in; the headers of that session (its cookie, sent by hand because the cookie is `Secure` on
     an https public_url and the test client speaks http) plus its CSRF token, or None when refused."""
@@ -285,8 +298,9 @@ async def console_login(client: TestClient, name: str, password: str) -> dict[st
     from bot.web.session import COOKIE
 
     client.session.cookie_jar.clear()
-    resp = await client.post("/login", data={"name": name, "password": password, "next": "/"},
-                             allow_redirects=False)
+    headers, csrf = await login_form(client)
+    resp = await client.post("/login", data={"name": name, "password": password, "next": "/", "csrf": csrf},
+                             headers=headers, allow_redirects=False)
     if resp.status != 302 or COOKIE not in resp.cookies:
         return None
     session = {"Cookie": f"{COOKIE}={resp.cookies[COOKIE].value}"}

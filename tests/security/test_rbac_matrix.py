@@ -243,10 +243,12 @@ class ConsoleEntry(Entry):
                         else f"error {status}", text)
         if method == "GET":
             return Said({200: "done", 403: "refused"}.get(status, f"error {status}"), text)
+        if status == 403 and "has role" in text:  # said on the answer itself (never through a link)
+            return Said("refused", text)
         msg = parse_qs(urlparse(headers.get("Location", "")).query).get("msg", [""])[0]
         if status != 303:
             return Said(f"error {status}", text)
-        return Said("refused" if "has role" in msg else "done", msg)
+        return Said("done", msg)
 
 
 class CliEntry(Entry):

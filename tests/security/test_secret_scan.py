@@ -44,7 +44,7 @@ from core.clock import SystemClock
 from core.logs import ConsoleFormatter, set_secret_values, setup
 from core.models import Delivery
 from core.users import UserService
-from tests.security.kit import FixedTokenFactory, console_login
+from tests.security.kit import FixedTokenFactory, console_login, login_form
 from tests.slack.standin import SlackApi, sign, slash_body
 from tests.stand_ins.http import HttpStandIn, Reply, retry_after
 from tests.stand_ins.smtp import smtp_stand_in
@@ -361,7 +361,9 @@ class Scenario:
         for path in ("/", "/incidents/1", "/audit", "/stats"):
             await self.http("console", "GET", path, headers=cookie)
         await self.http("console", "POST", "/audit/verify", headers=cookie, data={"csrf": session["X-Csrf"]})
-        await self.http("console", "POST", "/login", data={"name": "scanadmin", "password": "SCANwrongpw"})
+        form_cookie, form_csrf = await login_form(self.client)
+        await self.http("console", "POST", "/login", headers=form_cookie,
+                        data={"name": "scanadmin", "password": "SCANwrongpw", "csrf": form_csrf})
 
     async def voice_keypress(self) -> None:
         """alice presses 1 on her call: Twilio's signed callback acknowledges INC-1."""

@@ -15,6 +15,7 @@ from bot.server import build_app
 from core.models import AuditEntry
 from core.rbac import Actor
 from core.users import UserService
+from tests.security.kit import login_form
 
 OP = Actor("cli:op", "cli")
 
@@ -34,9 +35,15 @@ async def console(make_ctx: Any) -> AsyncIterator[tuple[Context, TestClient]]:
         await client.close()
 
 
+async def post_login(client: TestClient, name: str, password: str, **kw: Any) -> Any:
+    """Submit the sign-in form as a browser does: open it first, send its CSRF token back."""
+    headers, csrf = await login_form(client)
+    return await client.post("/login", data={"name": name, "password": password, "next": "/", "csrf": csrf},
+                             headers=headers, **kw)
+
+
 async def login(client: TestClient, name: str) -> str:
-    resp = await client.post("/login", data={"name": name, "password": f"{name}-password", "next": "/"},
-                             allow_redirects=False)
+    resp = await post_login(client, name, f"{name}-password", allow_redirects=False)
     assert resp.status == 302, await resp.text()
     cookie = resp.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
@@ -48,9 +55,9 @@ async def test_sign_in_is_required_and_audited(console: tuple[Context, TestClien
     ctx, client = console
     resp = await client.get("/", allow_redirects=False)
     assert resp.status == 302 and resp.headers["Location"] == "/login?next=/"
-    resp = await client.post("/login", data={"name": "ada", "password": "wrong-password"})
+    resp = await post_login(client, "ada", "wrong-password")
     assert resp.status == 401 and "Wrong name or password." in await resp.text()
-    resp = await client.post("/login", data={"name": "nobody", "password": "x"})
+    resp = await post_login(client, "nobody", "x")
     assert resp.status == 401
     await login(client, "ada")
     async with ctx.db.sessions() as s:
@@ -75,7 +82,7 @@ async def test_board_incident_page_and_acknowledge(console: tuple[Context, TestC
     assert resp.status == 403  # no CSRF token
     assert (await ctx.service.get("INC-1")).acknowledged_at is None
     resp = await client.post("/incidents/1/ack", data={"csrf": csrf})
-    assert resp.status == 200 and "Acknowledged." in await resp.text()
+    assert resp.status == 200 and resp.url.query_string == "msg=acked" and "Acknowledged." in await resp.text()
     inc = await ctx.service.get("INC-1")
     assert inc.acknowledged_by == "web:otto"
     resp = await client.post("/incidents/1/resolve", data={"csrf": csrf})
@@ -132,3 +139,66 @@ async def test_board_streams_changes(console: tuple[Context, TestClient]) -> Non
     data = await asyncio.wait_for(resp.content.readline(), 5)
     assert b'"kind": "declare"' in data
     resp.close()
+
+
+async def test_incident_id_too_long_for_any_database_is_404(console: tuple[Context, TestClient]) -> None:
+    _ctx, client = console
+    await login(client, "ada")
+    for path in ("/incidents/99999999999999999999999", "/incidents/9223372036854775808"):
+        resp = await client.get(path)
+        assert resp.status == 404, path
+        assert "no incident INC-" in await resp.text()
+
+
+async def test_notice_shows_only_fixed_texts(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    await ctx.service.declare(actor=OP, title="x", severity="sev3")
+    csrf = await login(client, "otto")
+    page = await (await client.get("/incidents/1?msg=Your+session+expired.+Call+%2B1-555-0100")).text()
+    assert "session expired" not in page and 'id="notice"' not in page
+    assert "Resolved." in await (await client.get("/incidents/1?msg=resolved")).text()
+    # a refusal is said on the answer to the POST itself, never through a link
+    await client.post("/incidents/1/resolve", data={"csrf": csrf})
+    resp = await client.post("/incidents/1/ack", data={"csrf": csrf}, allow_redirects=False)
+    assert resp.status == 409 and "resolved" in await resp.text()
+
+
+async def test_login_form_requires_its_csrf_token(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    resp = await client.post("/login", data={"name": "ada", "password": "ada-password", "next": "/"},
+                             allow_redirects=False)
+    assert resp.status == 403 and "sign in again" in await resp.text()
+    # a token from another browser's form (another nonce) does not fit this one's cookie
+    _other, foreign = await login_form(client)
+    client.session.cookie_jar.clear()
+    mine, _ = await login_form(client)
+    resp = await client.post("/login", data={"name": "ada", "password": "ada-password", "csrf": foreign + "x"},
+                             headers=mine, allow_redirects=False)
+    assert resp.status == 403
+    assert (await post_login(client, "ada", "ada-password", allow_redirects=False)).status == 302
+
+
+async def test_failed_sign_ins_back_off_per_user_and_address(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    for _ in range(3):  # a few typos are free
+        assert (await post_login(client, "ada", "wrong-password")).status == 401
+    resp = await post_login(client, "ada", "wrong-password")
+    assert resp.status == 429 and resp.headers["Retry-After"] == "1"
+    assert "try again in 1 seconds" in await resp.text()
+    # while blocked even the right password is not checked
+    resp = await post_login(client, "ada", "ada-password", allow_redirects=False)
+    assert resp.status == 429
+    ctx.clock.advance(seconds=2)  # type: ignore[attr-defined]
+    resp = await post_login(client, "ada", "wrong-password")
+    assert resp.status == 429 and resp.headers["Retry-After"] == "2"  # doubles
+    ctx.clock.advance(seconds=3)  # type: ignore[attr-defined]
+    assert (await post_login(client, "ada", "ada-password", allow_redirects=False)).status == 302
+    # the address is throttled too, across names: 10 free failures from one address (5 were ada's)
+    client.session.cookie_jar.clear()
+    for i in range(4):
+        await post_login(client, f"guess{i}", "x")
+    statuses = [(await post_login(client, f"other{i}", "x")).status for i in range(2)]
+    assert statuses == [401, 429]
+    async with ctx.db.sessions() as s:
+        throttled = (await s.execute(select(AuditEntry.actor).where(AuditEntry.action == "login.throttled"))).all()
+    assert ("web:ada",) in throttled and ("web:other1",) in throttled
