@@ -23,6 +23,10 @@ from core.models import AuditCheckpoint, AuditEntry
 
 # Arbitrary constant: the PostgreSQL advisory lock that serializes appends to the chain.
 AUDIT_LOCK_ID = 0x70C5_1A0D
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_HEAD = select(AuditEntry.__table__.c.seq, AuditEntry.__table__.c.hash).order_by(AuditEntry.__table__.c.seq.desc()).limit(1)
+_INSERT = insert(AuditEntry.__table__)  # type: ignore[arg-type]
+_INSERT_CP = insert(AuditCheckpoint.__table__)  # type: ignore[arg-type]
 
 
 def _ts(now: datetime | None) -> str:
@@ -44,56 +48,47 @@ class AuditLog:
                      now: datetime | None = None) -> AuditEntry:
         """Link a new entry to the head. On PostgreSQL a transaction-scoped advisory lock serializes
         appenders; on SQLite the IMMEDIATE transaction already holds the write lock."""
-        if session.bind.dialect.name == "postgresql":
-            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_ID})
-        head = (await session.execute(
-            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1))).first()
-        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-        ts = _ts(now)
-        body = canonical_json(redact(details or {}))
-        h = entry_hash(seq=seq, ts=ts, actor=actor, source=source, action=action, resource=resource,
-                       details=body, prev_hash=prev)
-        entry = AuditEntry(seq=seq, ts=ts, actor=actor, source=source, action=action, resource=resource,
-                           details=body, prev_hash=prev, hash=h)
-        session.add(entry)
-        if self.checkpoint_key and seq % self.checkpoint_every == 0:
-            session.add(AuditCheckpoint(seq=seq, head_hash=h, created_at=ts, signature=checkpoint_signature(
-                self.checkpoint_key, seq=seq, head_hash=h, created_at=ts)))
-        await session.flush()
-        if self.on_append:
-            self.on_append(entry)
-        return entry
+        rows = await self._link(session, [{"actor": actor, "action": action, "resource": resource,
+                                           "source": source, "details": details}], now)
+        return AuditEntry(**rows[0])
 
     async def append_many(self, session: AsyncSession, items: Sequence[dict[str, Any]],
                           now: datetime | None = None) -> int:
         """Append several entries under one lock and one head read (batched delivery outcomes, bulk loads).
         Each item has actor, action and optionally resource, source, details."""
-        if not items:
-            return 0
-        if session.bind.dialect.name == "postgresql":
-            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_ID})
-        head = (await session.execute(
-            select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1))).first()
+        return len(await self._link(session, items, now)) if items else 0
+
+    async def _link(self, session: AsyncSession, items: Sequence[dict[str, Any]],
+                    now: datetime | None) -> list[dict[str, Any]]:
+        """One head read and one Core INSERT (no ORM unit of work: an append is on every action's path,
+        and the flush machinery cost more than the SQL). Returns the rows as written."""
+        if session.new or session.dirty or session.deleted:
+            await session.flush()  # the caller's pending rows reach the database first, as the ORM add did
+        conn = await session.connection()  # Core statements on the session's connection and transaction
+        if conn.dialect.name == "postgresql":
+            await conn.execute(_LOCK, {"k": AUDIT_LOCK_ID})
+        head = (await conn.execute(_HEAD)).first()
         seq, prev = (head[0], head[1]) if head else (0, GENESIS)
         ts = _ts(now)
         rows, checkpoints = [], []
         for it in items:
             seq += 1
             body = canonical_json(redact(it.get("details") or {}))
-            row = {"seq": seq, "ts": ts, "actor": it["actor"], "source": it.get("source", ""),
-                   "action": it["action"], "resource": it.get("resource", ""), "details": body, "prev_hash": prev}
+            row = {"seq": seq, "ts": ts, "actor": it["actor"], "source": it.get("source") or "",
+                   "action": it["action"], "resource": it.get("resource") or "", "details": body,
+                   "prev_hash": prev}
             row["hash"] = prev = entry_hash(**row)
             rows.append(row)
             if self.checkpoint_key and seq % self.checkpoint_every == 0:
                 checkpoints.append({"seq": seq, "head_hash": prev, "created_at": ts, "signature": checkpoint_signature(
                     self.checkpoint_key, seq=seq, head_hash=prev, created_at=ts)})
-        await session.execute(insert(AuditEntry), rows)
+        await conn.execute(_INSERT, rows if len(rows) > 1 else rows[0])
         if checkpoints:
-            await session.execute(insert(AuditCheckpoint), checkpoints)
+            await conn.execute(_INSERT_CP, checkpoints if len(checkpoints) > 1 else checkpoints[0])
         if self.on_append:
             for r in rows:
                 self.on_append(AuditEntry(**r))
-        return len(rows)
+        return rows
 
     async def checkpoint(self, session: AsyncSession, now: datetime | None = None) -> AuditCheckpoint | None:
         """Sign the current (length, head) now; the server does this periodically."""
