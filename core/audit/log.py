@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import bindparam, cast, exists, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.audit.chain import (
@@ -29,6 +29,20 @@ _INSERT = insert(AuditEntry.__table__)  # type: ignore[arg-type]
 _INSERT_CP = insert(AuditCheckpoint.__table__)  # type: ignore[arg-type]
 
 
+def _insert_if_head() -> Any:
+    """INSERT one entry only if (head_seq, prev_hash) is still the head: the check and the write are one
+    statement under the append lock (SQLite's write lock, PostgreSQL's advisory lock)."""
+    t = AuditEntry.__table__
+    cols = ["seq", "ts", "actor", "source", "action", "resource", "details", "prev_hash", "hash"]
+    values = select(*[cast(bindparam(c), t.c[c].type) for c in cols]).where(
+        exists().where(t.c.seq == bindparam("head_seq"), t.c.hash == bindparam("prev_hash")),
+        ~exists().where(t.c.seq > bindparam("head_seq")))
+    return insert(t).from_select(cols, values)  # type: ignore[arg-type]
+
+
+_INSERT_IF_HEAD = _insert_if_head()
+
+
 def _ts(now: datetime | None) -> str:
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -42,6 +56,8 @@ class AuditLog:
         self.checkpoint_key = checkpoint_key
         self.checkpoint_every = checkpoint_every
         self.on_append = on_append
+        self._heads: dict[int, tuple[int, str]] = {}
+        """(seq, hash) of the last entry this process appended, per engine: a hint, checked by the INSERT."""
 
     async def append(self, session: AsyncSession, *, actor: str, action: str, resource: str = "",
                      source: str = "", details: dict[str, Any] | None = None,
@@ -60,16 +76,39 @@ class AuditLog:
 
     async def _link(self, session: AsyncSession, items: Sequence[dict[str, Any]],
                     now: datetime | None) -> list[dict[str, Any]]:
-        """One head read and one Core INSERT (no ORM unit of work: an append is on every action's path,
-        and the flush machinery cost more than the SQL). Returns the rows as written."""
+        """Core INSERTs on the session's connection (no ORM unit of work: an append is on every action's
+        path, and the flush machinery cost more than the SQL). A single entry first tries the head this
+        process wrote last, in one conditional INSERT that only lands if that head is still the head;
+        otherwise (another writer, a rolled-back transaction, a first append) the head is read. Returns the
+        rows as written."""
         if session.new or session.dirty or session.deleted:
             await session.flush()  # the caller's pending rows reach the database first, as the ORM add did
         conn = await session.connection()  # Core statements on the session's connection and transaction
         if conn.dialect.name == "postgresql":
             await conn.execute(_LOCK, {"k": AUDIT_LOCK_ID})
-        head = (await conn.execute(_HEAD)).first()
-        seq, prev = (head[0], head[1]) if head else (0, GENESIS)
         ts = _ts(now)
+        key = id(conn.sync_engine)
+        cached = self._heads.get(key)
+        rows: list[dict[str, Any]] = []
+        if cached and len(items) == 1:
+            rows, checkpoints = self._chain(items, *cached, ts)
+            if (await conn.execute(_INSERT_IF_HEAD, rows[0] | {"head_seq": cached[0]})).rowcount != 1:
+                rows = []
+        if not rows:
+            head = (await conn.execute(_HEAD)).first()
+            rows, checkpoints = self._chain(items, *((head[0], head[1]) if head else (0, GENESIS)), ts)
+            await conn.execute(_INSERT, rows if len(rows) > 1 else rows[0])
+        if checkpoints:
+            await conn.execute(_INSERT_CP, checkpoints if len(checkpoints) > 1 else checkpoints[0])
+        self._heads[key] = (rows[-1]["seq"], rows[-1]["hash"])
+        if self.on_append:
+            for r in rows:
+                self.on_append(AuditEntry(**r))
+        return rows
+
+    def _chain(self, items: Sequence[dict[str, Any]], seq: int, prev: str,
+               ts: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The entry rows linked after (seq, prev), and the signed checkpoints that fall among them."""
         rows, checkpoints = [], []
         for it in items:
             seq += 1
@@ -82,13 +121,7 @@ class AuditLog:
             if self.checkpoint_key and seq % self.checkpoint_every == 0:
                 checkpoints.append({"seq": seq, "head_hash": prev, "created_at": ts, "signature": checkpoint_signature(
                     self.checkpoint_key, seq=seq, head_hash=prev, created_at=ts)})
-        await conn.execute(_INSERT, rows if len(rows) > 1 else rows[0])
-        if checkpoints:
-            await conn.execute(_INSERT_CP, checkpoints if len(checkpoints) > 1 else checkpoints[0])
-        if self.on_append:
-            for r in rows:
-                self.on_append(AuditEntry(**r))
-        return rows
+        return rows, checkpoints
 
     async def checkpoint(self, session: AsyncSession, now: datetime | None = None) -> AuditCheckpoint | None:
         """Sign the current (length, head) now; the server does this periodically."""

@@ -170,3 +170,24 @@ async def test_entries_limit_gives_the_latest_in_chain_order(ctx: Context) -> No
         assert [e.seq for e in await AuditLog.entries(s, limit=3)] == [10, 11, 12]
         assert [e.seq for e in await AuditLog.entries(s, resource="R-4", limit=3)] == [5]
         assert len(await AuditLog.entries(s)) == 12
+
+
+async def test_append_after_a_rollback_or_another_writer_links_to_the_real_head(ctx: Context) -> None:
+    """An appender remembers the head it wrote last; a rolled-back append and another appender's entries
+    make that memory stale, and the next append must still link to the real head (one chain, no gap)."""
+    other = AuditLog(checkpoint_key=KEY, checkpoint_every=ctx.audit.checkpoint_every)
+    await fill(ctx, 2)
+    with pytest.raises(RuntimeError):
+        async with ctx.db.transaction() as s:
+            await ctx.audit.append(s, actor="cli:admin", action="rolled.back")
+            raise RuntimeError("abort the transaction")
+    async with ctx.db.transaction() as s:
+        assert (await ctx.audit.append(s, actor="cli:admin", action="after.rollback")).seq == 3
+    for i in range(3):
+        for log in (other, ctx.audit):
+            async with ctx.db.transaction() as s:
+                await log.append(s, actor="cli:admin", action="interleaved", details={"i": i})
+    res = await verify(ctx.db.engine, checkpoint_key=KEY)
+    assert res.ok and res.count == 9, res.describe()
+    async with ctx.db.sessions() as s:
+        assert [e.action for e in await AuditLog.entries(s)][:3] == ["test.action", "test.action", "after.rollback"]
