@@ -1,7 +1,11 @@
 """`make bench`: run every benchmark under bench/ against loopback stand-ins and print one table.
 
-Each benchmark module exposes run() -> [{figure, value, target, passed}]. Set TOCSIN_BENCH_QUICK=1 for a
-smaller, faster pass (fewer incidents/entries) when you only want to see that everything runs.
+First the anchors are measured (raw loopback POST rate, raw SQLite commit rate; bench/common.py), once, in
+this run: targets are ratios of them or needs measured in the same run, so they hold on a slower machine.
+Each benchmark module exposes run() -> [{figure, value, target, passed}]. Exit status: 0 all targets
+pass, 1 a target fails, 2 a benchmark crashed. TOCSIN_BENCH_QUICK=1 is a smaller, faster pass that only
+shows everything runs (its figures are not the targets' sizes). TOCSIN_BENCH_PROFILE=DIR writes a
+cProfile of each measured section to DIR (bench/profile.py prints them).
 """
 from __future__ import annotations
 
@@ -17,13 +21,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import print_table  # noqa: E402
+from bench.common import anchor_rows, anchors, load_average, print_table, quick  # noqa: E402
 
 BENCHMARKS = [
-    ("fan-out vs Apprise", "bench.fanout"),
-    ("Slack ack latency", "bench.slack_ack"),
-    ("escalation lateness", "bench.escalation"),
-    ("audit chain", "bench.audit_verify"),
+    ("fan-out", "bench.fanout"),
+    ("event API", "bench.events_storm"),
+    ("Slack", "bench.slack_ack"),
+    ("escalation", "bench.escalation"),
+    ("audit", "bench.audit_verify"),
+    ("memory", "bench.memory"),
 ]
 
 
@@ -48,31 +54,49 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
-def main() -> int:
-    quick = bool(os.environ.get("TOCSIN_BENCH_QUICK"))
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import asyncio
+
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="same as TOCSIN_BENCH_QUICK=1")
+    ap.add_argument("--only", action="append", metavar="MODULE", help="e.g. --only bench.fanout (repeatable)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        os.environ["TOCSIN_BENCH_QUICK"] = "1"
     rows: list[dict[str, Any]] = []
-    failed = False
+    crashed = False
+    started = time.perf_counter()
     print(f"machine: {machine()}")
+    print(f"load average at start: {load_average()}{'  (QUICK pass: sizes reduced)' if quick() else ''}",
+          flush=True)
+    a = asyncio.run(anchors())
+    rows += anchor_rows(a)
+    for r in rows:
+        print(f"{r['figure']}: {r['value']:,}", flush=True)
     for title, module in BENCHMARKS:
-        print(f"running {title} ...", file=sys.stderr, flush=True)
+        if args.only and module not in args.only:
+            continue
+        print(f"running {title} ({module}) ... load average {load_average()}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            mod = importlib.import_module(module)
-            kwargs: dict[str, Any] = {}
-            if quick and module == "bench.audit_verify":
-                kwargs["entries"] = 100_000
-            got = mod.run(**kwargs)
+            got = importlib.import_module(module).run()
         except Exception:  # one broken benchmark must not hide the others' figures
             traceback.print_exc()
             rows.append({"figure": f"{title}: crashed", "value": "-", "target": None, "passed": False})
-            failed = True
+            crashed = True
             continue
         for r in got:
+            if r["figure"].startswith("anchor:"):
+                continue  # measured once above
             r["figure"] = f"{title}: {r['figure']}"
-        rows += got
+            rows.append(r)
         print(f"  done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     print_table(rows, "Tocsin benchmarks")
-    return 1 if failed or any(r.get("passed") is False for r in rows) else 0
+    failed = [r["figure"] for r in rows if r.get("passed") is False]
+    print(f"\n{len(failed)} of {sum(1 for r in rows if r.get('passed') is not None)} targets failed; "
+          f"load average at end: {load_average()}; {time.perf_counter() - started:.0f} s in all")
+    return 2 if crashed else (1 if failed else 0)
 
 
 if __name__ == "__main__":
