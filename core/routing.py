@@ -6,6 +6,7 @@ and `/incident route` call the same code and print `Plan.explain()`, so what you
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from functools import lru_cache
@@ -202,6 +203,13 @@ def _eq(actual: Any, want: Any) -> bool:
     return a is not None and b is not None and a == b
 
 
+_SHOW = reprlib.Repr()
+"""The field's value in an explanation: a bounded preview, so a megabyte field costs nothing per condition."""
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlist = _SHOW.maxdict = 5
+_SHOW.maxlevel = 2
+
+
 @lru_cache(maxsize=1024)
 def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
@@ -220,7 +228,7 @@ def check_condition(cond: Condition, event: dict[str, Any]) -> tuple[bool, str]:
         return ok, f"{cond.field} {'exists' if present else 'is missing'}"
     if actual is _MISSING:
         return False, f"{cond.field} is missing"
-    desc = f"{cond.field}={actual!r} {op} {want!r}"
+    desc = f"{cond.field}={_SHOW.repr(actual)} {op} {want!r}"
     if op == "eq":
         return _eq(actual, want), desc
     if op == "ne":

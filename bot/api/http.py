@@ -2,12 +2,15 @@
 the mapping of core errors (TocsinError) to JSON 4xx answers."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+import pydantic_core
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -144,33 +147,64 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     body = await read_body(request, limit=context(request).cfg.server.max_body_bytes)
     if not body.strip():
         raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
+    if len(body) < _INLINE_BYTES:
+        return _parse(body, model)
+    # Parsing and walking a body near the limit takes tens of milliseconds of CPU: in a thread, the event
+    # loop (health checks, deliveries, escalations) keeps running meanwhile.
+    return await asyncio.to_thread(_parse, body, model)
+
+
+_INLINE_BYTES = 32 * 1024
+"""Bodies below this parse on the event loop (well under a millisecond); bigger ones in a thread."""
+
+
+def _parse(body: bytes, model: type[M]) -> M:
     try:
         parsed = model.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    where = nul_field(parsed.model_dump(mode="json", by_alias=True))
-    if where is not None:
-        # PostgreSQL text and jsonb cannot hold U+0000: refuse it here (400, on every database) rather
-        # than fail the insert with a 500 the sender would retry forever.
-        raise field_error(field_path(where) or "(body)", "contains a NUL character (\\u0000), which cannot "
-                          "be stored", kind="string_nul")
+    found = unstorable(parsed.model_dump(by_alias=True))
+    if found is not None:
+        where, problem = found
+        raise field_error(field_path(where) or "(body)", problem, kind="value_error")
+    if b"NaN" in body or b"Infinity" in body:
+        # In a field the model ignores (Alertmanager's extras) it is not stored, but the body is still not
+        # JSON: say so too. A second, strict parse only for bodies that hold the words at all.
+        try:
+            pydantic_core.from_json(body, allow_inf_nan=False)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON ({exc}): {NON_FINITE_PROBLEM}",
+                           details=[FieldProblem(field="(body)", message=NON_FINITE_PROBLEM,
+                                                 type="value_error")]) from None
     return parsed
 
 
-def nul_field(value: object, path: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
-    """The path of the first string (value or key) holding a NUL character, else None."""
+NUL_PROBLEM = "contains a NUL character (\\u0000), which cannot be stored"
+NON_FINITE_PROBLEM = "NaN and Infinity are not JSON numbers (RFC 8259); send a number, a string or null"
+
+
+def unstorable(value: object, path: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], str] | None:
+    """(path, problem) of the first value we must refuse, else None.
+
+    PostgreSQL text and jsonb cannot hold U+0000, and NaN/Infinity (which Python's and pydantic's JSON
+    parsers accept) would be stored as null: refuse both here (400 naming the field, on every database)
+    rather than fail the insert with a 500 the sender retries forever, or lose the value silently.
+    Depth is bounded by the JSON parser's recursion limit, which runs first.
+    """
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return (path, NUL_PROBLEM) if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, NON_FINITE_PROBLEM)
     if isinstance(value, dict):
         for key, item in value.items():
             if "\x00" in str(key):
-                return path + (str(key).replace("\x00", "\\u0000"),)
-            found = nul_field(item, path + (str(key),))
+                return path + (str(key).replace("\x00", "\\u0000"),), NUL_PROBLEM
+            found = unstorable(item, path + (str(key),))
             if found is not None:
                 return found
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            found = nul_field(item, path + (i,))
+            found = unstorable(item, path + (i,))
             if found is not None:
                 return found
     return None

@@ -147,7 +147,7 @@ async def read_activity(request: web.Request) -> Activity:
     raw = await request.read()
     try:
         body = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadActivity(f"body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadActivity("body must be a JSON object (an activity)")

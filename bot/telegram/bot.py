@@ -309,7 +309,7 @@ class TelegramBot:
         raw = await request.read()
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             return self._bad("body is not JSON")
         if not isinstance(data, dict) or type(data.get("update_id")) is not int:
             return self._bad("not a Telegram Update (no integer update_id)")

@@ -207,3 +207,14 @@ async def test_oversize_is_413(make_client: Any) -> None:
     client, _ctx = await make_client(server={"max_body_bytes": 4096})
     alerts = [am_alert(instance=f"host{i}") for i in range(40)]
     assert (await post(client, am_hook(alerts)))[0] == 413
+
+
+async def test_nan_and_infinity_are_400_also_in_fields_alertmanager_ignores(api: Any) -> None:
+    client, ctx = api
+    hook = json.dumps(am_hook([am_alert()]))
+    for token in (b"NaN", b"Infinity", b"-Infinity"):
+        status, resp = await post(client, hook[:-1].encode() + b', "score": ' + token + b"}")
+        assert status == 400 and "NaN and Infinity are not JSON numbers" in resp["message"], resp
+    assert (await counts(ctx))["incidents"] == 0
+    status, _ = await post(client, json.dumps(am_hook([am_alert(name="NaN-Infinity")])))
+    assert status == 200  # the words inside strings are fine

@@ -211,6 +211,22 @@ async def test_invalid_bodies_are_400_naming_the_field(api: Any, body: Any, code
     assert await counts(ctx) == {"incidents": 0, "messages": 0, "deliveries": 0, "seen_keys": 0, "audit": 0}
 
 
+@pytest.mark.parametrize(("raw", "field"), [
+    (b'"payload": {"score": NaN}', "payload.score"),
+    (b'"payload": {"deep": [1, {"x": Infinity}]}', "payload.deep[1].x"),
+    (b'"payload": {"t": -Infinity}', "payload.t"),
+    (b'"payload": {"big": 1e999}', "payload.big"),
+], ids=["nan", "infinity-nested", "minus-infinity", "overflow"])
+async def test_nan_and_infinity_are_400_naming_the_field(api: Any, raw: bytes, field: str) -> None:
+    """Python's JSON parsers take these and the database stored them as null: the value was lost."""
+    client, ctx = api
+    body = json.dumps({k: v for k, v in event().items() if k != "payload"})[:-1].encode() + b", " + raw + b"}"
+    status, resp = await post(client, body)
+    assert status == 400, resp
+    assert resp["field"] == field and "NaN and Infinity are not JSON numbers" in resp["message"]
+    assert await counts(ctx) == {"incidents": 0, "messages": 0, "deliveries": 0, "seen_keys": 0, "audit": 0}
+
+
 async def test_a_refused_event_id_can_be_sent_again_fixed(api: Any) -> None:
     client, _ctx = api
     assert (await post(client, event("fix-me", payload={"severity": "urgent"})))[0] == 400

@@ -125,6 +125,7 @@ async def test_malformed_requests_are_400_not_500(make_ctx: Callable[..., Any]) 
             good = mention_message("incident list", service_url=bc.url)
             cases: list[tuple[str, Any, dict[str, Any]]] = [
                 ("not json", None, {"raw": b"{nope"}),
+                ("too deep", None, {"raw": b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"}),
                 ("no content type", good, {"headers": {"Content-Type": "text/plain"}}),
                 ("array", [good], {}),
                 ("no type", {k: v for k, v in good.items() if k != "type"}, {}),

@@ -190,6 +190,7 @@ async def test_a_redelivered_update_is_processed_once(harness: Factory) -> None:
 @pytest.mark.parametrize("raw,body", [
     (b"not json", None),
     (b"", None),
+    (b'{"update_id": 7, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", None),  # too deep for json
     (None, [1, 2]),
     (None, {"message": {"text": "no update_id"}}),
     (None, {"update_id": "7"}),
