@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import getpass
+import importlib
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -100,7 +101,7 @@ def _now() -> Any:
 
 
 async def _with_ctx(args: argparse.Namespace, fn: Callable[[Context], Awaitable[int]]) -> int:
-    ctx = await open_context(args.config)
+    ctx = await open_context(args.config, create=False)  # only `run` and `db upgrade` create a database
     try:
         return await fn(ctx)
     finally:
@@ -308,3 +309,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line, exit 1, never a traceback (TOCSIN_LOG_LEVEL=DEBUG logs it)
+        print(f"error: {startup_problem(exc)}", file=sys.stderr)
+        logging.getLogger("tocsin.cli").debug("cli.failed", exc_info=True)
+        return 1
+
+
+def startup_problem(exc: BaseException) -> str:
+    """One line naming what went wrong outside the core's own errors: a module that cannot be imported,
+    a database that cannot be reached, or an unexpected failure (named by type)."""
+    from core.db import unavailable
+
+    if isinstance(exc, ImportError):
+        return (f"cannot import {exc.name or 'a module'}: {exc} (is tocsin installed with its dependencies, "
+                "e.g. `pip install -e .`?)")
+    if unavailable(exc):
+        orig = getattr(exc, "orig", None) or exc
+        return f"database unavailable: {type(orig).__name__}: {_first_line(orig)}"
+    return f"unexpected {type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "(no message)"

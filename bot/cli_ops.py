@@ -5,9 +5,9 @@ import argparse
 import sys
 from typing import Any
 
+from bot.context import open_database
 from core import backup as backup_mod
 from core import config as config_mod
-from core.db import Database
 from core.rbac import Permission, require
 
 
@@ -43,7 +43,7 @@ async def cmd_backup(args: argparse.Namespace) -> int:
     path = config_mod.resolve_path(args.config)
     cfg = config_mod.load(path)
     require(cfg, actor_of(args), Permission.MANAGE_SETTINGS)
-    db = Database(cfg.database)
+    db = open_database(cfg, path, create=False)
     prog = StageProgress()
     try:
         res = await backup_mod.backup(db, out_dir=args.out, config_path=path, fmt=args.format, progress=prog)
@@ -57,9 +57,10 @@ async def cmd_backup(args: argparse.Namespace) -> int:
 async def cmd_restore(args: argparse.Namespace) -> int:
     from bot.cli import actor_of
 
-    cfg = config_mod.load(config_mod.resolve_path(args.config))
+    path = config_mod.resolve_path(args.config)
+    cfg = config_mod.load(path)
     require(cfg, actor_of(args), Permission.MANAGE_SETTINGS)
-    db = Database(cfg.database)  # no migration first: restore brings its own schema
+    db = open_database(cfg, path, create=True)  # no migration first: restore brings its own schema
     prog = StageProgress()
     try:
         res = await backup_mod.restore(args.file, db=db, force=args.force, progress=prog,

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 from bot.commands import USAGE, Command, UsageError, parse
 from core.clock import utc
-from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, TocsinError
+from core.db import unavailable
+from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, StorageUnavailable, TocsinError
 from core.incidents import IncidentDetail, IncidentService, fmt_duration
 from core.models import Incident
 from core.rbac import Actor
@@ -67,8 +68,19 @@ async def execute(service: IncidentService, actor: Actor, cmd: Command) -> Reply
     except (NotFound, InvalidInput, InvalidTransition) as exc:
         usage = USAGE.get(cmd.verb)
         return Reply(f"{exc}" + (f"\nUsage: {usage}" if usage and isinstance(exc, InvalidInput) else ""), ok=False)
+    except StorageUnavailable as exc:
+        return Reply(_unavailable_text(str(exc)), ok=False)
     except TocsinError as exc:
         return Reply(f"Error: {exc}", ok=False)
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        return Reply(_unavailable_text(str(service.db.unavailable_error(exc))), ok=False)
+
+
+def _unavailable_text(reason: str) -> str:
+    return (f"The database is unavailable, so nothing was done or stored ({reason}). Try again in a minute; "
+            "if it is urgent, page people another way.")
 
 
 async def run_text(service: IncidentService, actor: Actor, text: str) -> tuple[Command | None, Reply]:

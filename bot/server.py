@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from bot.context import Context, open_context
 from core.config import Config
+from core.errors import TocsinError
 
 log = logging.getLogger("tocsin.server")
 
@@ -49,6 +51,33 @@ class Runtime:
     @property
     def cfg(self) -> Config:
         return self.ctx.cfg
+
+
+class StartupError(TocsinError):
+    """`tocsin run` cannot start (port in use, ...): one line for the operator, nothing left running."""
+
+    code = "startup_failed"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Take the port before anything starts, so a failed start leaves no worker or timer behind."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family = infos[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {host}:{port}: {reason.lower()} (server.host/server.port or "
+                           "--host/--port)") from None
+    sock.setblocking(False)
+    return sock
 
 
 Mount = Callable[[Runtime], None]
@@ -108,14 +137,20 @@ async def build_app(ctx: Context) -> tuple[web.Application, Runtime]:
     async def db_check() -> str | None:
         from core import migrate
 
-        await ctx.db.ping()
+        problem = await ctx.db.check()  # deleted/replaced/unwritable file, unreachable server: names it
+        if problem:
+            return problem
         if not await migrate.is_current(ctx.db.engine):
             return "database schema is not at the latest migration (run `tocsin db upgrade`)"
         return None
 
     rt.health["database"] = db_check
-    for mount in _mounts():
-        mount(rt)
+    try:
+        for mount in _mounts():
+            mount(rt)
+    except BaseException:
+        await http.close()  # nothing has started yet; leave no open session behind
+        raise
 
     async def on_startup(_app: web.Application) -> None:
         for comp in rt.components:
@@ -140,18 +175,30 @@ async def serve(config_path: str | None, *, host: str | None = None, port: int |
     """Run until SIGTERM/SIGINT, then stop taking work, release leases and close everything."""
     from core.logs import setup
 
-    ctx = await open_context(config_path)
-    setup(ctx.cfg.logging.level, ctx.cfg.logging.format)
-    app, rt = await build_app(ctx)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    h = host or ctx.cfg.server.host
-    p = port if port is not None else ctx.cfg.server.port
-    site = web.TCPSite(runner, h, p)
-    await site.start()
-    bound = [s.getsockname() for s in (site._server.sockets if site._server else [])]  # type: ignore[union-attr]
-    log.info("server.started", extra={"listen": f"{h}:{bound[0][1] if bound else p}", "pid": os.getpid(),
-                                      "config": str(ctx.config_path), "database": ctx.db.engine.url.render_as_string()})
+    ctx = await open_context(config_path, run_lock=True)
+    try:
+        setup(ctx.cfg.logging.level, ctx.cfg.logging.format)
+        h = host or ctx.cfg.server.host
+        p = port if port is not None else ctx.cfg.server.port
+        sock = bind(h, p)
+        try:
+            app, rt = await build_app(ctx)
+            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            try:
+                await runner.setup()  # starts the components (worker, timer, adapters)
+                site = web.SockSite(runner, sock)
+                await site.start()
+            except BaseException:
+                await runner.cleanup()
+                raise
+        except BaseException:
+            sock.close()
+            raise
+    except BaseException:
+        await ctx.close()
+        raise
+    log.info("server.started", extra={"listen": f"{h}:{sock.getsockname()[1]}", "pid": os.getpid(),
+                                      "config": str(ctx.config_path), "database": ctx.db.name})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,15 +1,68 @@
-"""Engine and session factory: SQLite (WAL, busy timeout, IMMEDIATE writes) or PostgreSQL, same code."""
+"""Engine and session factory: SQLite (WAL, busy timeout, IMMEDIATE writes) or PostgreSQL, same code.
+
+Storage faults are loud: a write to a SQLite file that was deleted, replaced or made unwritable since
+this process opened it, or to a database that cannot be reached, raises StorageUnavailable (nothing is
+reported as stored that was not), and the first fault of an outage raises an internal alert.
+"""
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.config import DatabaseConfig
+from core.errors import StorageUnavailable, TocsinError
+from core.metrics import ALERTS
+
+log = logging.getLogger("tocsin.db")
+
+
+class DatabaseInUse(TocsinError):
+    """Another `tocsin run` holds this SQLite database (SQLite is for one process; PostgreSQL for several)."""
+
+    code = "database_in_use"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for PostgreSQL and in-memory SQLite."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" \
+            or u.database.startswith("file:") or u.query.get("mode") == "memory":
+        return None
+    return Path(u.database)
+
+
+def resolve_sqlite_url(url: str, base_dir: Path) -> str:
+    """A relative SQLite path resolved against `base_dir` (the config file's directory), so the database
+    does not depend on the directory a command happens to be run from."""
+    path = sqlite_file(url)
+    if path is None or path.is_absolute():
+        return url
+    u = make_url(url)
+    return u.set(database=str((base_dir / path).absolute())).render_as_string(hide_password=False)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Does this exception mean the database cannot be reached or written (as opposed to a bug, a
+    constraint violation or a busy lock that the busy timeout and retries handle)?"""
+    if isinstance(exc, StorageUnavailable):
+        return True
+    if isinstance(exc, DBAPIError):
+        if "database is locked" in str(exc.orig):
+            return False
+        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    return isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.startswith("asyncpg.exceptions") \
+        and type(exc).__name__ in ("CannotConnectNowError", "ConnectionDoesNotExistError",
+                                   "InvalidCatalogNameError", "TooManyConnectionsError")
 
 
 def is_sqlite(engine_or_url: AsyncEngine | str) -> bool:
@@ -67,15 +120,155 @@ class Database:
         self.cfg = cfg if isinstance(cfg, DatabaseConfig) else DatabaseConfig(url=cfg)
         self.engine = create_engine(self.cfg)
         self.sqlite = is_sqlite(self.cfg.url)
+        self.path = sqlite_file(self.cfg.url)
+        """The SQLite file (absolute once bot.context resolved it), None for PostgreSQL and :memory:."""
+        self.name = str(self.path) if self.path else make_url(self.cfg.url).render_as_string(hide_password=True)
+        """How messages name this database: the SQLite file, or the URL without its password."""
         self._writes = session_factory(self.engine)
         self.sessions = session_factory(self.engine.execution_options(tocsin_read_only=True))
         """Sessions for reading. Write through `transaction()`."""
+        self._identity: tuple[int, int] | None = None
+        self._lock_fd: int | None = None
+        self.fault: str | None = None
+        """What is wrong with the storage right now (None when writes work); set on the first failure."""
+        self.fault_since: float | None = None
+        self.on_recovered: list[Any] = []
+        """Callables (problem, since_epoch) -> awaitable, run when a fault clears (e.g. write the audit entry)."""
+
+    # --- storage identity (SQLite) ----------------------------------------------------------------------
+
+    def pin(self) -> None:
+        """Remember which file this process writes to (after migrations created it): a later delete or
+        replace is then detected before and after every write."""
+        if self.path is not None:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                return
+            self._identity = (st.st_dev, st.st_ino)
+
+    def storage_problem(self, *, writable: bool = True) -> str | None:
+        """Why a write to the SQLite file would be lost or refused now, else None (cheap: one stat)."""
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"database file {self.path} was deleted while tocsin was running" \
+                if self._identity else f"database file {self.path} does not exist"
+        except OSError as exc:
+            return f"database file {self.path} cannot be read: {exc.strerror or exc}"
+        if self._identity is None:
+            self._identity = (st.st_dev, st.st_ino)
+        elif (st.st_dev, st.st_ino) != self._identity:
+            return (f"database file {self.path} was replaced while tocsin was running "
+                    "(it is not the file this process opened; restart tocsin to use the new one)")
+        if writable:
+            for p in (self.path, self.path.parent):
+                if not os.access(p, os.W_OK):
+                    return f"{'database file' if p == self.path else 'database directory'} {p} is not writable"
+        return None
+
+    # --- faults -------------------------------------------------------------------------------------------
+
+    def _fault(self, problem: str) -> StorageUnavailable:
+        """Record the fault; the first of an outage is an internal alert (ERROR log + metric)."""
+        if self.fault is None:
+            self.fault_since = time.time()
+            ALERTS.labels(channel="database", status="unavailable").inc()
+            log.error("storage.unavailable", extra={"database": self.name, "problem": problem, "alert": True})
+        self.fault = problem
+        return StorageUnavailable(f"database unavailable: {problem}")
+
+    async def _cleared(self) -> None:
+        if self.fault is None:
+            return
+        problem, since = self.fault, self.fault_since or time.time()
+        self.fault = self.fault_since = None
+        log.warning("storage.recovered", extra={"database": self.name, "problem": problem,
+                                                "outage_s": round(time.time() - since, 1)})
+        for hook in list(self.on_recovered):
+            try:
+                await hook(problem, since)
+            except Exception:  # the database works again; a hook failing must not fail the write that proved it
+                log.exception("storage.recovered.hook_failed", extra={"database": self.name})
+
+    def describe_error(self, exc: BaseException) -> str:
+        if isinstance(exc, StorageUnavailable):
+            return str(exc).removeprefix("database unavailable: ")
+        orig = getattr(exc, "orig", None) or exc
+        lines = str(orig).strip().splitlines()
+        reason = orig.strerror if isinstance(orig, OSError) and orig.strerror else (
+            lines[0] if lines else type(orig).__name__)
+        return f"{self.name} cannot be reached or written: {reason}"
+
+    def unavailable_error(self, exc: BaseException) -> StorageUnavailable:
+        """Map a low-level failure (see `unavailable`) to StorageUnavailable, raising the alert."""
+        return self._fault(self.describe_error(exc))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit on success, roll back on any error."""
-        async with self._writes() as session, session.begin():
-            yield session
+        """One unit of work: commit on success, roll back on any error. Refused with StorageUnavailable
+        when the change could not be stored, or (SQLite file deleted/replaced during the commit) was not."""
+        problem = self.storage_problem()
+        if problem:
+            raise self._fault(problem)
+        try:
+            async with self._writes() as session, session.begin():
+                yield session
+        except Exception as exc:
+            if unavailable(exc) and not isinstance(exc, StorageUnavailable):
+                raise self.unavailable_error(exc) from exc
+            raise
+        problem = self.storage_problem(writable=False)
+        if problem:
+            # Committed into a file that is gone from its path: lost at the next restart. Say so.
+            raise self._fault(f"{problem}; the last change was not stored")
+        await self._cleared()
+
+    async def check(self) -> str | None:
+        """Readiness of the storage: None when writes would work, else what is wrong (naming the database).
+        Also raises the alert when a fault is found here first, and clears it when it is gone."""
+        problem = self.storage_problem()
+        if problem is None:
+            try:
+                await self.ping()
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                problem = self.describe_error(exc)
+        if problem:
+            self._fault(problem)
+            return problem
+        await self._cleared()
+        return None
+
+    # --- one `tocsin run` per SQLite file ---------------------------------------------------------------
+
+    def lock_for_run(self) -> None:
+        """Hold an OS lock (flock on `<file>.lock`) for this process's lifetime; refuse if another process
+        holds it, naming that process. The kernel drops the lock when the process dies, however it dies."""
+        if self.path is None:
+            return
+        import fcntl
+
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageUnavailable(f"database unavailable: cannot create lock file {lock_path}: "
+                                     f"{exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DatabaseInUse(f"database {self.path} is in use by another `tocsin run` (pid {holder}, lock "
+                                f"{lock_path}); SQLite serves one process: stop it first, or use PostgreSQL "
+                                "to run several") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -83,3 +276,6 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock; the file stays (removing it would race a new holder)
+            self._lock_fd = None

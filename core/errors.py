@@ -32,3 +32,10 @@ class ConfigError(TocsinError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class StorageUnavailable(TocsinError):
+    """The database cannot store a change now (unreachable, deleted, replaced, unwritable, missing).
+    Nothing of the change was stored; the message names the database and what is wrong."""
+
+    code = "database_unavailable"

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from bot.api.schemas import ErrorResponse, FieldProblem
 from bot.server import RUNTIME
-from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, TocsinError
+from core.db import unavailable
+from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, StorageUnavailable, TocsinError
 
 if TYPE_CHECKING:
     from bot.context import Context
@@ -55,9 +56,11 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-# TocsinError -> HTTP status. InvalidTransition is a conflict with the incident's current state.
+# TocsinError -> HTTP status. InvalidTransition is a conflict with the incident's current state;
+# StorageUnavailable means nothing was stored and the sender should retry later.
 _STATUS: list[tuple[type[TocsinError], int]] = [
-    (NotFound, 404), (Forbidden, 403), (InvalidTransition, 409), (InvalidInput, 400)]
+    (NotFound, 404), (Forbidden, 403), (InvalidTransition, 409), (InvalidInput, 400), (StorageUnavailable, 503)]
+RETRY_AFTER_S = 30
 
 
 def error_response(status: int, body: ErrorResponse, headers: dict[str, str] | None = None) -> web.Response:
@@ -65,7 +68,8 @@ def error_response(status: int, body: ErrorResponse, headers: dict[str, str] | N
 
 
 def api_handler(fn: Handler) -> Handler:
-    """Map errors at the boundary: ApiError and TocsinError become JSON 4xx; anything else propagates
+    """Map errors at the boundary: ApiError and TocsinError become JSON 4xx; a database that cannot be
+    reached or written is a JSON 503 with Retry-After (nothing was stored); anything else propagates
     (aiohttp logs it and answers 500, so a sender such as Alertmanager retries)."""
 
     @functools.wraps(fn)
@@ -78,7 +82,17 @@ def api_handler(fn: Handler) -> Handler:
             status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 400)
             log.info("api.request.refused", extra={"path": request.path, "status": status, "error": exc.code,
                                                    "reason": str(exc)})
-            return error_response(status, ErrorResponse(error=exc.code, message=str(exc)))
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+            return error_response(status, ErrorResponse(error=exc.code, message=str(exc)), headers)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            # A read that could not reach the database (writes arrive here as StorageUnavailable already).
+            err = context(request).db.unavailable_error(exc)
+            log.info("api.request.refused", extra={"path": request.path, "status": 503, "error": err.code,
+                                                   "reason": str(err)})
+            return error_response(503, ErrorResponse(error=err.code, message=str(err)),
+                                  {"Retry-After": str(RETRY_AFTER_S)})
 
     return wrapper
 

@@ -18,6 +18,7 @@ def tocsin(tmp: Path, *args: str, user: str = "alice") -> subprocess.CompletedPr
 
 
 def test_declare_list_ack_resolve_verify_then_tamper(tmp_path: Path) -> None:
+    assert tocsin(tmp_path, "db", "upgrade").returncode == 0
     r = tocsin(tmp_path, "incident", "declare", "sev2", "Checkout", "is", "failing")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("declared INC-1 [sev2] Checkout is failing")
@@ -42,6 +43,7 @@ def test_declare_list_ack_resolve_verify_then_tamper(tmp_path: Path) -> None:
 
 
 def test_cli_errors_are_clear(tmp_path: Path) -> None:
+    assert tocsin(tmp_path, "db", "upgrade").returncode == 0
     r = tocsin(tmp_path, "incident", "update", "INC-9", "hello")
     assert r.returncode == 1 and r.stderr.strip() == "error: no incident INC-9"
     r = tocsin(tmp_path, "incident", "declare", "sev9", "x")

@@ -387,6 +387,7 @@ def test_cli_backup_then_restore(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     src_cfg = write_config(tmp_path / "src.yaml", f"sqlite+aiosqlite:///{tmp_path / 'src.db'}")
     dst_cfg = write_config(tmp_path / "dst.yaml", f"sqlite+aiosqlite:///{tmp_path / 'dst.db'}")
+    assert main(["--config", str(src_cfg), "db", "upgrade"]) == 0
     assert main(["--config", str(src_cfg), "--as", "cli:admin", "incident", "declare", "sev2", "db", "down"]) == 0
     assert main(["--config", str(src_cfg), "--as", "cli:viewer", "backup", "--out", str(tmp_path)]) == 1
     assert "error:" in capsys.readouterr().err  # admins only

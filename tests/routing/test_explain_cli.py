@@ -88,6 +88,7 @@ def config_file(tmp_path: Path) -> Path:
     data["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(path), "db", "upgrade"]) == 0  # other commands never create a database
     return path
 
 
