@@ -68,7 +68,7 @@ class MetricsEndpoint:
 
 def count_event(event: IncidentEvent) -> None:
     """IncidentService listener: one tocsin_events_received_total per incident action, after commit."""
-    EVENTS_RECEIVED.labels(event_type=event.kind).inc()
+    EVENTS_RECEIVED.labels(event_type=event.kind, outcome="accepted").inc()
 
 
 def count_audit_entries(audit: AuditLog) -> None:

@@ -79,8 +79,15 @@ class _Secrets:
 set_secret_values = _Secrets.set
 
 
+RESERVED = ("ts", "level", "event", "logger", "exc")
+"""Keys every line has; an event field of the same name (escalation.fired's `level`) is renamed with
+FIELD_PREFIX, so it can never overwrite them."""
+FIELD_PREFIX = "field_"
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: scrub(v, k) for k, v in vars(record).items() if k not in _STD and not k.startswith("_")}
+    return {(FIELD_PREFIX + k if k in RESERVED else k): scrub(v, k) for k, v in vars(record).items()
+            if k not in _STD and not k.startswith("_")}
 
 
 class JsonFormatter(logging.Formatter):

@@ -7,8 +7,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-EVENTS_RECEIVED = Counter("tocsin_events_received_total", "Events received (incident actions and inbound events)",
-                          ["event_type"], registry=REGISTRY)
+EVENTS_RECEIVED = Counter("tocsin_events_received_total", "Events received (incident actions and inbound events); "
+                          "outcome=duplicate for a replay that changed nothing (an event_id seen before, "
+                          "an Alertmanager repeat of an unchanged group)", ["event_type", "outcome"],
+                          registry=REGISTRY)
 DELIVERIES = Counter("tocsin_deliveries_total", "Delivery outcomes (final and per attempt retry)",
                      ["channel", "status"], registry=REGISTRY)
 DELIVERY_LATENCY = Histogram("tocsin_delivery_latency_seconds", "Time from queueing (declare) to delivered",

@@ -148,11 +148,12 @@ async def receive(ctx: Context, hook: AlertmanagerWebhook, *, actor: Actor) -> A
     log.info("notify.event.received", extra={"event_type": EVENT_TYPE, "event_id": hook.groupKey,
                                              "source": "alertmanager", "status": hook.status,
                                              "alerts": len(hook.alerts), "actor": actor.identity})
-    EVENTS_RECEIVED.labels(event_type=EVENT_TYPE).inc()
     async with ctx.db.transaction() as s:
         await lock_keys(s, group_key)
         result = await _apply(ctx, hook, firing, actor=actor, group_key=group_key, session=s)
     await ctx.service.publish_pending(s)
+    EVENTS_RECEIVED.labels(event_type=EVENT_TYPE,
+                           outcome="duplicate" if result.action == "unchanged" else "accepted").inc()
     return AlertmanagerResponse(status="accepted", group_key=hook.groupKey, result=result)
 
 

@@ -112,18 +112,19 @@ async def ingest(ctx: Context, event: InboundEvent, *, actor: Actor) -> EventRes
     log.info("notify.event.received", extra={
         "event_type": event.event_type, "event_id": event.event_id, "source": source,
         "tenant": event.tenant_id, "actor": actor.identity})
-    EVENTS_RECEIVED.labels(event_type=event.event_type).inc()
     async with ctx.db.transaction() as s:
         await lock_keys(s, seen_key, *([correlation] if correlation else []))
         seen = await recall(s, seen_key)
         if seen is not None:
             log.info("notify.event.duplicate", extra={"event_id": event.event_id, "tenant": event.tenant_id})
+            EVENTS_RECEIVED.labels(event_type=event.event_type, outcome="duplicate").inc()
             return EventResponse(status="duplicate", event_id=event.event_id,
                                  result=EventResult.model_validate(seen.result["result"]))
         result = await _apply(ctx, event, actor=actor, source=source, view=view, correlation=correlation,
                               session=s)
         await remember(s, seen_key, now=ctx.clock.now(), result={"result": result.model_dump(mode="json")})
     await ctx.service.publish_pending(s)
+    EVENTS_RECEIVED.labels(event_type=event.event_type, outcome="accepted").inc()
     return EventResponse(status="accepted", event_id=event.event_id, result=result)
 
 

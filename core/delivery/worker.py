@@ -454,7 +454,8 @@ class Worker:
         # a fan-out logs thousands of these), a failure says what happens next.
         fields: dict[str, Any] = {
             "delivery_id": c.id, "incident": c.resource, "channel": c.channel,
-            "to": masked_address(c.channel, c.address), "attempt": c.attempt, "outcome": result.outcome,
+            "to": masked_address(c.channel, c.address), "attempt": c.attempt,
+            "outcome": "dead" if status == "dead" else result.outcome,  # the last try says how it ended
             "status_code": result.status_code, "latency_ms": round(latency_s * 1000, 1),
             "summary": result.summary[:300]}
         if result.outcome != "delivered":

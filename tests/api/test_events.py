@@ -58,6 +58,11 @@ async def test_same_correlation_updates_then_a_resolve_rule_resolves(make_client
 
 async def test_replayed_event_id_is_a_duplicate_with_the_first_result(api: Any) -> None:
     client, ctx = api
+
+    def received(outcome: str) -> float:
+        return EVENTS_RECEIVED.labels(event_type="scan.complete", outcome=outcome)._value.get()
+
+    accepted0, duplicate0 = received("accepted"), received("duplicate")
     first = await post(client, event("evt-9"))
     before = await counts(ctx)
     # The same id again, even with a different body, does nothing twice.
@@ -65,6 +70,8 @@ async def test_replayed_event_id_is_a_duplicate_with_the_first_result(api: Any) 
     assert status == 200 and body["status"] == "duplicate"
     assert body["result"] == first[1]["result"]
     assert await counts(ctx) == before
+    # ...and is not counted as received again: it has its own outcome
+    assert (received("accepted") - accepted0, received("duplicate") - duplicate0) == (1, 1)
     # Another tenant's evt-9 is a different event.
     status, body = await post(client, event("evt-9", tenant_id="globex"))
     assert status == 202 and body["result"]["action"] == "opened"
@@ -280,12 +287,12 @@ async def test_a_failure_after_the_change_stores_nothing(api: Any, monkeypatch: 
 
 async def test_logs_and_metrics_never_show_the_key(api: Any, caplog: pytest.LogCaptureFixture) -> None:
     client, _ctx = api
-    before = EVENTS_RECEIVED.labels(event_type="scan.complete")._value.get()
+    before = EVENTS_RECEIVED.labels(event_type="scan.complete", outcome="accepted")._value.get()
     with caplog.at_level(logging.DEBUG):
         await post(client, event("log-1"))
         await post(client, event("log-2"), headers={"Authorization": f"Bearer {VIEW_KEY}"})
         await post(client, event("log-3"), headers={"Authorization": "Bearer not-a-key"})
-    assert EVENTS_RECEIVED.labels(event_type="scan.complete")._value.get() == before + 1
+    assert EVENTS_RECEIVED.labels(event_type="scan.complete", outcome="accepted")._value.get() == before + 1
     received = [r for r in caplog.records if r.getMessage() == "notify.event.received"
                 and getattr(r, "event_id", None) == "log-1"]
     assert received and received[0].event_type == "scan.complete" and received[0].source == "scanner"

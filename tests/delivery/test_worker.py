@@ -145,6 +145,10 @@ async def test_dead_after_max_attempts_raises_internal_alert(sqlite_url: str, pe
     errors = [r for r in caplog.records if r.getMessage() == "notify.delivery.failed"]
     assert errors and errors[0].levelname == "ERROR"
     assert errors[0].status == "dead"  # type: ignore[attr-defined]
+    # the attempt lines: the last one says it was the end, not "retry" (with no retry to come)
+    tries = [r for r in caplog.records if r.getMessage() == "notify.delivery.attempt"]
+    assert [(r.outcome, r.next) for r in tries] == [  # type: ignore[attr-defined]
+        ("retry", "queued"), ("retry", "queued"), ("dead", "dead")]
 
 
 async def test_hanging_provider_times_out_and_is_retried(sqlite_url: str, peer: HttpStandIn,

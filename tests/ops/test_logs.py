@@ -139,8 +139,26 @@ async def test_declare_ack_escalate_log_one_line_per_key_event(make_ctx: Callabl
     changes = [r for r in recs if r["event"] == "incident.state.changed"]
     assert [c.get("to_state") for c in changes] == ["open", "resolved"]
     assert all(c["incident"] == ref for c in changes)
+    fired = next(r for r in recs if r["event"] == "escalation.fired")
+    assert fired["level"] == "info" and fired["field_level"] == 1  # the field cannot shadow the log level
     text = buf.getvalue()
     assert "15550100001" not in text and "api-key-value-42" not in text and "test-checkpoint-key" not in text
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_event_fields_never_shadow_ts_level_event_or_logger(capture: Callable[..., io.StringIO], fmt: str) -> None:
+    buf = capture(fmt, Tty() if fmt == "console" else None)
+    logging.getLogger("tocsin.test").warning("x.happened", extra={
+        "ts": "then", "level": 3, "event": "other", "logger": "me", "exc": "none", "kept": 1})
+    line = buf.getvalue().strip()
+    if fmt == "json":
+        rec = json.loads(line)
+        assert (rec["level"], rec["event"], rec["logger"]) == ("warning", "x.happened", "tocsin.test")
+        assert rec["ts"] != "then" and rec["kept"] == 1
+        assert {rec[f"field_{k}"] for k in ("ts", "level", "event", "logger", "exc")} == {
+            "then", 3, "other", "me", "none"}
+    else:
+        assert "WARNING x.happened" in line and "field_level=3" in line and " level=" not in line
 
 
 async def test_declare_to_delivery_logs_every_key_event_and_no_full_number(

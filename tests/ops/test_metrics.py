@@ -84,15 +84,15 @@ async def test_gauges_come_from_the_database_at_scrape_time(client: TestClient, 
 
 async def test_incident_actions_and_audit_appends_are_counted(client: TestClient, ctx: Context) -> None:
     before = await scrape(client)
-    declared0 = value(before, "tocsin_events_received_total", event_type="declare") or 0
-    ack0 = value(before, "tocsin_events_received_total", event_type="ack") or 0
+    declared0 = value(before, "tocsin_events_received_total", event_type="declare", outcome="accepted") or 0
+    ack0 = value(before, "tocsin_events_received_total", event_type="ack", outcome="accepted") or 0
     audit0 = value(before, "tocsin_audit_entries_total") or 0
     await ctx.service.declare(actor=ADMIN, title="a", severity="sev3")
     await ctx.service.declare(actor=ADMIN, title="b", severity="sev3")
     await ctx.service.acknowledge("INC-2", actor=ADMIN)
     after = await scrape(client)
-    assert value(after, "tocsin_events_received_total", event_type="declare") == declared0 + 2
-    assert value(after, "tocsin_events_received_total", event_type="ack") == ack0 + 1
+    assert value(after, "tocsin_events_received_total", event_type="declare", outcome="accepted") == declared0 + 2
+    assert value(after, "tocsin_events_received_total", event_type="ack", outcome="accepted") == ack0 + 1
     assert value(after, "tocsin_audit_entries_total") == audit0 + 3
 
 
