@@ -5,7 +5,7 @@ this run: targets are ratios of them or needs measured in the same run, so they 
 Each benchmark module exposes run() -> [{figure, value, target, passed}]. Exit status: 0 all targets
 pass, 1 a target fails, 2 a benchmark crashed. TOCSIN_BENCH_QUICK=1 is a smaller, faster pass that only
 shows everything runs (its figures are not the targets' sizes). TOCSIN_BENCH_PROFILE=DIR writes a
-cProfile of each measured section to DIR (bench/profile.py prints them).
+cProfile of each measured section to DIR (bench/hotspots.py prints them).
 """
 from __future__ import annotations
 
