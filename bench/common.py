@@ -96,7 +96,7 @@ from tests.stand_ins.http import HttpStandIn
 
 async def main():
     peer = HttpStandIn(default=(200, {"ok": True}))
-    peer.on("/_stats", lambda _r: (200, {"requests": len(peer.requests) - 1}))
+    peer.on("/_stats", lambda _r: (200, {"requests": sum(1 for r in peer.requests if r.path != "/_stats")}))
     await peer.start()
     print(peer.port, flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
