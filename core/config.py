@@ -58,7 +58,49 @@ def _check_identity(value: Any) -> str:
     return ident
 
 
+_TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def _check_time(value: Any) -> str:
+    """HH:MM from 00:00 to 23:59 (a page at a time like 24:00 would fail when it is evaluated)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 22:00 as the number 1320.
+        raise ValueError('must be a time in quotes, like "22:00"')
+    m = _TIME.match(value.strip()) if isinstance(value, str) else None
+    if not m:
+        raise ValueError(f'must be a time from 00:00 to 23:59, like "22:00" (got {value!r})')
+    return f"{int(m.group(1)):02d}:{m.group(2)}"
+
+
+def _check_phone(value: Any) -> Any:
+    if value is None:
+        return value
+    if not isinstance(value, str) or not _E164.match(value):
+        hint = " (in quotes)" if isinstance(value, int) and not isinstance(value, bool) else ""
+        raise ValueError(f"phone must be E.164, like +15550100001{hint}")
+    return value
+
+
+def _check_email(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or not _EMAIL.match(value)):
+        raise ValueError("email must look like name@example.com")
+    return value
+
+
+def _chat_id(value: Any) -> Any:
+    """Chat ids are text, but Telegram's are copied as numbers (-1001234567890): take those as text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 Severity = Annotated[str, BeforeValidator(_check_severity)]
+TimeOfDay = Annotated[str, BeforeValidator(_check_time)]
+Phone = Annotated[str | None, BeforeValidator(_check_phone)]
+Email = Annotated[str | None, BeforeValidator(_check_email)]
+ChatId = Annotated[str, BeforeValidator(_chat_id)]
 Identity = Annotated[str, BeforeValidator(_check_identity)]
 Role = Annotated[str, BeforeValidator(_check_role)]
 Channel = Literal["email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "outbox"]
@@ -81,8 +123,28 @@ class ServerConfig(Model):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
 
 
+SUPPORTED_DATABASES = ("sqlite+aiosqlite:///path/to/tocsin.db", "postgresql+asyncpg://user@host:5432/tocsin")
+
+
 class DatabaseConfig(Model):
     url: str = "sqlite+aiosqlite:///tocsin.db"
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, v: str) -> str:
+        """Only the async drivers we ship; anything else would fail at `run` with a driver traceback."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        supported = " or ".join(SUPPORTED_DATABASES)
+        try:
+            driver = make_url(v).drivername
+        except (ArgumentError, ValueError):
+            raise ValueError(f"not a database URL; use {supported}") from None
+        if driver not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            # Name the scheme only: the rest of the URL may hold a password.
+            raise ValueError(f"unsupported database {driver!r}; use {supported}")
+        return v
     busy_timeout_ms: int = Field(10_000, ge=0)
     pool_size: int = Field(10, ge=1)
 
@@ -104,12 +166,12 @@ class AuditConfig(Model):
 class ChatIds(Model):
     slack: str | None = None
     teams: str | None = None
-    telegram: str | None = None
+    telegram: ChatId | None = None
 
 
 class QuietHours(Model):
-    start: str = Field(pattern=r"^\d{2}:\d{2}$")
-    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+    start: TimeOfDay
+    end: TimeOfDay
     timezone: str = "UTC"
     allow_severities: list[Severity] = Field(default_factory=lambda: ["sev1"])
     """Severities that still reach every preferred channel during quiet hours."""
@@ -130,8 +192,9 @@ class QuietHours(Model):
 
 class Contact(Model):
     name: str = Field(min_length=1)
-    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$")
-    phone: str | None = Field(None, pattern=r"^\+[1-9]\d{6,14}$", description="E.164")
+    email: Email = None
+    phone: Phone = None
+    """E.164."""
     chat: ChatIds = Field(default_factory=ChatIds)
     preferences: dict[str, list[Channel]] = Field(default_factory=lambda: {"default": ["email"]})
     """Channels in order, per severity (sev1..sev4) with a `default` fallback."""
@@ -162,7 +225,7 @@ class Destination(Model):
     name: str = Field(min_length=1)
     channel: Literal["slack_webhook", "teams_webhook", "telegram", "webhook", "email", "outbox"]
     url: SecretStr | None = None
-    chat_id: str | None = None
+    chat_id: ChatId | None = None
     address: str | None = None
     method: Literal["POST", "PUT"] = "POST"
     headers: dict[str, SecretStr] = Field(default_factory=dict)
@@ -350,7 +413,7 @@ class TeamsConfig(Model):
 class TelegramConfig(Model):
     enabled: bool = False
     bot_token: SecretStr | None = None
-    incident_chat_id: str | None = None
+    incident_chat_id: ChatId | None = None
     topic_id: int | None = None
     mode: Literal["webhook", "polling"] = "webhook"
     webhook_secret: SecretStr | None = None
@@ -416,43 +479,11 @@ class Config(Model):
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @model_validator(mode="after")
-    def _references(self) -> Config:
-        """Cross-references: names exist, are unique, and contact lists have no cycles."""
-        contacts = _unique("contacts", [c.name for c in self.contacts])
-        lists = _unique("contact_lists", [c.name for c in self.contact_lists])
-        dests = _unique("destinations", [d.name for d in self.destinations])
-        policies = _unique("escalation_policies", [p.name for p in self.escalation_policies])
-        _unique("routing.rules", [r.name for r in self.routing.rules])
-        _unique("api.keys", [k.name for k in self.api.keys])
-        for cl in self.contact_lists:
-            for m in cl.members:
-                if m not in contacts:
-                    raise ValueError(f"contact list {cl.name!r} names unknown contact {m!r}")
-            for sub in cl.lists:
-                if sub not in lists:
-                    raise ValueError(f"contact list {cl.name!r} includes unknown list {sub!r}")
-        _reject_cycles(self.contact_lists)
-
-        def check_targets(where: str, t: Targets) -> None:
-            for n in t.lists:
-                if n not in lists:
-                    raise ValueError(f"{where} names unknown contact list {n!r}")
-            for n in t.contacts:
-                if n not in contacts:
-                    raise ValueError(f"{where} names unknown contact {n!r}")
-            for n in t.destinations:
-                if n not in dests:
-                    raise ValueError(f"{where} names unknown destination {n!r}")
-
-        check_targets("routing.default_targets", self.routing.default_targets)
-        for rule in self.routing.rules:
-            check_targets(f"routing rule {rule.name!r}", rule.targets)
-            if rule.escalation_policy and rule.escalation_policy not in policies:
-                raise ValueError(f"routing rule {rule.name!r} names unknown escalation policy "
-                                 f"{rule.escalation_policy!r}")
-        for pol in self.escalation_policies:
-            for i, level in enumerate(pol.levels):
-                check_targets(f"escalation policy {pol.name!r} level {i + 1}", level.targets)
+    def _consistent(self) -> Config:
+        """Checks across sections, each located at the key that is wrong (see `problems`)."""
+        found = problems(self)
+        if found:
+            raise ConfigProblems(found)
         return self
 
     # Lookups used across the core.
@@ -477,38 +508,177 @@ class Config(Model):
         return next((p for p in self.escalation_policies if p.name == name), None)
 
 
-def _unique(where: str, names: list[str]) -> set[str]:
-    seen: set[str] = set()
-    for n in names:
+PathKey = tuple[str | int, ...]
+Located = tuple[PathKey, str] | tuple[PathKey, str, PathKey]
+"""A problem found after the sections validated: the key path it is about, what is wrong, and (when that
+key may be absent from the file) the key whose line to show instead, e.g. `slack.enabled`."""
+
+
+class ConfigProblems(ConfigError):
+    """Raised by Config's own validation with located problems; `loads` turns them into file:line lines."""
+
+    def __init__(self, located: list[Located]) -> None:
+        self.located = located
+        super().__init__([f"{_fmt_path(p[0])}: {p[1]}" for p in located])
+
+
+MIN_API_KEY_LENGTH = 16
+
+
+def problems(cfg: Config) -> list[Located]:
+    """Everything a page or `run` would choke on that one section cannot see alone: names exist and are
+    unique, contact lists have no cycles, API keys are long and distinct, enabled chat platforms have what
+    they need. Each problem points at the item that refers, so the file:line is the line to fix."""
+    out: list[Located] = []
+    contacts = _unique(out, "contacts", [c.name for c in cfg.contacts])
+    lists = _unique(out, "contact_lists", [c.name for c in cfg.contact_lists])
+    dests = _unique(out, "destinations", [d.name for d in cfg.destinations])
+    policies = _unique(out, "escalation_policies", [p.name for p in cfg.escalation_policies])
+    _unique(out, "routing.rules", [r.name for r in cfg.routing.rules])
+    _unique(out, "api.keys", [k.name for k in cfg.api.keys])
+    for i, cl in enumerate(cfg.contact_lists):
+        for j, m in enumerate(cl.members):
+            if m not in contacts:
+                out.append((("contact_lists", i, "members", j),
+                            f"contact list {cl.name!r} names unknown contact {m!r}"))
+        for j, sub in enumerate(cl.lists):
+            if sub not in lists:
+                out.append((("contact_lists", i, "lists", j),
+                            f"contact list {cl.name!r} includes unknown list {sub!r}"))
+    out += _cycles(cfg.contact_lists)
+
+    def check_targets(where: str, loc: PathKey, t: Targets) -> None:
+        for kind, known, what in (("lists", lists, "contact list"), ("contacts", contacts, "contact"),
+                                  ("destinations", dests, "destination")):
+            for j, n in enumerate(getattr(t, kind)):
+                if n not in known:
+                    out.append((loc + (kind, j), f"{where} names unknown {what} {n!r}"))
+
+    check_targets("routing.default_targets", ("routing", "default_targets"), cfg.routing.default_targets)
+    for i, rule in enumerate(cfg.routing.rules):
+        check_targets(f"routing rule {rule.name!r}", ("routing", "rules", i, "targets"), rule.targets)
+        if rule.escalation_policy and rule.escalation_policy not in policies:
+            out.append((("routing", "rules", i, "escalation_policy"),
+                        f"routing rule {rule.name!r} names unknown escalation policy {rule.escalation_policy!r}"))
+    for i, pol in enumerate(cfg.escalation_policies):
+        for k, level in enumerate(pol.levels):
+            check_targets(f"escalation policy {pol.name!r} level {k + 1}",
+                          ("escalation_policies", i, "levels", k, "targets"), level.targets)
+    out += _api_key_problems(cfg.api)
+    out += platform_problems(cfg)
+    return out
+
+
+class ConfigHolder:
+    """The live config; hot reload swaps it, everyone (service, worker, senders) reads `.cfg` at the moment
+    of use instead of keeping the Config they were built with."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def replace(self, cfg: Config) -> Config:
+        old, self.cfg = self.cfg, cfg
+        return old
+
+
+def _unique(out: list[Located], where: str, names: list[str]) -> set[str]:
+    seen: dict[str, int] = {}
+    base: PathKey = tuple(where.split("."))
+    for i, n in enumerate(names):
         if n in seen:
-            raise ValueError(f"{where}: name {n!r} is used twice")
-        seen.add(n)
-    return seen
+            out.append((base + (i, "name"), f"name {n!r} is used twice (first at {where}[{seen[n]}])"))
+        else:
+            seen[n] = i
+    return set(seen)
 
 
-def _reject_cycles(lists: list[ContactList]) -> None:
+def _cycles(lists: list[ContactList]) -> list[Located]:
+    """One problem per cycle, at the `lists:` entry that closes it."""
     graph = {cl.name: cl.lists for cl in lists}
+    index = {cl.name: i for i, cl in enumerate(lists)}
     state: dict[str, int] = {}
+    out: list[Located] = []
 
     def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = " -> ".join(path[path.index(name):] + [name])
-            raise ValueError(f"contact lists form a cycle: {cycle}")
         state[name] = 1
-        for sub in graph.get(name, []):
-            visit(sub, path + [name])
+        for j, sub in enumerate(graph.get(name, [])):
+            if state.get(sub) == 1:
+                cycle = " -> ".join(path[path.index(sub):] + [name, sub]) if sub in path else f"{name} -> {sub}"
+                out.append((("contact_lists", index[name], "lists", j), f"contact lists form a cycle: {cycle}"))
+            elif sub in graph and state.get(sub) is None:
+                visit(sub, path + [name])
         state[name] = 2
 
     for n in graph:
-        visit(n, [])
+        if state.get(n) is None:
+            visit(n, [])
+    return out
+
+
+def _api_key_problems(api: ApiConfig) -> list[Located]:
+    out: list[Located] = []
+    first: dict[str, int] = {}
+    for i, k in enumerate(api.keys):
+        value = k.key.get_secret_value()
+        if len(value) < MIN_API_KEY_LENGTH:
+            out.append((("api", "keys", i, "key"), f"key of {k.name!r} is {len(value)} characters; use at least "
+                        f"{MIN_API_KEY_LENGTH} random ones (e.g. `openssl rand -hex 24`)"))
+        if value in first:
+            other = api.keys[first[value]].name
+            out.append((("api", "keys", i, "key"), f"key of {k.name!r} has the same value as the key of {other!r} "
+                        f"(api.keys[{first[value]}]); give each caller its own"))
+        else:
+            first[value] = i
+    return out
+
+
+_TELEGRAM_SECRET_OK = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def _secret(v: SecretStr | None) -> str:
+    return v.get_secret_value() if v is not None else ""
+
+
+def platform_problems(cfg: Config) -> list[Located]:
+    """What an enabled chat platform needs to start; `run` would stop on it, so `config check` says it."""
+    out: list[Located] = []
+    if cfg.slack.enabled:
+        if not _secret(cfg.slack.bot_token):
+            out.append((("slack", "bot_token"), "required when slack.enabled is true", ("slack", "enabled")))
+        if not _secret(cfg.slack.signing_secret) and not _secret(cfg.slack.app_token):
+            out.append((("slack", "signing_secret"), "required to receive Slack requests over HTTP "
+                        "(or set slack.app_token for Socket Mode)", ("slack", "enabled")))
+    teams = cfg.teams
+    if teams.enabled:
+        if not teams.app_id and not teams.allow_unauthenticated:
+            out.append((("teams", "app_id"), "empty, so requests to /api/messages could not be authenticated: "
+                        "set teams.app_id and teams.app_password (the Azure Bot registration), or set "
+                        "teams.allow_unauthenticated: true for local testing only", ("teams", "enabled")))
+        if teams.app_id and not _secret(teams.app_password):
+            out.append((("teams", "app_password"), "required when teams.app_id is set", ("teams", "app_id")))
+    tg = cfg.telegram
+    if tg.enabled:
+        if not _secret(tg.bot_token):
+            out.append((("telegram", "bot_token"), "required when telegram.enabled is true",
+                        ("telegram", "enabled")))
+        if tg.mode == "webhook":
+            secret = _secret(tg.webhook_secret)
+            if not secret:
+                out.append((("telegram", "webhook_secret"), "required in webhook mode (without it anyone can "
+                            "post fake updates); or use mode: polling", ("telegram", "enabled")))
+            elif not _TELEGRAM_SECRET_OK.match(secret):
+                out.append((("telegram", "webhook_secret"), "1-256 characters of A-Z, a-z, 0-9, _ and - "
+                            "(Telegram's rule for secret_token)"))
+            if not cfg.server.public_url.startswith("https://"):
+                out.append((("server", "public_url"), f"Telegram only calls HTTPS webhooks, got "
+                            f"{cfg.server.public_url!r}; set an https:// public_url or use telegram.mode: polling",
+                            ("telegram", "mode")))
+    return out
 
 
 # --- loading ------------------------------------------------------------------------------------
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-PathKey = tuple[str | int, ...]
 
 
 def resolve_path(cli_value: str | os.PathLike[str] | None = None) -> Path:
@@ -526,48 +696,118 @@ def load(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | No
     return loads(text, filename=str(p), env=env)
 
 
+MAX_ALIAS_NODES = 10_000
+"""YAML aliases may repeat at most this many nodes in all: far more than any real file needs, far too few
+for an alias bomb ("billion laughs"), which would otherwise hang the check and eat gigabytes."""
+
+
 def loads(text: str, *, filename: str = "config.yaml", env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ) if env is None else env
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{filename}{line}: invalid YAML: {problem}"]) from exc
-    if node is None:
-        data: Any = {}
-        lines: dict[PathKey, int] = {}
-    else:
-        lines = {}
-        _index_lines(node, (), lines)
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader checks characters up front
+        raise ConfigError([_yaml_problem(exc, filename)]) from None
+    try:
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:  # pragma: no cover - compose already parsed it
-            raise ConfigError([f"{filename}: invalid YAML: {exc}"]) from exc
+            node = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            raise ConfigError([_yaml_problem(exc, filename)]) from None
+        except RecursionError:
+            raise ConfigError([f"{filename}: invalid YAML: nested too deeply"]) from None
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+            # An empty file is never meant: usually an editor's save caught half way. Applying it would wipe
+            # contacts, routing, access and API keys from a running server.
+            raise ConfigError([f"{filename}:1: {Path(filename).name} is empty (no settings, only comments "
+                               "or nothing); refusing it rather than running on defaults"])
+        scan = _Scan(filename)
+        scan.walk(node, ())
+        if scan.problems:
+            raise ConfigError(scan.problems)
+        lines = scan.lines
+        try:
+            data: Any = loader.construct_document(node)
+        except yaml.YAMLError as exc:
+            raise ConfigError([_yaml_problem(exc, filename)]) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError([f"{filename}:1: the top level must be a mapping of sections"])
-    problems: list[str] = []
-    data = _interpolate(data, (), env, problems, lines, filename)
-    if problems:
-        raise ConfigError(problems)
+    found: list[str] = []
+    data = _interpolate(data, (), env, found, lines, filename)
+    if found:
+        raise ConfigError(found)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([_describe(err, lines, filename) for err in exc.errors()]) from None
+    except ConfigProblems as exc:
+        raise ConfigError([f"{filename}:{_line_for(p[0] if p[0] in lines else p[-1], lines)} "  # type: ignore[misc]
+                           f"{_fmt_path(p[0])}: {p[1]}" for p in exc.located]) from None
 
 
-def _index_lines(node: yaml.Node, path: PathKey, out: dict[PathKey, int]) -> None:
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = path + (str(key.value),)
-            out[sub] = key.start_mark.line + 1
-            _index_lines(value, sub, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[path + (i,)] = item.start_mark.line + 1
-            _index_lines(item, path + (i,), out)
+def _yaml_problem(exc: yaml.YAMLError, filename: str) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = f":{mark.line + 1}" if mark else ""
+    return f"{filename}{line}: invalid YAML: {getattr(exc, 'problem', None) or exc}"
+
+
+class _Scan:
+    """One pass over the composed YAML before anything is built from it: the line of every key path,
+    duplicate keys (both lines), and a bound on alias expansion (counted, never expanded past the limit)."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.lines: dict[PathKey, int] = {}
+        self.problems: list[str] = []
+        self._seen: set[int] = set()
+        self._open: set[int] = set()
+        self._repeated = 0
+
+    def _problem(self, path: PathKey, line: int, msg: str) -> None:
+        self.problems.append(f"{self.filename}:{line} {_fmt_path(path)}: {msg}")
+
+    def walk(self, node: yaml.Node, path: PathKey) -> bool:
+        """False once the document is refused as a whole (alias bomb, recursive alias): stop walking."""
+        nid = id(node)
+        line = node.start_mark.line + 1
+        if nid in self._open:
+            self._problem(path, line, "a YAML alias refers to a node that contains it (recursive document)")
+            return False
+        first_visit = nid not in self._seen
+        if first_visit:
+            self._seen.add(nid)
+        else:
+            self._repeated += 1
+            if self._repeated > MAX_ALIAS_NODES:
+                self._problem(path, line, f"YAML aliases expand to more than {MAX_ALIAS_NODES} repeated nodes "
+                              "(an alias bomb?); write the values out instead")
+                return False
+        self.lines.setdefault(path, line)
+        if isinstance(node, yaml.MappingNode):
+            self._open.add(nid)
+            keys: dict[str, int] = {}
+            for key, value in node.value:
+                name = str(key.value)
+                sub = path + (name,)
+                key_line = key.start_mark.line + 1
+                if first_visit and name != "<<" and isinstance(key, yaml.ScalarNode):
+                    if name in keys:
+                        self._problem(sub, key_line, f"duplicate key (first at line {keys[name]}); the second "
+                                      "would silently replace the first")
+                    else:
+                        keys[name] = key_line
+                self.lines[sub] = key_line
+                if not self.walk(value, sub):
+                    return False
+            self._open.discard(nid)
+        elif isinstance(node, yaml.SequenceNode):
+            self._open.add(nid)
+            for i, item in enumerate(node.value):
+                self.lines[path + (i,)] = item.start_mark.line + 1
+                if not self.walk(item, path + (i,)):
+                    return False
+            self._open.discard(nid)
+        return True
 
 
 def _interpolate(value: Any, path: PathKey, env: dict[str, str], problems: list[str],
@@ -586,6 +826,10 @@ def _interpolate(value: Any, path: PathKey, env: dict[str, str], problems: list[
             problems.append(f"{filename}:{_line_for(path, lines)} {_fmt_path(path)}: "
                             f"environment variable {name} is not set (use ${{{name}:-default}} for a default)")
             return ""
+        if "${" in _ENV.sub("", value):
+            problems.append(f"{filename}:{_line_for(path, lines)} {_fmt_path(path)}: malformed ${{...}} "
+                            "reference; write ${NAME} or ${NAME:-default}")
+            return value
         return _ENV.sub(sub, value)
     return value
 
@@ -607,20 +851,73 @@ def _fmt_path(path: PathKey) -> str:
     return out or "(top level)"
 
 
+_PLAIN_WORDS = {
+    "int_type": "must be a whole number", "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number", "float_parsing": "must be a number",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "string_type": "must be text (put it in quotes)", "list_type": "must be a list, like [a, b]",
+    "dict_type": "must be a mapping (key: value lines)", "model_type": "must be a mapping (key: value lines)",
+    "model_attributes_type": "must be a mapping (key: value lines)",
+}
+
+
 def _describe(err: Any, lines: dict[PathKey, int], filename: str) -> str:
     loc: PathKey = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     # pydantic names aliased fields by alias already; strip union/validator tags it may add.
     loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p and "]" in p)))
     msg = err["msg"]
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "missing":
+    if kind == "extra_forbidden":
+        msg = "unknown key" + _did_you_mean(loc)
+    elif kind == "missing":
         msg = "required key is missing"
-    elif err["type"] == "literal_error":
+    elif kind == "literal_error":
         msg = "must be " + msg.removeprefix("Input should be ")
+    elif kind in _PLAIN_WORDS:
+        msg = _PLAIN_WORDS[kind]
+    elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than") and ctx:
+        words = {"greater_than_equal": "at least", "greater_than": "more than",
+                 "less_than_equal": "at most", "less_than": "less than"}[kind]
+        bound = next(iter(ctx.values()))
+        msg = f"must be {words} {bound}"
+    elif kind in ("too_short", "string_too_short") and "min_length" in ctx:
+        msg = "must not be empty" if ctx["min_length"] == 1 else f"needs at least {ctx['min_length']} entries"
     return f"{filename}:{_line_for(loc, lines)} {_fmt_path(loc)}: {msg}"
+
+
+def _did_you_mean(loc: PathKey) -> str:
+    """A typo'd key names its closest real sibling: `colour` -> nothing, `prot` -> port."""
+    import difflib
+
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field_ = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None)
+        model = _model_in(field_.annotation) if field_ is not None else None
+        if model is None:
+            return ""
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.7) if loc else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config model inside an annotation like `list[Contact]` or `QuietHours | None`."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def dump_redacted(cfg: Config) -> dict[str, Any]:

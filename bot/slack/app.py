@@ -48,7 +48,7 @@ from bot.slack.blocks import (
 )
 from bot.slack.surface import SlackSurface
 from bot.surface import IncidentCard, SurfaceSender
-from core.errors import ConfigError, Forbidden, NotFound
+from core.errors import Forbidden, NotFound
 from core.incidents import IncidentService
 from core.leader import Leadership
 from core.rbac import Actor, Permission, require
@@ -104,13 +104,10 @@ class SlackAdapter:
 
     def __init__(self, cfg: SlackConfig, *, service: IncidentService, seen: SeenKeys,
                  http: aiohttp.ClientSession, max_inflight: int = 64) -> None:
-        if not cfg.bot_token or not cfg.bot_token.get_secret_value():
-            raise ConfigError(["slack.bot_token: required when slack.enabled is true"])
+        # What an enabled Slack needs is checked once, when the config loads (core.config.platform_problems).
+        assert cfg.bot_token is not None, "slack.bot_token is checked when the config loads"
         signing = cfg.signing_secret.get_secret_value() if cfg.signing_secret else ""
         self.app_token = cfg.app_token.get_secret_value() if cfg.app_token else ""
-        if not signing and not self.app_token:
-            raise ConfigError(["slack.signing_secret: required to receive Slack requests over HTTP "
-                               "(or set slack.app_token for Socket Mode)"])
         self.cfg = cfg
         self.service = service
         self.seen = seen

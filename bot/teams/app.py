@@ -37,7 +37,6 @@ from bot.surface import SurfaceSender
 from bot.teams.bot import TeamsBot
 from bot.teams.surface import TeamsSurface, incident_reference
 from core.config import TeamsConfig
-from core.errors import ConfigError
 
 if TYPE_CHECKING:
     from bot.context import Context
@@ -49,18 +48,6 @@ ROUTE = "/api/messages"
 
 
 # --- configuration ----------------------------------------------------------------------------------------
-
-
-def check_config(teams: TeamsConfig) -> list[str]:
-    """Why the adapter must not start, if anything: an open endpoint is an explicit, local-only choice."""
-    problems = []
-    if not teams.app_id and not teams.allow_unauthenticated:
-        problems.append("teams.app_id is empty, so requests to /api/messages could not be authenticated: set "
-                        "teams.app_id and teams.app_password (the Azure Bot registration), or set "
-                        "teams.allow_unauthenticated: true for local testing only")
-    if teams.app_id and not (teams.app_password and teams.app_password.get_secret_value()):
-        problems.append("teams.app_password is required when teams.app_id is set")
-    return problems
 
 
 def bot_settings(teams: TeamsConfig, *, openid_metadata_url: str | None = None) -> SimpleNamespace:
@@ -183,9 +170,7 @@ class TeamsEdge:
 
     def __init__(self, ctx: Context, *, openid_metadata_url: str | None = None) -> None:
         teams = ctx.cfg.teams
-        problems = check_config(teams)
-        if problems:
-            raise ConfigError([f"teams: {p}" for p in problems])
+        # What an enabled Teams needs is checked once, when the config loads (core.config.platform_problems).
         self.teams = teams
         settings = bot_settings(teams, openid_metadata_url=openid_metadata_url)
         self.credentials = OffLoopCredentials(ConfigurationServiceClientCredentialFactory(settings))

@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -40,7 +39,6 @@ from bot.surface import SurfaceSender
 from bot.telegram.render import parse_callback, plain, toast
 from bot.telegram.surface import ChatPacer, TelegramSurface
 from core.config import TelegramConfig
-from core.errors import ConfigError
 from core.incidents import IncidentService
 from core.leader import Leadership
 from core.rbac import Actor
@@ -53,7 +51,6 @@ log = logging.getLogger("tocsin.telegram")
 
 WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-_SECRET_OK = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 Context = ContextTypes.DEFAULT_TYPE
 
@@ -140,25 +137,6 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def file_url(api_url: str) -> str:
     """https://api.telegram.org/bot -> https://api.telegram.org/file/bot (same rule for a stand-in)."""
     return api_url[: -len("/bot")] + "/file/bot" if api_url.endswith("/bot") else api_url
-
-
-def check_config(cfg: TelegramConfig, *, public_url: str) -> list[str]:
-    """What stops the adapter from working, as `telegram.<key>: problem` lines (empty when fine)."""
-    problems = []
-    if not cfg.bot_token or not cfg.bot_token.get_secret_value():
-        problems.append("telegram.bot_token: required when telegram.enabled is true")
-    if cfg.mode == "webhook":
-        secret = cfg.webhook_secret.get_secret_value() if cfg.webhook_secret else ""
-        if not secret:
-            problems.append("telegram.webhook_secret: required in webhook mode (without it anyone can post "
-                            "fake updates); or use mode: polling")
-        elif not _SECRET_OK.match(secret):
-            problems.append("telegram.webhook_secret: 1-256 characters of A-Z, a-z, 0-9, _ and - "
-                            "(Telegram's rule for secret_token)")
-        if not public_url.startswith("https://"):
-            problems.append(f"server.public_url: Telegram only calls HTTPS webhooks, got {public_url!r}; "
-                            "set an https:// public_url or use telegram.mode: polling")
-    return problems
 
 
 class TelegramBot:
@@ -407,9 +385,7 @@ def mount(rt: Runtime) -> None:
     cfg = rt.cfg.telegram
     if not cfg.enabled:
         return
-    problems = check_config(cfg, public_url=rt.cfg.server.public_url)
-    if problems:
-        raise ConfigError(problems)
+    # What an enabled Telegram needs is checked once, when the config loads (core.config.platform_problems).
     tg = TelegramBot(cfg, service=rt.ctx.service, seen=rt.ctx.seen, public_url=rt.cfg.server.public_url)
     if cfg.mode == "webhook":
         rt.app.router.add_post(WEBHOOK_PATH, tg.webhook)

@@ -39,10 +39,10 @@ def test_env_interpolation_with_default_and_required() -> None:
 @pytest.mark.parametrize("text, expected", [
     ("routing:\n  rules:\n    - name: a\n      min_severity: sev9\n",
      "config.yaml:4 routing.rules[0].min_severity: must be one of sev1..sev4"),
-    ("server:\n  port: eighty\n", "config.yaml:2 server.port: Input should be a valid integer"),
-    ("server:\n  prot: 80\n", "config.yaml:2 server.prot: unknown key"),
+    ("server:\n  port: eighty\n", "config.yaml:2 server.port: must be a whole number"),
+    ("server:\n  prot: 80\n", "config.yaml:2 server.prot: unknown key (did you mean 'port'?)"),
     ("contacts:\n  - email: x@y.z\n", "config.yaml:2 contacts[0].name: required key is missing"),
-    ("contacts:\n  - name: a\n    phone: '555'\n", "config.yaml:3 contacts[0].phone: String should match pattern"),
+    ("contacts:\n  - name: a\n    phone: '555'\n", "config.yaml:3 contacts[0].phone: phone must be E.164, like +15550100001"),
     ("access:\n  bob: admin\n", "config.yaml:2 access.bob: identity 'bob' must look like platform:user_id"),
     ("access:\n  'slack:U1': wizard\n", "config.yaml:2 access.slack:U1: must be one of admin, manager"),
     ("routing:\n  rules:\n    - name: r\n      conditions:\n        - field: a\n          operator: regex\n"
@@ -50,8 +50,9 @@ def test_env_interpolation_with_default_and_required() -> None:
     ("routing:\n  rules:\n    - name: r\n      conditions:\n        - field: a\n          operator: like\n",
      "config.yaml:6 routing.rules[0].conditions[0].operator: must be 'eq', 'ne'"),
     ("contact_lists:\n  - name: a\n    lists: [b]\n  - name: b\n    lists: [a]\n",
-     "contact lists form a cycle: a -> b -> a"),
-    ("contact_lists:\n  - name: a\n    members: [ghost]\n", "contact list 'a' names unknown contact 'ghost'"),
+     "config.yaml:5 contact_lists[1].lists[0]: contact lists form a cycle: a -> b -> a"),
+    ("contact_lists:\n  - name: a\n    members: [ghost]\n",
+     "config.yaml:3 contact_lists[0].members[0]: contact list 'a' names unknown contact 'ghost'"),
     ("contacts:\n  - name: a\n    quiet_hours: {start: '22:00', end: '07:00', timezone: Mars/Base}\n",
      "config.yaml:3 contacts[0].quiet_hours.timezone: unknown timezone 'Mars/Base'"),
 ])

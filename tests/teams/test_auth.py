@@ -19,7 +19,6 @@ from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 from botframework.connector.aio import ConnectorClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.server import build_app
 from bot.teams.app import OffLoopCredentials, TeamsComponent, TeamsEdge
 from core.errors import ConfigError
 from tests.stand_ins.http import HttpStandIn
@@ -45,14 +44,12 @@ def secured(service_url: str) -> dict[str, Any]:
 
 
 async def test_no_app_id_refuses_to_start_unless_explicitly_allowed(make_ctx: Callable[..., Any]) -> None:
-    ctx = await make_ctx(teams={"enabled": True})
-    with pytest.raises(ConfigError, match="teams.allow_unauthenticated: true for local testing only"):
-        TeamsEdge(ctx)
-    with pytest.raises(ConfigError, match="teams.app_id is empty"):
-        await build_app(ctx)  # `tocsin run` stops with the message
-    ctx2 = await make_ctx(teams={"enabled": True, "app_id": APP_ID})
-    with pytest.raises(ConfigError, match="teams.app_password is required"):
-        TeamsEdge(ctx2)
+    # Checked when the config loads, so `config check` says it and `tocsin run` stops with the same line.
+    with pytest.raises(ConfigError, match=r"test-config.yaml:\d+ teams.app_id: empty, .*"
+                                          "teams.allow_unauthenticated: true for local testing only"):
+        await make_ctx(teams={"enabled": True})
+    with pytest.raises(ConfigError, match=r"test-config.yaml:\d+ teams.app_password: required"):
+        await make_ctx(teams={"enabled": True, "app_id": APP_ID})
 
 
 async def test_open_endpoint_warns_at_every_start(make_ctx: Callable[..., Any],
