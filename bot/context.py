@@ -11,10 +11,10 @@ from core import migrate
 from core.audit.log import AuditLog
 from core.cards import CardStore
 from core.clock import Clock, SystemClock
-from core.config import Config
+from core.config import Config, ConfigHolder
 from core.db import Database, resolve_sqlite_url, unavailable
 from core.errors import StorageUnavailable
-from core.incidents import ConfigHolder, IncidentService
+from core.incidents import IncidentService
 from core.logs import set_secret_values
 from core.seen import SeenKeys
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit.log import AuditLog
 from core.clock import Clock, SystemClock, utc
-from core.config import SEVERITIES, Config, Targets, normalize_severity
+from core.config import SEVERITIES, Config, ConfigHolder, Targets, normalize_severity
 from core.db import Database
 from core.delivery.message import Notification
 from core.delivery.queue import NewDelivery, cancel_escalation_pages, enqueue
@@ -62,17 +62,6 @@ def check_severity(sev: str) -> str:
     if s not in SEVERITIES:
         raise InvalidInput(f"unknown severity {sev!r}: use sev1..sev4 (or critical, high, medium, low)")
     return str(s)
-
-
-class ConfigHolder:
-    """The live config; hot reload swaps it, everyone reads `.cfg` at the moment of use."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-
-    def replace(self, cfg: Config) -> Config:
-        old, self.cfg = self.cfg, cfg
-        return old
 
 
 @dataclass(frozen=True)

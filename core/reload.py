@@ -2,8 +2,8 @@
 audit entry of what changed, secrets redacted); an invalid one is refused, logged, and the old config kept.
 
 Incidents already open keep following the escalation policy snapshot taken when they opened, so a reload
-mid-incident neither skips nor repeats a level. Sections that are read only at start (server, database,
-audit, chat platforms, logging) are swapped too but take effect on restart; the log line says which.
+mid-incident neither skips nor repeats a level. What is read only at start (RESTART_SECTIONS) is swapped too
+but takes effect on restart; every reload until then reports it as `restart_needed` (audit entry and log).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from core import config as config_mod
 from core.audit.chain import REDACTED, canonical_json, redact
-from core.config import Config, dump_redacted
+from core.config import Config, ConfigHolder, dump_redacted
 from core.errors import ConfigError
 from core.rbac import Actor
 
@@ -29,13 +29,19 @@ if TYPE_CHECKING:
     from core.audit.log import AuditLog
     from core.clock import Clock
     from core.db import Database
-    from core.incidents import ConfigHolder
 
 log = logging.getLogger("tocsin.config")
 
 RELOADER = Actor("system:config-reload", source="reload")
-RESTART_SECTIONS = ("server", "database", "audit", "slack", "teams", "telegram", "logging")
-"""Top-level sections read once at start: a change is recorded but applies after a restart."""
+RESTART_SECTIONS = ("server", "database", "audit", "logging", "slack", "teams", "telegram", "console",
+                    "worker.enabled", "channels.voice.outbox", "channels.voice.auth_token")
+"""What is read once at start (bind address, database, audit key, log setup, chat adapters, the console's
+session key, whether the worker and the Twilio callback are mounted): a change is recorded and reported as
+`restart_needed` on this and every later reload until the process restarts (or the change is undone).
+Everything else is read at the moment of use, senders included, so it applies on reload."""
+LIVE_SECTIONS = ("access", "default_role", "contacts", "contact_lists", "destinations", "routing",
+                 "escalation_policies", "channels", "worker", "api", "alertmanager")
+"""Top-level sections applied by the reload itself (the parts of `channels` and `worker` not listed above)."""
 MAX_CHANGES = 200
 """Audit entries list at most this many changed paths (and say how many more there were)."""
 _ABSENT = object()
@@ -153,15 +159,22 @@ class ConfigReloader:
 
     def __init__(self, *, holder: ConfigHolder, path: str | os.PathLike[str], db: Database, audit: AuditLog,
                  clock: Clock, poll_seconds: float = 2.0, hooks: list[ReloadHook] | None = None,
-                 handle_sighup: bool = True, actor: Actor = RELOADER) -> None:
+                 handle_sighup: bool = True, actor: Actor = RELOADER, settle_seconds: float = 0.5,
+                 max_settle_seconds: float = 10.0) -> None:
         self.holder = holder
         self.path = Path(path)
         self.db = db
         self.audit = audit
         self.clock = clock
         self.poll_seconds = poll_seconds
+        self.started_with = holder.cfg
+        """The config this process started with: what RESTART_SECTIONS are still running on."""
         self.hooks = list(hooks or [])
         """Called as hook(old, new) after a successful swap (e.g. teach the log formatter new secrets)."""
+        self.settle_seconds = settle_seconds
+        """The file must keep its size and mtime this long before it is read: an editor or `cp` that is
+        still writing would otherwise hand us half a file (an empty one wipes contacts, routing, keys)."""
+        self.max_settle_seconds = max_settle_seconds
         self.handle_sighup = handle_sighup
         self.actor = actor
         self.reloads = 0
@@ -213,6 +226,24 @@ class ConfigReloader:
         st = os.stat(self.path)
         return st, self.path.read_text(encoding="utf-8")
 
+    async def _read_settled(self) -> tuple[os.stat_result, str]:
+        """Read once size and mtime held still for settle_seconds, and did not move during the read.
+        Raises TimeoutError if the file keeps changing for max_settle_seconds (the next change retries)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_settle_seconds
+        before = _sig(await asyncio.to_thread(os.stat, self.path))
+        while True:
+            if self.settle_seconds > 0:
+                await asyncio.sleep(self.settle_seconds)
+            st, text = await asyncio.to_thread(self._read)
+            after = _sig(await asyncio.to_thread(os.stat, self.path))
+            if _sig(st) == before == after:
+                return st, text
+            if loop.time() > deadline:
+                raise TimeoutError(f"still changing after {self.max_settle_seconds:g}s")
+            log.info("config.reload.settling", extra={"file": str(self.path)})
+            before = after
+
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
@@ -232,9 +263,11 @@ class ConfigReloader:
         """Load, validate, audit, swap. Never raises for a bad file: the result says what was refused."""
         async with self._lock:
             try:
-                st, text = await asyncio.to_thread(self._read)
+                st, text = await self._read_settled()
             except OSError as exc:
                 return self._refuse(trigger, [f"{self.path}: cannot read: {exc.strerror or exc}"])
+            except TimeoutError as exc:
+                return self._refuse(trigger, [f"{self.path}: not reloaded, the file is {exc}"])
             self._signature = _sig(st)
             sha = _sha(text)
             if only_if_changed and sha == self._content_sha:
@@ -247,7 +280,7 @@ class ConfigReloader:
                 return self._refuse(trigger, exc.problems)
             old = self.holder.cfg
             changes = config_diff(old, new)
-            restart = sorted({_section(c["path"]) for c in changes} & set(RESTART_SECTIONS))
+            restart = restart_needed(self.started_with, new)
             details = {"file": str(self.path), "trigger": trigger, "changed": changes[:MAX_CHANGES],
                        "count": len(changes), "not_listed": max(0, len(changes) - MAX_CHANGES),
                        "restart_needed": restart, "before_sha256": fingerprint(old),
@@ -293,5 +326,11 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _section(path: str) -> str:
-    return path.split(".", 1)[0].split("[", 1)[0].split(" ", 1)[0]
+def restart_needed(running: Config, new: Config) -> list[str]:
+    """The RESTART_SECTIONS entries in which `new` differs from the config the process started with."""
+    paths = [c["path"] for c in config_diff(running, new)]
+    return [r for r in RESTART_SECTIONS if any(_under(p, r) for p in paths)]
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith((f"{prefix}.", f"{prefix}[", f"{prefix} "))

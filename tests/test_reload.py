@@ -50,7 +50,7 @@ async def setup(tmp_path: Path, base: dict[str, Any]) -> AsyncIterator[tuple[Con
     write(path, base)
     ctx = await open_context(path, clock=FrozenClock())
     rel = ConfigReloader(holder=ctx.holder, path=path, db=ctx.db, audit=ctx.audit, clock=ctx.clock,
-                         poll_seconds=0.05)
+                         poll_seconds=0.05, settle_seconds=0.05)
     await rel.start()
     yield ctx, rel, path
     await rel.close()
@@ -99,6 +99,8 @@ async def test_bad_file_is_refused_logged_and_old_config_kept(
         setup: tuple[Context, ConfigReloader, Path], base: dict[str, Any],
         caplog: pytest.LogCaptureFixture) -> None:
     ctx, rel, path = setup
+    rel.poll_seconds = 3600  # only the manual reloads below may count as refused
+    await asyncio.sleep(0.1)
     old_cfg = ctx.cfg
     bad = deep_merge(base, {})
     bad["routing"]["rules"][0]["conditions"] = [{"field": "payload.x", "operator": "regex", "value": "(oops"}]

@@ -14,7 +14,7 @@ from typing import ClassVar
 import aiohttp
 import aiosmtplib
 
-from core.config import Config
+from core.config import ConfigHolder, EmailChannel
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.render import render_email
 from core.delivery.webhook import attempt_timeout, log_result
@@ -48,14 +48,20 @@ class EmailSender:
     channel: ClassVar[str] = "email"
     rate_per_second: ClassVar[float | None] = None
 
-    def __init__(self, cfg: Config, *, http: aiohttp.ClientSession | None = None,
+    def __init__(self, config: ConfigHolder, *, http: aiohttp.ClientSession | None = None,
                  tls_context: ssl.SSLContext | None = None) -> None:
         """`tls_context` overrides the system trust store (a private relay CA; tests' self-signed peer)."""
-        self._c = cfg.channels.email
-        self._timeout = attempt_timeout(cfg, self.channel)
+        self._config = config
+        """channels.email is read at send time, so a reload (relay, credentials, from) applies at once."""
         self._tls_context = tls_context
-        domain = parseaddr(self._c.from_address)[1].rpartition("@")[2]
-        self._domain = domain or "tocsin.localhost"
+
+    @property
+    def _c(self) -> EmailChannel:
+        return self._config.cfg.channels.email
+
+    @property
+    def _domain(self) -> str:
+        return parseaddr(self._c.from_address)[1].rpartition("@")[2] or "tocsin.localhost"
 
     def build_message(self, envelope: Envelope) -> EmailMessage:
         n = envelope.notification
@@ -90,6 +96,7 @@ class EmailSender:
             return log_result(log, envelope, result, started=started)
         msg = self.build_message(envelope)
         c = self._c
+        timeout = attempt_timeout(self._config.cfg, self.channel)
         try:
             await aiosmtplib.send(
                 msg,
@@ -99,7 +106,7 @@ class EmailSender:
                 password=c.password.get_secret_value() if c.password else None,
                 use_tls=c.security == "ssl",
                 start_tls=c.security == "starttls",
-                timeout=self._timeout,
+                timeout=timeout,
                 tls_context=self._tls_context,
             )
             result = DeliveryResult.ok(f"accepted by {c.host}:{c.port}")
@@ -112,7 +119,7 @@ class EmailSender:
         except aiosmtplib.SMTPResponseException as exc:
             result = classify_smtp(exc.code, exc.message)
         except (TimeoutError, aiosmtplib.SMTPTimeoutError):
-            result = DeliveryResult.retry(f"SMTP timed out after {self._timeout:g}s")
+            result = DeliveryResult.retry(f"SMTP timed out after {timeout:g}s")
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError) as exc:
             result = DeliveryResult.retry(f"SMTP connection failed: {type(exc).__name__}: {exc}"[:300])
         except aiosmtplib.SMTPException as exc:

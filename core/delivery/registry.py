@@ -6,9 +6,10 @@ from typing import Any
 
 import aiohttp
 
-from core.config import CHANNELS, Config
+from core.config import CHANNELS, ConfigHolder
 from core.delivery.base import Sender
 from core.delivery.email import EmailSender
+from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.policy import DEFAULT_RETRY, retry_policy
 from core.delivery.slack_webhook import SlackWebhookSender
 from core.delivery.sms_sns import SnsSmsSender
@@ -29,14 +30,41 @@ SENDERS: dict[str, type[Any]] = {
 }
 """Every real channel; "outbox" comes from the outbox_factory given to build_senders."""
 
-__all__ = ["DEFAULT_RETRY", "SENDERS", "build_senders", "close_senders", "retry_policy"]
+__all__ = ["DEFAULT_RETRY", "SENDERS", "OutboxSwitch", "build_senders", "close_senders", "retry_policy"]
 # DEFAULT_RETRY and retry_policy live in core.delivery.policy (the worker's single source of truth) and are
 # re-exported here.
 
 
-def build_senders(cfg: Config, *, http: aiohttp.ClientSession,
+class OutboxSwitch:
+    """A real channel that `channels.<channel>.outbox` may point at the outbox: decided at every send from
+    the live config, so flipping `outbox: false` after configuring SMTP (or back) applies on reload."""
+
+    def __init__(self, channel: str, *, config: ConfigHolder, real: Sender, outbox: Sender) -> None:
+        self.channel = channel
+        self.config = config
+        self.real = real
+        self.outbox = outbox
+
+    @property
+    def current(self) -> Sender:
+        return self.outbox if getattr(self.config.cfg.channels, self.channel).outbox else self.real
+
+    @property
+    def rate_per_second(self) -> float | None:
+        return getattr(self.current, "rate_per_second", None)
+
+    async def send(self, envelope: Envelope) -> DeliveryResult:
+        return await self.current.send(envelope)
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+        await self.outbox.aclose()
+
+
+def build_senders(config: ConfigHolder, *, http: aiohttp.ClientSession,
                   outbox_factory: Callable[[str], Sender] | None = None) -> dict[str, Sender]:
-    """One sender per channel. A channel with `outbox: true` gets `outbox_factory(channel)` instead.
+    """One sender per channel, each reading the live config at send time. With an `outbox_factory`, every
+    real channel can switch to the outbox and back on reload (`channels.<ch>.outbox`).
 
     Unconfigured real channels are still built: their sends come back `permanent` with a message that
     names the missing setting, so a page is never silently dropped.
@@ -44,15 +72,17 @@ def build_senders(cfg: Config, *, http: aiohttp.ClientSession,
     senders: dict[str, Sender] = {}
     missing: list[str] = []
     for channel in CHANNELS:
-        section = getattr(cfg.channels, channel)
-        if channel == "outbox" or section.outbox:
-            if outbox_factory is None:
-                if channel != "outbox":
-                    missing.append(f"channels.{channel}.outbox is true but no outbox sender is available")
-                continue
-            senders[channel] = outbox_factory(channel)
+        if channel == "outbox":
+            if outbox_factory is not None:
+                senders[channel] = outbox_factory(channel)
             continue
-        senders[channel] = SENDERS[channel](cfg, http=http)
+        real = SENDERS[channel](config, http=http)
+        if outbox_factory is not None:
+            senders[channel] = OutboxSwitch(channel, config=config, real=real, outbox=outbox_factory(channel))
+        elif getattr(config.cfg.channels, channel).outbox:
+            missing.append(f"channels.{channel}.outbox is true but no outbox sender is available")
+        else:
+            senders[channel] = real
     if missing:
         raise ConfigError(missing)
     return senders

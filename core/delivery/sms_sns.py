@@ -11,8 +11,9 @@ import aiohttp
 import boto3
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
+from pydantic import SecretStr
 
-from core.config import Config
+from core.config import ConfigHolder, SmsChannel
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.render import render_sms
 from core.delivery.webhook import attempt_timeout, log_result
@@ -28,6 +29,10 @@ THROTTLING_CODES = frozenset({
 })
 TRANSIENT_CODES = frozenset({"InternalError", "InternalFailure", "ServiceUnavailable", "RequestTimeout",
                              "RequestTimeoutException", "KMSDisabledException"})
+
+
+def _plain(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
 
 
 def classify_aws(exc: botocore.exceptions.ClientError) -> DeliveryResult:
@@ -48,33 +53,45 @@ class SnsSmsSender:
     rate_per_second: ClassVar[float | None] = 20.0
     """SNS's default SMS throughput per account and region."""
 
-    def __init__(self, cfg: Config, *, http: aiohttp.ClientSession | None = None) -> None:
-        self._c = cfg.channels.sms
-        self._timeout = attempt_timeout(cfg, self.channel)
+    def __init__(self, config: ConfigHolder, *, http: aiohttp.ClientSession | None = None) -> None:
+        self._config = config
+        """channels.sms is read at send time; the boto3 client is rebuilt when what it was built from changes."""
         self._client: Any = None
+        self._client_for: tuple[Any, ...] | None = None
         self._lock = asyncio.Lock()
 
-    def _make_client(self) -> Any:
+    @property
+    def _c(self) -> SmsChannel:
+        return self._config.cfg.channels.sms
+
+    def _client_key(self) -> tuple[Any, ...]:
         c = self._c
-        session = boto3.session.Session(
-            aws_access_key_id=c.access_key_id.get_secret_value() if c.access_key_id else None,
-            aws_secret_access_key=c.secret_access_key.get_secret_value() if c.secret_access_key else None,
-            region_name=c.region,
-        )
+        return (c.region, c.endpoint_url, _plain(c.access_key_id), _plain(c.secret_access_key),
+                attempt_timeout(self._config.cfg, self.channel))
+
+    def _make_client(self, key: tuple[Any, ...]) -> Any:
+        region, endpoint_url, access_key_id, secret_access_key, timeout = key
+        session = boto3.session.Session(aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
+                                        region_name=region)
         return session.client(
             "sns",
-            endpoint_url=c.endpoint_url,
+            endpoint_url=endpoint_url,
             # The worker owns retries and backoff; botocore must not add hidden ones with sleeps.
             config=BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"},
-                              connect_timeout=self._timeout, read_timeout=self._timeout),
+                              connect_timeout=timeout, read_timeout=timeout),
         )
 
     async def _sns(self) -> Any:
-        """Built once, lazily, in a thread: loading botocore's service model blocks for a while."""
-        if self._client is None:
+        """Built lazily, in a thread (loading botocore's service model blocks for a while), and again after
+        a reload changed the region, endpoint, credentials or timeout."""
+        key = self._client_key()
+        if self._client is None or self._client_for != key:
             async with self._lock:
-                if self._client is None:
-                    self._client = await asyncio.to_thread(self._make_client)
+                if self._client is None or self._client_for != key:
+                    old, self._client = self._client, await asyncio.to_thread(self._make_client, key)
+                    self._client_for = key
+                    if old is not None:
+                        await asyncio.to_thread(old.close)
         return self._client
 
     def _attributes(self) -> dict[str, dict[str, str]]:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from core.config import Config
+from core.config import ConfigHolder
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.render import json_bytes, render_telegram
@@ -59,15 +59,16 @@ class TelegramSender:
     rate_per_second: ClassVar[float | None] = 20.0
     """Telegram's global bot limit is ~30/s (1/s per chat); a 429 tells us the exact wait."""
 
-    def __init__(self, cfg: Config, *, http: aiohttp.ClientSession) -> None:
+    def __init__(self, config: ConfigHolder, *, http: aiohttp.ClientSession) -> None:
+        self._config = config
+        """Token, API url and timeout are read at send time, so a reload applies to the next message."""
         self._http = http
-        self._token = cfg.telegram.bot_token.get_secret_value() if cfg.telegram.bot_token else ""
-        self._api_url = cfg.telegram.api_url
-        self._timeout = attempt_timeout(cfg, self.channel)
 
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
-        if not self._token:
+        cfg = self._config.cfg
+        token = cfg.telegram.bot_token.get_secret_value() if cfg.telegram.bot_token else ""
+        if not token:
             return log_result(log, envelope, DeliveryResult.permanent("telegram.bot_token is not configured"),
                               started=started)
         if not envelope.address:
@@ -78,15 +79,16 @@ class TelegramSender:
             "parse_mode": "HTML",
             "link_preview_options": {"is_disabled": True},
         })
-        url = f"{self._api_url}{self._token}/sendMessage"
-        reply = await http_attempt(self._http, method="POST", url=url, body=body, timeout=self._timeout,
+        url = f"{cfg.telegram.api_url}{token}/sendMessage"
+        reply = await http_attempt(self._http, method="POST", url=url, body=body,
+                                   timeout=attempt_timeout(cfg, self.channel),
                                    headers={"Content-Type": "application/json", "User-Agent": USER_AGENT})
         if isinstance(reply, HttpReply):
             result = classify_telegram(reply)
         else:
             result = reply
         # The token is part of the URL: make sure no error text carries it into logs or the database.
-        result = DeliveryResult(result.outcome, redact(result.summary, [self._token, url]),
+        result = DeliveryResult(result.outcome, redact(result.summary, [token, url]),
                                 result.status_code, result.retry_after)
         return log_result(log, envelope, result, started=started)
 

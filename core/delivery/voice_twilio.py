@@ -29,7 +29,7 @@ from twilio.request_validator import (
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from core.config import Config
+from core.config import ConfigHolder
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope, Notification
 from core.delivery.render import render_voice, speakable
@@ -114,22 +114,35 @@ class TwilioVoiceSender:
     rate_per_second: ClassVar[float | None] = 1.0
     """Twilio's default outbound calls-per-second for an account."""
 
-    def __init__(self, cfg: Config, *, http: aiohttp.ClientSession) -> None:
-        c = cfg.channels.voice
-        self._from = c.from_number
-        self._public_url = cfg.server.public_url
-        self._timeout = attempt_timeout(cfg, self.channel)
+    def __init__(self, config: ConfigHolder, *, http: aiohttp.ClientSession) -> None:
+        self._config = config
+        """channels.voice and server.public_url are read at send time; the Twilio client is rebuilt when what
+        it was built from changes."""
+        self._http = http
         self._client: Client | None = None
-        if c.account_sid and c.auth_token and c.from_number:
-            client = Client(c.account_sid, c.auth_token.get_secret_value(), account_sid=c.account_sid,
-                            http_client=SharedSessionHttpClient(http, timeout=self._timeout))
-            client.edge = client.region = None  # ignore TWILIO_EDGE/REGION: api_url decides the host
-            client.api.base_url = c.api_url.rstrip("/")
-            self._client = client
+        self._client_for: tuple[Any, ...] | None = None
+
+    def _twilio(self) -> Client | None:
+        c = self._config.cfg.channels.voice
+        timeout = attempt_timeout(self._config.cfg, self.channel)
+        token = c.auth_token.get_secret_value() if c.auth_token else ""
+        key = (c.account_sid, token, c.api_url, timeout)
+        if key != self._client_for:
+            self._client_for, self._client = key, None
+            if c.account_sid and token:
+                client = Client(c.account_sid, token, account_sid=c.account_sid,
+                                http_client=SharedSessionHttpClient(self._http, timeout=timeout))
+                client.edge = client.region = None  # ignore TWILIO_EDGE/REGION: api_url decides the host
+                client.api.base_url = c.api_url.rstrip("/")
+                self._client = client
+        return self._client
 
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
-        if self._client is None or not self._from:
+        cfg = self._config.cfg
+        client, from_number = self._twilio(), cfg.channels.voice.from_number
+        timeout = attempt_timeout(cfg, self.channel)
+        if client is None or not from_number:
             result = DeliveryResult.permanent(
                 "voice is not configured (channels.voice.account_sid, auth_token, from_number)")
             return log_result(log, envelope, result, started=started)
@@ -137,11 +150,11 @@ class TwilioVoiceSender:
             return log_result(log, envelope, DeliveryResult.permanent("not an E.164 phone number"),
                               started=started)
         twiml = build_twiml(envelope.notification,
-                            action_url=voice_action_url(self._public_url, envelope.delivery_id))
+                            action_url=voice_action_url(cfg.server.public_url, envelope.delivery_id))
         _last_headers.set(None)
         try:
-            call = await self._client.calls.create_async(to=envelope.address, from_=self._from, twiml=twiml,
-                                                         timeout=RING_SECONDS)
+            call = await client.calls.create_async(to=envelope.address, from_=from_number, twiml=twiml,
+                                                   timeout=RING_SECONDS)
             result = DeliveryResult.ok(f"call {call.sid} {call.status}", 201)
         except TwilioException as exc:
             status = getattr(exc, "status", None)
@@ -153,7 +166,7 @@ class TwilioVoiceSender:
             result = classify_http(status, retry_after=headers.get("Retry-After"),
                                    summary=f"Twilio {code}: {msg}")
         except TimeoutError:
-            result = DeliveryResult.retry(f"Twilio did not answer within {self._timeout:g}s")
+            result = DeliveryResult.retry(f"Twilio did not answer within {timeout:g}s")
         except aiohttp.ClientError as exc:
             result = DeliveryResult.retry(f"Twilio unreachable: {type(exc).__name__}: {exc}"[:300])
         return log_result(log, envelope, result, started=started)

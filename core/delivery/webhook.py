@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from multidict import CIMultiDict
 
-from core.config import Config, Destination
+from core.config import Config, ConfigHolder, Destination
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.policy import retry_policy
@@ -189,10 +189,10 @@ class DestinationSender:
     channel: ClassVar[str]
     log: ClassVar[logging.Logger] = logging.getLogger(__name__)
 
-    def __init__(self, cfg: Config, *, http: aiohttp.ClientSession) -> None:
-        self._cfg = cfg
+    def __init__(self, config: ConfigHolder, *, http: aiohttp.ClientSession) -> None:
+        self._config = config
+        """Read at send time: a reload that adds a destination (or changes its url) applies to the next page."""
         self._http = http
-        self._timeout = attempt_timeout(cfg, self.channel)
 
     def body(self, envelope: Envelope) -> bytes:
         """The exact bytes to send (each channel renders its own format)."""
@@ -206,11 +206,12 @@ class DestinationSender:
 
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
-        dest = resolve_destination(self._cfg, envelope.address, self.channel)
+        cfg = self._config.cfg
+        dest = resolve_destination(cfg, envelope.address, self.channel)
         if isinstance(dest, DeliveryResult):
             return log_result(self.log, envelope, dest, started=started)
         body = self.body(envelope)
-        reply = await post_to_destination(self._http, dest, body=body, timeout=self._timeout,
+        reply = await post_to_destination(self._http, dest, body=body, timeout=attempt_timeout(cfg, self.channel),
                                           extra_headers=self.headers(dest, envelope, body))
         result = self.classify(reply) if isinstance(reply, HttpReply) else reply
         return log_result(self.log, envelope, result, started=started)

@@ -38,10 +38,9 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from core.audit.log import AuditLog
-    from core.config import Config
+    from core.config import Config, ConfigHolder
     from core.db import Database
     from core.delivery.base import Sender
-    from core.incidents import ConfigHolder
 
 log = logging.getLogger("tocsin.worker")
 

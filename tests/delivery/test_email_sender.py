@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from core.config import ConfigHolder
 from core.delivery.email import EmailSender, message_id
 from core.delivery.message import DeliveryResult
 from tests.delivery.helpers import config, envelope, notification
@@ -23,7 +24,7 @@ def email_cfg(smtp: SmtpStandIn | None, **over: Any) -> Any:
 async def test_multipart_alternative_with_both_parts_and_headers() -> None:
     async with smtp_stand_in() as smtp:
         env = envelope("email", "alice@example.com", notification(kind="UPDATE"), key="inc-12:m3:alice:email")
-        result = await EmailSender(email_cfg(smtp)).send(env)
+        result = await EmailSender(ConfigHolder(email_cfg(smtp))).send(env)
         assert result.outcome == "delivered", result
         mail = smtp.messages[0]
     assert mail.mail_from == "pager@ops.example" and mail.rcpt_tos == ["alice@example.com"]
@@ -51,7 +52,7 @@ async def test_multipart_alternative_with_both_parts_and_headers() -> None:
 
 async def test_message_id_is_stable_across_retries() -> None:
     async with smtp_stand_in() as smtp:
-        sender = EmailSender(email_cfg(smtp))
+        sender = EmailSender(ConfigHolder(email_cfg(smtp)))
         for attempt in (1, 2):
             await sender.send(envelope("email", "a@example.com", attempt=attempt, key="same-key"))
         ids = {m.message["Message-ID"] for m in smtp.messages}
@@ -67,14 +68,14 @@ async def test_message_id_is_stable_across_retries() -> None:
 async def test_smtp_answers_are_classified(stage: str, reply: str, outcome: str, code: int) -> None:
     async with smtp_stand_in() as smtp:
         (smtp.reply_data if stage == "data" else smtp.reply_rcpt)(reply)
-        result = await EmailSender(email_cfg(smtp)).send(envelope("email", "bob@example.com"))
+        result = await EmailSender(ConfigHolder(email_cfg(smtp))).send(envelope("email", "bob@example.com"))
         assert smtp.messages == []
     assert (result.outcome, result.status_code) == (outcome, code)
     assert str(code) in result.summary
 
 
 async def test_connection_refused_is_retry() -> None:
-    result = await EmailSender(email_cfg(None)).send(envelope("email", "bob@example.com"))
+    result = await EmailSender(ConfigHolder(email_cfg(None))).send(envelope("email", "bob@example.com"))
     assert result.outcome == "retry"
 
 
@@ -83,21 +84,21 @@ async def test_stalled_server_times_out_as_retry() -> None:
         smtp.data_delay = 3.0
         started = time.monotonic()
         cfg = email_cfg(smtp, retry={"timeout_seconds": 0.5})
-        result = await EmailSender(cfg).send(envelope("email", "bob@example.com"))
+        result = await EmailSender(ConfigHolder(cfg)).send(envelope("email", "bob@example.com"))
         assert time.monotonic() - started < 2.5
         smtp.data_delay = 0
     assert result.outcome == "retry", result
 
 
 async def test_bad_address_is_permanent_without_connecting() -> None:
-    result = await EmailSender(email_cfg(None)).send(envelope("email", "not-an-address"))
+    result = await EmailSender(ConfigHolder(email_cfg(None))).send(envelope("email", "not-an-address"))
     assert result.outcome == "permanent"
 
 
 async def test_starttls_with_login() -> None:
     async with smtp_stand_in(tls="starttls", auth=("pager", "pw")) as smtp:
         cfg = email_cfg(smtp, security="starttls", username="pager", password="pw")
-        sender = EmailSender(cfg, tls_context=smtp.client_tls_context)
+        sender = EmailSender(ConfigHolder(cfg), tls_context=smtp.client_tls_context)
         result = await sender.send(envelope("email", "a@example.com"))
         assert result.outcome == "delivered", result
         assert smtp.messages[0].tls and smtp.messages[0].authenticated
@@ -106,7 +107,7 @@ async def test_starttls_with_login() -> None:
 async def test_wrong_password_is_permanent() -> None:
     async with smtp_stand_in(tls="starttls", auth=("pager", "pw")) as smtp:
         cfg = email_cfg(smtp, security="starttls", username="pager", password="nope")
-        sender = EmailSender(cfg, tls_context=smtp.client_tls_context)
+        sender = EmailSender(ConfigHolder(cfg), tls_context=smtp.client_tls_context)
         result = await sender.send(envelope("email", "a@example.com"))
     assert result.outcome == "permanent" and result.status_code == 535
     assert "nope" not in result.summary
@@ -115,7 +116,7 @@ async def test_wrong_password_is_permanent() -> None:
 async def test_implicit_tls() -> None:
     async with smtp_stand_in(tls="ssl") as smtp:
         cfg = email_cfg(smtp, security="ssl")
-        result: DeliveryResult = await EmailSender(cfg, tls_context=smtp.client_tls_context).send(
+        result: DeliveryResult = await EmailSender(ConfigHolder(cfg), tls_context=smtp.client_tls_context).send(
             envelope("email", "a@example.com"))
         assert result.outcome == "delivered", result
         assert smtp.messages[0].tls
@@ -123,6 +124,6 @@ async def test_implicit_tls() -> None:
 
 async def test_security_none_does_not_upgrade_and_required_starttls_refuses() -> None:
     async with smtp_stand_in(tls="starttls") as smtp:
-        result = await EmailSender(email_cfg(smtp, security="none")).send(envelope("email", "a@example.com"))
+        result = await EmailSender(ConfigHolder(email_cfg(smtp, security="none"))).send(envelope("email", "a@example.com"))
     # the server insists on STARTTLS (530); we were told not to use TLS: a config problem, not transient
     assert result.outcome == "permanent" and result.status_code == 530

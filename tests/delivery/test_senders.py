@@ -8,11 +8,19 @@ from typing import Any, ClassVar
 import aiohttp
 import pytest
 
-from core.config import RetryPolicy
+from core.config import ConfigHolder, RetryPolicy
 from core.delivery import policy, render
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.registry import DEFAULT_RETRY, SENDERS, build_senders, close_senders, retry_policy
+from core.delivery.registry import (
+    DEFAULT_RETRY,
+    SENDERS,
+    OutboxSwitch,
+    build_senders,
+    close_senders,
+    retry_policy,
+)
 from core.delivery.slack_webhook import SlackWebhookSender
+from core.delivery.sms_sns import SnsSmsSender
 from core.delivery.teams_webhook import TeamsWebhookSender
 from core.delivery.telegram import TelegramSender
 from core.delivery.webhook import SIGNATURE_HEADER, WebhookSender, verify_signature
@@ -59,7 +67,7 @@ by_channel = pytest.mark.parametrize(("channel", "cls", "address", "path"), HTTP
 
 
 def make(cls: type, cfg: Any, http: aiohttp.ClientSession) -> Any:
-    return cls(cfg, http=http)
+    return cls(ConfigHolder(cfg), http=http)
 
 
 # --- the outcome table every HTTP sender must honour ---------------------------------------------------
@@ -112,7 +120,7 @@ async def test_http_connection_refused_is_retry_without_secrets(http: aiohttp.Cl
 async def test_unknown_or_mismatched_destination_is_permanent(peer: HttpStandIn,
                                                               http: aiohttp.ClientSession) -> None:
     cfg = http_config(peer.url)
-    sender = SlackWebhookSender(cfg, http=http)
+    sender = SlackWebhookSender(ConfigHolder(cfg), http=http)
     assert (await sender.send(envelope("slack_webhook", "nope"))).outcome == "permanent"
     res = await sender.send(envelope("slack_webhook", "ops-teams"))
     assert res.outcome == "permanent" and "teams_webhook" in res.summary
@@ -124,7 +132,7 @@ async def test_unknown_or_mismatched_destination_is_permanent(peer: HttpStandIn,
 
 async def test_slack_posts_block_kit(peer: HttpStandIn, http: aiohttp.ClientSession) -> None:
     peer.script("/slack/*", (200, "ok"))
-    sender = SlackWebhookSender(http_config(peer.url), http=http)
+    sender = SlackWebhookSender(ConfigHolder(http_config(peer.url)), http=http)
     result = await sender.send(envelope("slack_webhook", "ops-slack"))
     assert result.outcome == "delivered" and result.status_code == 200
     req = peer.requests[0]
@@ -139,7 +147,7 @@ async def test_slack_posts_block_kit(peer: HttpStandIn, http: aiohttp.ClientSess
 async def test_teams_posts_adaptive_card_under_28kb(peer: HttpStandIn, http: aiohttp.ClientSession) -> None:
     peer.script("/teams/*", (202, ""))
     n = notification(body="Ünïcode 😀 " * 20_000)
-    sender = TeamsWebhookSender(http_config(peer.url), http=http)
+    sender = TeamsWebhookSender(ConfigHolder(http_config(peer.url)), http=http)
     result = await sender.send(envelope("teams_webhook", "ops-teams", n))
     assert result.outcome == "delivered"
     req = peer.requests[0]
@@ -160,7 +168,7 @@ async def test_teams_posts_adaptive_card_under_28kb(peer: HttpStandIn, http: aio
 async def test_teams_legacy_connector_errors_inside_a_200(peer: HttpStandIn, http: aiohttp.ClientSession,
                                                           text: str, outcome: str) -> None:
     peer.script("/teams/*", (200, text))
-    sender = TeamsWebhookSender(http_config(peer.url), http=http)
+    sender = TeamsWebhookSender(ConfigHolder(http_config(peer.url)), http=http)
     result = await sender.send(envelope("teams_webhook", "ops-teams"))
     assert result.outcome == outcome
 
@@ -171,7 +179,7 @@ async def test_teams_legacy_connector_errors_inside_a_200(peer: HttpStandIn, htt
 async def test_webhook_headers_signature_and_method(peer: HttpStandIn, http: aiohttp.ClientSession) -> None:
     peer.script("/hook", (200, {"received": True}))
     env = envelope("webhook", "ops-hook", key="inc-12:m1:ops-hook:webhook")
-    result = await WebhookSender(http_config(peer.url), http=http).send(env)
+    result = await WebhookSender(ConfigHolder(http_config(peer.url)), http=http).send(env)
     assert result.outcome == "delivered"
     req = peer.requests[0]
     assert req.method == "PUT"
@@ -189,7 +197,7 @@ async def test_webhook_headers_signature_and_method(peer: HttpStandIn, http: aio
 async def test_webhook_retry_carries_the_same_idempotency_key(peer: HttpStandIn,
                                                               http: aiohttp.ClientSession) -> None:
     peer.script("/plain", hang(10), (200,))
-    sender = WebhookSender(http_config(peer.url, timeout=HANG_TIMEOUT), http=http)
+    sender = WebhookSender(ConfigHolder(http_config(peer.url, timeout=HANG_TIMEOUT)), http=http)
     first = await sender.send(envelope("webhook", "plain-hook", attempt=1, key="k-same"))
     second = await sender.send(envelope("webhook", "plain-hook", attempt=2, key="k-same"))
     assert (first.outcome, second.outcome) == ("retry", "delivered")
@@ -201,7 +209,7 @@ async def test_webhook_retry_carries_the_same_idempotency_key(peer: HttpStandIn,
 
 async def test_webhook_does_not_follow_redirects(peer: HttpStandIn, http: aiohttp.ClientSession) -> None:
     peer.script("/plain", (302, None, {"Location": "/elsewhere"}))
-    result = await WebhookSender(http_config(peer.url), http=http).send(envelope("webhook", "plain-hook"))
+    result = await WebhookSender(ConfigHolder(http_config(peer.url)), http=http).send(envelope("webhook", "plain-hook"))
     assert result.outcome == "permanent" and peer.requests_to("/elsewhere") == []
 
 
@@ -210,7 +218,7 @@ async def test_webhook_does_not_follow_redirects(peer: HttpStandIn, http: aiohtt
 
 async def test_telegram_send_message(peer: HttpStandIn, http: aiohttp.ClientSession) -> None:
     peer.script("*/sendMessage", (200, {"ok": True, "result": {"message_id": 77}}))
-    result = await TelegramSender(http_config(peer.url), http=http).send(envelope("telegram", "4242"))
+    result = await TelegramSender(ConfigHolder(http_config(peer.url)), http=http).send(envelope("telegram", "4242"))
     assert result.outcome == "delivered" and "77" in result.summary
     req = peer.requests[0]
     assert req.path == f"/bot{TOKEN}/sendMessage"
@@ -232,7 +240,7 @@ async def test_telegram_send_message(peer: HttpStandIn, http: aiohttp.ClientSess
 async def test_telegram_error_answers(peer: HttpStandIn, http: aiohttp.ClientSession, reply: Reply,
                                       outcome: str, after: float | None) -> None:
     peer.script("*/sendMessage", reply)
-    result = await TelegramSender(http_config(peer.url), http=http).send(envelope("telegram", "4242"))
+    result = await TelegramSender(ConfigHolder(http_config(peer.url)), http=http).send(envelope("telegram", "4242"))
     assert result.outcome == outcome and result.retry_after == after
     assert TOKEN not in result.summary
 
@@ -244,12 +252,12 @@ async def test_telegram_group_migrated_names_the_new_chat(peer: HttpStandIn,
         "description": "Bad Request: group chat was upgraded to a supergroup chat",
         "parameters": {"migrate_to_chat_id": -1001234},
     }))
-    result = await TelegramSender(http_config(peer.url), http=http).send(envelope("telegram", "-100200"))
+    result = await TelegramSender(ConfigHolder(http_config(peer.url)), http=http).send(envelope("telegram", "-100200"))
     assert result.outcome == "permanent" and "-1001234" in result.summary
 
 
 async def test_telegram_without_token_is_permanent(http: aiohttp.ClientSession) -> None:
-    result = await TelegramSender(config(), http=http).send(envelope("telegram", "4242"))
+    result = await TelegramSender(ConfigHolder(config()), http=http).send(envelope("telegram", "4242"))
     assert result.outcome == "permanent" and "bot_token" in result.summary
 
 
@@ -274,30 +282,39 @@ class FakeOutbox:
 
 
 async def test_build_senders_real_and_outbox(http: aiohttp.ClientSession) -> None:
-    cfg = config(channels={"sms": {"outbox": True}, "voice": {"outbox": True}})
-    senders = build_senders(cfg, http=http, outbox_factory=FakeOutbox)
+    holder = ConfigHolder(config(channels={"sms": {"outbox": True}, "voice": {"outbox": True}}))
+    senders = build_senders(holder, http=http, outbox_factory=FakeOutbox)
     assert set(senders) == {"email", "sms", "voice", "slack_webhook", "teams_webhook", "webhook", "telegram",
                             "outbox"}
-    assert isinstance(senders["sms"], FakeOutbox) and senders["sms"].for_channel == "sms"  # type: ignore[attr-defined]
+    sms = senders["sms"]
+    assert isinstance(sms, OutboxSwitch) and isinstance(sms.current, FakeOutbox)
+    assert sms.current.for_channel == "sms"  # type: ignore[attr-defined]
     assert isinstance(senders["outbox"], FakeOutbox)
     for channel in ("email", "slack_webhook", "teams_webhook", "webhook", "telegram"):
-        assert isinstance(senders[channel], SENDERS[channel])
-        assert senders[channel].channel == channel
+        switch = senders[channel]
+        assert isinstance(switch, OutboxSwitch) and isinstance(switch.current, SENDERS[channel])
+        assert switch.channel == channel
         for attr in ("rate_per_second", "send", "aclose"):
-            assert hasattr(senders[channel], attr)
+            assert hasattr(switch, attr)
+    # a reload that turns the outbox off (or on) applies to the next send, no rebuild
+    holder.replace(config(channels={"email": {"outbox": True}}))
+    assert isinstance(sms.current, SnsSmsSender)
+    assert isinstance(senders["email"].current, FakeOutbox)  # type: ignore[attr-defined]
+    assert sms.rate_per_second == SnsSmsSender.rate_per_second
     await close_senders(senders)
-    assert senders["sms"].closed  # type: ignore[attr-defined]
+    assert sms.outbox.closed  # type: ignore[attr-defined]
 
 
 async def test_outbox_channel_without_a_factory_is_a_config_error(http: aiohttp.ClientSession) -> None:
     with pytest.raises(ConfigError, match=r"channels\.email\.outbox"):
-        build_senders(config(channels={"email": {"outbox": True}}), http=http, outbox_factory=None)
-    senders = build_senders(config(), http=http, outbox_factory=None)
+        build_senders(ConfigHolder(config(channels={"email": {"outbox": True}})), http=http,
+                      outbox_factory=None)
+    senders = build_senders(ConfigHolder(config()), http=http, outbox_factory=None)
     assert "outbox" not in senders and "email" in senders
 
 
 async def test_unconfigured_voice_is_permanent_not_silent(http: aiohttp.ClientSession) -> None:
-    senders = build_senders(config(), http=http)
+    senders = build_senders(ConfigHolder(config()), http=http)
     result = await senders["voice"].send(envelope("voice", "+15550100001"))
     assert result.outcome == "permanent" and "account_sid" in result.summary
 

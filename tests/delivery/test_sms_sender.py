@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from core.config import ConfigHolder
 from core.delivery.render import sms_info
 from core.delivery.sms_sns import SnsSmsSender
 from tests.delivery.helpers import config, envelope, notification
@@ -37,7 +38,7 @@ def sns_error(code: str, message: str, kind: str = "Sender") -> str:
 
 async def test_publishes_sms_that_moto_records(sns: MotoSns) -> None:
     await asyncio.to_thread(sns.reset)
-    sender = SnsSmsSender(sms_cfg(sns.url))
+    sender = SnsSmsSender(ConfigHolder(sms_cfg(sns.url)))
     try:
         result = await sender.send(envelope("sms", PHONE))
         assert result.outcome == "delivered", result
@@ -55,7 +56,7 @@ async def test_publishes_sms_that_moto_records(sns: MotoSns) -> None:
 
 async def test_long_page_respects_max_segments(sns: MotoSns) -> None:
     await asyncio.to_thread(sns.reset)
-    sender = SnsSmsSender(sms_cfg(sns.url, max_segments=2))
+    sender = SnsSmsSender(ConfigHolder(sms_cfg(sns.url, max_segments=2)))
     try:
         for body in ("z" * 5000, "ы" * 5000):
             result = await sender.send(envelope("sms", PHONE, notification(body=body)))
@@ -71,7 +72,7 @@ async def test_long_page_respects_max_segments(sns: MotoSns) -> None:
                                     "+1555abc0001"])
 async def test_bad_number_is_permanent_and_never_published(sns: MotoSns, number: str) -> None:
     await asyncio.to_thread(sns.reset)
-    result = await SnsSmsSender(sms_cfg(sns.url)).send(envelope("sms", number))
+    result = await SnsSmsSender(ConfigHolder(sms_cfg(sns.url))).send(envelope("sms", number))
     assert result.outcome == "permanent" and "E.164" in result.summary
     assert await asyncio.to_thread(sns.published_sms) == []
 
@@ -80,7 +81,7 @@ async def test_sender_id_and_transactional_attributes_on_the_wire(peer: HttpStan
     peer.script("/", (200, '<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishResult>'
                            "<MessageId>m-1</MessageId></PublishResult><ResponseMetadata><RequestId>r</RequestId>"
                            "</ResponseMetadata></PublishResponse>", {"Content-Type": "text/xml"}))
-    sender = SnsSmsSender(sms_cfg(peer.url))
+    sender = SnsSmsSender(ConfigHolder(sms_cfg(peer.url)))
     try:
         result = await sender.send(envelope("sms", PHONE))
     finally:
@@ -105,7 +106,7 @@ async def test_sender_id_and_transactional_attributes_on_the_wire(peer: HttpStan
 async def test_sns_errors_are_classified(peer: HttpStandIn, status: int, code: str, outcome: str) -> None:
     peer.script("/", (status, sns_error(code, "nope", "Receiver" if status >= 500 else "Sender"),
                       {"Content-Type": "text/xml"}))
-    sender = SnsSmsSender(sms_cfg(peer.url))
+    sender = SnsSmsSender(ConfigHolder(sms_cfg(peer.url)))
     try:
         result = await sender.send(envelope("sms", PHONE))
     finally:
@@ -116,11 +117,11 @@ async def test_sns_errors_are_classified(peer: HttpStandIn, status: int, code: s
 
 
 async def test_unreachable_or_stalled_sns_is_retry(peer: HttpStandIn) -> None:
-    dead = SnsSmsSender(sms_cfg(f"http://127.0.0.1:{free_port()}", retry={"timeout_seconds": 0.5}))
+    dead = SnsSmsSender(ConfigHolder(sms_cfg(f"http://127.0.0.1:{free_port()}", retry={"timeout_seconds": 0.5})))
     assert (await dead.send(envelope("sms", PHONE))).outcome == "retry"
     await dead.aclose()
     peer.script("/", hang(10))
-    slow = SnsSmsSender(sms_cfg(peer.url, retry={"timeout_seconds": 0.5}))
+    slow = SnsSmsSender(ConfigHolder(sms_cfg(peer.url, retry={"timeout_seconds": 0.5})))
     started = time.monotonic()
     result = await slow.send(envelope("sms", PHONE))
     await slow.aclose()
@@ -129,7 +130,7 @@ async def test_unreachable_or_stalled_sns_is_retry(peer: HttpStandIn) -> None:
 
 async def test_logs_mask_the_phone_number(sns: MotoSns, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG", logger="core.delivery")
-    sender = SnsSmsSender(sms_cfg(sns.url))
+    sender = SnsSmsSender(ConfigHolder(sms_cfg(sns.url)))
     try:
         await sender.send(envelope("sms", PHONE))
         await sender.send(envelope("sms", "+1555"))

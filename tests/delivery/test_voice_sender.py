@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from twilio.request_validator import RequestValidator
 
+from core.config import ConfigHolder
 from core.delivery.voice_twilio import (
     TwilioVoiceSender,
     build_twiml,
@@ -55,7 +56,7 @@ def twilio_error(status: int, code: int, message: str, headers: dict[str, str] |
 async def test_call_is_created_with_twiml_gather(twilio: HttpStandIn, http: aiohttp.ClientSession) -> None:
     twilio.script(CALLS, call_created())
     env = envelope("voice", TO)
-    result = await TwilioVoiceSender(voice_cfg(twilio.url), http=http).send(env)
+    result = await TwilioVoiceSender(ConfigHolder(voice_cfg(twilio.url)), http=http).send(env)
     assert result.outcome == "delivered" and "CA0123456789abcdef" in result.summary
     req = twilio.requests_to(CALLS)[0]
     assert req.method == "POST"
@@ -95,7 +96,7 @@ def test_twiml_stays_under_twilio_limit() -> None:
 async def test_twilio_errors(twilio: HttpStandIn, http: aiohttp.ClientSession, reply: Reply, outcome: str,
                              after: float | None) -> None:
     twilio.script(CALLS, reply)
-    result = await TwilioVoiceSender(voice_cfg(twilio.url), http=http).send(envelope("voice", TO))
+    result = await TwilioVoiceSender(ConfigHolder(voice_cfg(twilio.url)), http=http).send(envelope("voice", TO))
     assert (result.outcome, result.status_code, result.retry_after) == (outcome, reply.status, after)
     assert str(reply.body["code"]) in result.summary
 
@@ -103,19 +104,19 @@ async def test_twilio_errors(twilio: HttpStandIn, http: aiohttp.ClientSession, r
 async def test_twilio_hang_is_a_quick_retry(twilio: HttpStandIn, http: aiohttp.ClientSession) -> None:
     twilio.script(CALLS, hang(10))
     started = time.monotonic()
-    result = await TwilioVoiceSender(voice_cfg(twilio.url, 0.4), http=http).send(envelope("voice", TO))
+    result = await TwilioVoiceSender(ConfigHolder(voice_cfg(twilio.url, 0.4)), http=http).send(envelope("voice", TO))
     assert result.outcome == "retry" and time.monotonic() - started < 2
 
 
 async def test_bad_number_is_permanent(twilio: HttpStandIn, http: aiohttp.ClientSession) -> None:
-    result = await TwilioVoiceSender(voice_cfg(twilio.url), http=http).send(envelope("voice", "555-0100"))
+    result = await TwilioVoiceSender(ConfigHolder(voice_cfg(twilio.url)), http=http).send(envelope("voice", "555-0100"))
     assert result.outcome == "permanent" and twilio.requests == []
 
 
 async def test_retry_after_is_per_call_not_shared(twilio: HttpStandIn, http: aiohttp.ClientSession) -> None:
     slow_down = retry_after(5, body={"code": 20429, "message": "slow down", "status": 429})
     twilio.script(CALLS, slow_down, call_created())
-    sender = TwilioVoiceSender(voice_cfg(twilio.url), http=http)
+    sender = TwilioVoiceSender(ConfigHolder(voice_cfg(twilio.url)), http=http)
     first = await sender.send(envelope("voice", TO))
     second = await sender.send(envelope("voice", TO))
     assert (first.outcome, first.retry_after) == ("retry", 5.0)

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from core.config import ConfigHolder
 from core.delivery.slack_webhook import SlackWebhookSender
 from core.delivery.teams_webhook import TeamsWebhookSender
 from core.delivery.webhook import WebhookSender
@@ -46,7 +47,7 @@ async def test_echoed_url_path_headers_and_key_stay_out_of_the_summary(peer: Htt
         "headers": {"X-Api-Key": HEADER_SECRET}, "hmac_secret": HMAC_SECRET}],
         channels={channel: {"retry": {"timeout_seconds": 5}}})
     async with aiohttp.ClientSession() as http:
-        result = await sender_cls(cfg, http=http).send(envelope(channel, "echoer"))
+        result = await sender_cls(ConfigHolder(cfg), http=http).send(envelope(channel, "echoer"))
     [req] = peer.requests
     assert PATH_TOKEN in req.path and req.headers["X-Api-Key"] == HEADER_SECRET  # it really was sent...
     assert result.outcome == "permanent" and "HTTP 404" in result.summary
