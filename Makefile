@@ -1,4 +1,5 @@
-# Quick start: `make run` (starts the bot on config.yaml) and `make test` (the whole suite).
+# Quick start: `make run` (starts the bot on config.yaml; TOCSIN_CONFIG=FILE and PORT=N choose another) and
+# `make test` (the whole suite).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,7 +21,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tocsin --config $${TOCSIN_CONFIG:-config.yaml} run
+	$(BIN)/tocsin --config $${TOCSIN_CONFIG:-config.yaml} run $(if $(PORT),--port $(PORT))
 
 test: $(TEST_STAMP)
 	$(BIN)/python tests/setup_peers.py

@@ -1,4 +1,4 @@
 """python -m bot -> the tocsin CLI."""
-from bot.cli import main
+from bot.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

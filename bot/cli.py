@@ -225,8 +225,30 @@ async def cmd_run(args: argparse.Namespace) -> int:
 # --- parser ---------------------------------------------------------------------------------
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("tocsin")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (--limit, -n): 1 or more; 0, negatives and words are usage errors."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number (1 or more), not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tocsin", description="Incident chat-ops: declare, page, escalate, audit.")
+    p.add_argument("--version", action="version", version=f"tocsin {version()}")
     p.add_argument("--config", help="config file (default: $TOCSIN_CONFIG, else ./config.yaml)")
     p.add_argument("--as", dest="as_identity", metavar="IDENTITY",
                    help="act as this identity (e.g. cli:alice, slack:U123); default cli:$USER")
@@ -234,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="start the bot server, worker and escalation timer")
     r.add_argument("--host")
-    r.add_argument("--port", type=int)
+    r.add_argument("--port", type=int, help="listen on this port (default: server.port in the config)")
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("config", help="configuration").add_subparsers(dest="op", required=True, metavar="OP")
@@ -279,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_parser("verify", help="prove the hash chain is intact").set_defaults(func=cmd_audit)
     sh = a.add_parser("show", help="print audit entries")
     sh.add_argument("--incident")
-    sh.add_argument("--limit", type=int, default=0)
+    sh.add_argument("--limit", "-n", type=positive_int, help="only the latest N entries")
     sh.set_defaults(func=cmd_audit)
 
     for module in EXTRA_COMMANDS:
@@ -332,3 +354,48 @@ def startup_problem(exc: BaseException) -> str:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else "(no message)"
+
+
+class _ReaderGone(SystemExit):
+    """stdout's reader went away. A SystemExit, so no `except Exception` on the way up turns it into an
+    error message: the command just ends."""
+
+
+class _PipeGuard:
+    """sys.stdout as it was, except that a closed pipe raises _ReaderGone instead of BrokenPipeError."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._inner.write(text))
+        except BrokenPipeError:
+            raise _ReaderGone(141) from None
+
+    def flush(self) -> None:
+        try:
+            self._inner.flush()
+        except BrokenPipeError:
+            raise _ReaderGone(141) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def entry() -> int:
+    """The `tocsin` console script and `python -m bot`: main(), and a reader that went away early
+    (`tocsin audit show | head`) ends the command quietly, as other Unix tools do, without a traceback."""
+    stdout = sys.stdout
+    sys.stdout = _PipeGuard(stdout)  # type: ignore[assignment]
+    try:
+        code = main()
+        sys.stdout.flush()  # inside the try: a pipe closed meanwhile fails here, not at interpreter exit
+        return code
+    except (BrokenPipeError, _ReaderGone):
+        # Python flushes stdout again at exit and would print "Exception ignored ...": give it /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe
+    finally:
+        sys.stdout = stdout

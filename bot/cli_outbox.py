@@ -55,8 +55,10 @@ async def cmd_outbox(args: argparse.Namespace, *, out: TextIO | None = None) -> 
 
 def register(sub: Any) -> None:
     """Adds the `outbox` subcommand (listed in bot.cli.EXTRA_COMMANDS)."""
+    from bot.cli import positive_int
+
     p = sub.add_parser("outbox", help="show what the outbox channel stored (the embedded default)")
-    p.add_argument("--limit", "-n", type=int, default=20, help="how many of the latest messages (default 20)")
+    p.add_argument("--limit", "-n", type=positive_int, default=20, help="how many of the latest messages (default 20)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new messages as they arrive")
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_outbox)

@@ -16,6 +16,11 @@ async def cmd_user_add(args: argparse.Namespace) -> int:
     actor = actor_of(args)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():
+        print("error: no terminal to ask for the password on; pipe it in with --password-stdin, e.g.\n"
+              f"  printf '%s\\n' \"$PASSWORD\" | tocsin user add {args.name} --role {args.role} --password-stdin",
+              file=sys.stderr)
+        return 1
     else:
         password = getpass.getpass(f"Password for {args.name}: ")
         if getpass.getpass("Again: ") != password:
