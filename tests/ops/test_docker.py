@@ -62,7 +62,7 @@ def test_runtime_base_user_entrypoint_and_config(docker: list[tuple[str, str]]) 
     assert any(w == "COPY" and a.endswith("/etc/tocsin/config.yaml") for w, a in docker)
     assert dict(docker).get("STOPSIGNAL", "SIGTERM") == "SIGTERM"
     scripts = (ROOT / "pyproject.toml").read_text()
-    assert 'tocsin = "bot.cli:main"' in scripts
+    assert 'tocsin = "bot.cli:entry"' in scripts  # main() behind the closed-pipe guard
 
 
 def test_everything_copied_exists_and_is_not_dockerignored() -> None:
