@@ -171,7 +171,7 @@ async def _run(incidents: int) -> list[dict[str, Any]]:
                f"< {IDLE_MB:g}", idle < IDLE_MB),
         target(f"RSS of `tocsin run` with {incidents:,} open incidents, each escalation scheduled (MiB)",
                round(loaded, 1), f"< {LOADED_MB:g}", loaded < LOADED_MB),
-        info("  per open incident (KiB)", round((loaded - idle) * 1024 / max(1, incidents), 1)),
+        info("RSS per open incident (KiB)", round((loaded - idle) * 1024 / max(1, incidents), 1)),
     ]
 
 

@@ -54,6 +54,17 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
+def markdown(rows: list[dict[str, Any]], header: list[str]) -> str:
+    """The table as Markdown, for recording in docs/benchmarks.md."""
+    out = [*header, "", "| Figure | Value | Target | Result |", "|---|---|---|---|"]
+    for r in rows:
+        v = r["value"]
+        shown = f"{v:,}" if isinstance(v, int) else str(v)
+        verdict = "" if r.get("passed") is None else ("PASS" if r["passed"] else "**FAIL**")
+        out.append("| " + " | ".join([r["figure"], shown, str(r.get("target") or ""), verdict]) + " |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import asyncio
@@ -61,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="same as TOCSIN_BENCH_QUICK=1")
     ap.add_argument("--only", action="append", metavar="MODULE", help="e.g. --only bench.fanout (repeatable)")
+    ap.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown (for docs/benchmarks.md)")
     args = ap.parse_args(argv)
     if args.quick:
         os.environ["TOCSIN_BENCH_QUICK"] = "1"
@@ -68,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     crashed = False
     started = time.perf_counter()
     print(f"machine: {machine()}")
-    print(f"load average at start: {load_average()}{'  (QUICK pass: sizes reduced)' if quick() else ''}",
-          flush=True)
+    load = load_average()
+    print(f"load average at start: {load}{'  (QUICK pass: sizes reduced)' if quick() else ''}", flush=True)
     a = asyncio.run(anchors())
     rows += anchor_rows(a)
     for r in rows:
@@ -94,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     print_table(rows, "Tocsin benchmarks")
     failed = [r["figure"] for r in rows if r.get("passed") is False]
-    print(f"\n{len(failed)} of {sum(1 for r in rows if r.get('passed') is not None)} targets failed; "
-          f"load average at end: {load_average()}; {time.perf_counter() - started:.0f} s in all")
+    summary = (f"{len(failed)} of {sum(1 for r in rows if r.get('passed') is not None)} targets failed; "
+               f"load average at end: {load_average()}; {time.perf_counter() - started:.0f} s in all")
+    print("\n" + summary)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(rows, [f"Machine: {machine()}.", f"Load average at start: {load},"
+                                                       f" {summary}."]))
     return 2 if crashed else (1 if failed else 0)
 
 
