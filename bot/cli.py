@@ -13,10 +13,9 @@ from typing import Any
 
 from bot.context import Context, open_context
 from core import config as config_mod
+from core.appearance import terminal
 from core.audit.log import AuditLog, verify
-from core.clock import utc
 from core.errors import ConfigError, TocsinError
-from core.incidents import fmt_duration
 from core.rbac import Actor, Permission, require
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
@@ -88,12 +87,6 @@ async def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_incident_line(inc: Any) -> None:
-    age = fmt_duration((utc(inc.resolved_at) or _now()) .timestamp() - utc(inc.created_at).timestamp())
-    ack = inc.acknowledged_by or "-"
-    print(f"{inc.ref:<9} {inc.severity:<5} {inc.state:<11} {age:>8}  ack:{ack:<22} {inc.title}")
-
-
 def _now() -> Any:
     from datetime import datetime, timezone
 
@@ -146,33 +139,9 @@ async def cmd_incident(args: argparse.Namespace) -> int:
             if not incidents:
                 print("no incidents" if args.state == "all" else f"no {args.state} incidents")
             for inc in incidents:
-                _print_incident_line(inc)
+                print(terminal.table_row(inc, _now()))
         elif op == "show":
-            d = await svc.detail(args.id, actor=actor)
-            inc = d.incident
-            print(f"{inc.ref} [{inc.severity}] {inc.title}")
-            print(f"  state: {inc.state}   commander: {inc.commander}   source: {inc.source}")
-            print(f"  opened: {utc(inc.created_at):%Y-%m-%d %H:%M:%S} UTC")
-            if inc.acknowledged_at:
-                tta = (utc(inc.acknowledged_at) - utc(inc.created_at)).total_seconds()
-                print(f"  acknowledged by {inc.acknowledged_by} after {fmt_duration(tta)}")
-            if inc.resolved_at:
-                print(f"  resolved after {fmt_duration((utc(inc.resolved_at) - utc(inc.created_at)).total_seconds())}")
-            if inc.escalation_policy:
-                nxt = utc(inc.next_escalation_at)
-                print(f"  escalation: {inc.escalation_policy}, level {inc.escalation_level}"
-                      + (f", next at {nxt:%H:%M:%S} UTC" if nxt else ""))
-            print("  time in state:")
-            for ch in d.state_changes:
-                spent = f" after {fmt_duration(ch.seconds_in_previous)} {ch.from_state}" if ch.from_state else ""
-                print(f"    {utc(ch.at):%H:%M:%S} -> {ch.to_state}{spent} ({ch.actor})")
-            print("  thread:")
-            for m in d.thread:
-                print(f"    {utc(m.created_at):%H:%M:%S} {m.kind:<10} {m.author:<20} {m.body}")
-            counts: dict[str, int] = {}
-            for dl in d.deliveries:
-                counts[dl.status] = counts.get(dl.status, 0) + 1
-            print("  deliveries: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+            print(terminal.show(await svc.detail(args.id, actor=actor)))
         return 0
 
     return await _with_ctx(args, run)

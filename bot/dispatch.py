@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from bot.commands import USAGE, Command, UsageError, parse
-from core.clock import utc
+from core.appearance.terminal import describe, incident_line
 from core.db import unavailable
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, StorageUnavailable, TocsinError
-from core.incidents import IncidentDetail, IncidentService, fmt_duration
+from core.incidents import IncidentService
 from core.models import Incident
 from core.rbac import Actor
 
@@ -24,37 +23,6 @@ class Reply:
     ok: bool = True
     ephemeral: bool = True
     incident_id: int | None = None
-
-
-def incident_line(inc: Incident, now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
-    end = utc(inc.resolved_at) or now
-    age = fmt_duration((end - utc(inc.created_at)).total_seconds())
-    ack = f", acked by {inc.acknowledged_by}" if inc.acknowledged_by else ""
-    return f"{inc.ref} [{inc.severity}] {inc.state} {age}{ack}: {inc.title}"
-
-
-def describe(detail: IncidentDetail, now: datetime | None = None) -> str:
-    """A compact status: state, who acked, time to ack/resolve, last messages, delivery counts."""
-    inc = detail.incident
-    lines = [incident_line(inc, now), f"Commander: {inc.commander}"]
-    if inc.acknowledged_at:
-        tta = (utc(inc.acknowledged_at) - utc(inc.created_at)).total_seconds()
-        lines.append(f"Acknowledged by {inc.acknowledged_by} after {fmt_duration(tta)}")
-    if inc.resolved_at:
-        ttr = (utc(inc.resolved_at) - utc(inc.created_at)).total_seconds()
-        lines.append(f"Resolved after {fmt_duration(ttr)}")
-    if inc.escalation_policy and inc.state == "open":
-        lines.append(f"Escalation: {inc.escalation_policy}, level {inc.escalation_level}")
-    for m in detail.thread[-5:]:
-        lines.append(f"  {utc(m.created_at):%H:%M} {m.kind}: {m.body[:200]}")
-    counts: dict[str, int] = {}
-    for d in detail.deliveries:
-        if d.purpose != "surface":
-            counts[d.status] = counts.get(d.status, 0) + 1
-    if counts:
-        lines.append("Pages: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return "\n".join(lines)
 
 
 async def execute(service: IncidentService, actor: Actor, cmd: Command) -> Reply:

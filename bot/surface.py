@@ -9,76 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from datetime import datetime
 from typing import ClassVar, Protocol
 
+from core.appearance.card import IncidentCard
 from core.cards import PENDING, CardRef, CardStore
-from core.clock import utc
 from core.delivery.message import DeliveryResult, Envelope, Notification
 from core.errors import NotFound
-from core.incidents import IncidentService, fmt_duration
-from core.models import Incident
+from core.incidents import IncidentService
 
 log = logging.getLogger("tocsin.surface")
-
-
-@dataclass(frozen=True)
-class IncidentCard:
-    """Everything a platform needs to draw an incident card, platform-neutral."""
-
-    id: int
-    ref: str
-    title: str
-    severity: str
-    state: str
-    commander: str
-    description: str
-    created_at: datetime
-    acknowledged_by: str | None
-    acknowledged_at: datetime | None
-    resolved_at: datetime | None
-    link: str
-
-    @property
-    def open(self) -> bool:
-        return self.state != "resolved"
-
-    @property
-    def buttons(self) -> list[str]:
-        """Actions still meaningful: none once resolved; no Acknowledge once acknowledged."""
-        if self.state == "resolved":
-            return []
-        out = [] if self.acknowledged_at else ["ack"]
-        out += ["update"]
-        if self.state == "open":
-            out.append("monitor")
-        out.append("resolve")
-        return out
-
-    @property
-    def time_to_ack(self) -> str | None:
-        if not self.acknowledged_at:
-            return None
-        return fmt_duration((self.acknowledged_at - self.created_at).total_seconds())
-
-    @property
-    def time_to_resolve(self) -> str | None:
-        if not self.resolved_at:
-            return None
-        return fmt_duration((self.resolved_at - self.created_at).total_seconds())
-
-    def time_open(self, now: datetime) -> str:
-        end = self.resolved_at or now
-        return fmt_duration((end - self.created_at).total_seconds())
-
-    @classmethod
-    def of(cls, inc: Incident, public_url: str) -> IncidentCard:
-        return cls(id=inc.id, ref=inc.ref, title=inc.title, severity=inc.severity, state=inc.state,
-                   commander=inc.commander, description=inc.description or "",
-                   created_at=utc(inc.created_at), acknowledged_by=inc.acknowledged_by,  # type: ignore[arg-type]
-                   acknowledged_at=utc(inc.acknowledged_at), resolved_at=utc(inc.resolved_at),
-                   link=f"{public_url.rstrip('/')}/incidents/{inc.id}")
 
 
 class SurfaceError(Exception):

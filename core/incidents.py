@@ -587,12 +587,3 @@ def _fmt_ref(ref: str | int) -> str:
         return f"INC-{parse_ref(ref)}"
     except InvalidInput:
         return str(ref)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")

@@ -1,7 +1,7 @@
 """ORM tables. The schema lives here and in migrations/versions (a test keeps them equal)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from core.clock import utc
+
 # BigInteger ids that still autoincrement on SQLite (where only INTEGER PRIMARY KEY does).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -25,7 +27,39 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
-class Incident(Base):
+class IncidentTimes:
+    """Durations of an incident, from its timestamps: the one place time to ack/resolve is computed.
+
+    Shared by the ORM row and by the card snapshot the chat surfaces draw (core/appearance/card.py).
+    SQLite hands back naive datetimes, hence `utc()`.
+    """
+
+    created_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    state_since: datetime | None
+
+    @property
+    def time_to_ack(self) -> timedelta | None:
+        ack, created = utc(self.acknowledged_at), utc(self.created_at)
+        return ack - created if ack and created else None
+
+    @property
+    def time_to_resolve(self) -> timedelta | None:
+        end, created = utc(self.resolved_at), utc(self.created_at)
+        return end - created if end and created else None
+
+    def time_open(self, now: datetime) -> timedelta:
+        """Age: from declared to resolved, or to `now` while still open."""
+        return (utc(self.resolved_at) or utc(now)) - utc(self.created_at)  # type: ignore[operator]
+
+    def time_in_state(self, now: datetime) -> timedelta:
+        """How long the incident has been in its current state."""
+        since = utc(self.state_since) or utc(self.created_at)
+        return utc(now) - since  # type: ignore[operator]
+
+
+class Incident(IncidentTimes, Base):
     """One incident; its human id is INC-<id>. `version` makes every state change compare-and-set."""
 
     __tablename__ = "incidents"

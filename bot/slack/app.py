@@ -33,21 +33,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.commands import Command
 from bot.dispatch import Reply, execute, run_text
-from bot.slack.blocks import (
+from bot.slack.forms import answer_text, read_declare, read_update
+from bot.slack.surface import SlackSurface
+from bot.surface import SurfaceSender
+from core.appearance.card import IncidentCard
+from core.appearance.slack import (
     ACTION_RE,
     DECLARE_VIEW,
     UPDATE_VIEW,
-    answer_text,
     declare_modal,
-    escape,
     parse_action_id,
-    read_declare,
     read_metadata,
-    read_update,
     update_modal,
 )
-from bot.slack.surface import SlackSurface
-from bot.surface import IncidentCard, SurfaceSender
+from core.appearance.vocabulary import escape_slack
 from core.errors import Forbidden, NotFound
 from core.incidents import IncidentService
 from core.leader import Leadership
@@ -235,7 +234,7 @@ class SlackAdapter:
             log.warning("slack.views_open.failed", extra={"error": exc.response.get("error")})
             text = (f"The declare form could not open (Slack said: {exc.response.get('error')}). "
                     "Use `/incident declare <sev1..sev4> <title>`.")
-            await self._answer(body, escape(text), in_channel=False)
+            await self._answer(body, escape_slack(text), in_channel=False)
 
     async def _button(self, body: dict[str, Any], action: dict[str, Any], *, retry: str | None) -> None:
         parsed = parse_action_id(str(action["action_id"]))
@@ -277,7 +276,7 @@ class SlackAdapter:
             log.warning("slack.views_open.failed", extra={"error": exc.response.get("error")})
             text = (f"The update form could not open (Slack said: {exc.response.get('error')}). "
                     f"Use `/incident update {card.ref} <text>`.")
-            await self._tell_user(body, escape(text))
+            await self._tell_user(body, escape_slack(text))
 
     async def _submitted(self, body: dict[str, Any], view: dict[str, Any], cmd: Command, *,
                          retry: str | None) -> None:

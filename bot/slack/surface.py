@@ -12,8 +12,9 @@ import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.blocks import card_blocks, card_text, thread_text
-from bot.surface import IncidentCard, SurfaceError
+from bot.surface import SurfaceError
+from core.appearance.card import IncidentCard
+from core.appearance.slack import card_blocks, card_text, thread_text
 from core.cards import CardRef
 from core.clock import Clock
 from core.delivery.base import parse_retry_after

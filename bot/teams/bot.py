@@ -22,8 +22,8 @@ from botbuilder.schema import (
 
 from bot.commands import HELP
 from bot.dispatch import Reply, run_text
-from bot.surface import IncidentCard
-from bot.teams.cards import CONTENT_TYPE, DATA_KEY, declare_form, incident_card, message_html
+from core.appearance.card import IncidentCard
+from core.appearance.teams import CONTENT_TYPE, DATA_KEY, declare_form, incident_card, message_html
 from core.errors import InvalidInput, NotFound
 from core.incidents import IncidentService
 from core.rbac import Actor

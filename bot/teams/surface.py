@@ -21,9 +21,10 @@ from botbuilder.schema import (
 )
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
-from bot.surface import IncidentCard, SurfaceError
+from bot.surface import SurfaceError
 from bot.teams.bot import card_attachment, outgoing
-from bot.teams.cards import message_html, note_text
+from core.appearance.card import IncidentCard
+from core.appearance.teams import message_html, note_text
 from core.cards import CardRef
 from core.config import TeamsConfig
 from core.delivery.base import classify_http

@@ -1,1 +1,1 @@
-"""Telegram chat adapter: bot.py (Application, handlers, webhook, polling), render.py, surface.py."""
+"""Telegram chat adapter: bot.py (Application, handlers, webhook, polling), surface.py (drawing: core/appearance/telegram.py)."""

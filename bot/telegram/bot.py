@@ -36,8 +36,8 @@ from telegram.ext import (
 from bot.commands import HELP, Command
 from bot.dispatch import execute, run_text
 from bot.surface import SurfaceSender
-from bot.telegram.render import parse_callback, plain, toast
 from bot.telegram.surface import ChatPacer, TelegramSurface
+from core.appearance.telegram import parse_callback, plain, toast
 from core.config import TelegramConfig
 from core.incidents import IncidentService
 from core.leader import Leadership

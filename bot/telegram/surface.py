@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from telegram import LinkPreviewOptions, Message, ReplyParameters
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -31,8 +31,9 @@ from telegram.error import (
 from telegram.ext import BaseRateLimiter, ExtBot
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.surface import IncidentCard, SurfaceError
-from bot.telegram.render import card_html, keyboard, note_html
+from bot.surface import SurfaceError
+from core.appearance.card import IncidentCard
+from core.appearance.telegram import card_html, keyboard, note_html
 from core.cards import CardRef
 from core.delivery.message import Notification
 
@@ -41,6 +42,15 @@ log = logging.getLogger("tocsin.telegram")
 RateLimitArgs = dict[str, Any]
 NO_WAIT: RateLimitArgs = {"wait": False}
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+
+
+def markup(card: IncidentCard) -> InlineKeyboardMarkup | None:
+    """The card's keyboard (drawn as Bot API JSON in core/appearance/telegram.py) as PTB's markup type."""
+    kb = keyboard(card)
+    if kb is None:
+        return None
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b["text"], callback_data=b["callback_data"]) for b in row]
+                                 for row in kb["inline_keyboard"]])
 
 
 def retry_seconds(exc: RetryAfter) -> float:
@@ -172,7 +182,7 @@ class TelegramSurface:
     async def post_card(self, card: IncidentCard) -> CardRef:
         msg = await self._call("sendMessage", self.bot.send_message(
             chat_id=self.chat_id, text=card_html(card), parse_mode=ParseMode.HTML,
-            reply_markup=keyboard(card), message_thread_id=self.topic_id, link_preview_options=_NO_PREVIEW,
+            reply_markup=markup(card), message_thread_id=self.topic_id, link_preview_options=_NO_PREVIEW,
             rate_limit_args=NO_WAIT))
         assert isinstance(msg, Message)
         thread = str(msg.message_thread_id) if msg.message_thread_id else None
@@ -184,7 +194,7 @@ class TelegramSurface:
         try:
             await self._call("editMessageText", self.bot.edit_message_text(
                 chat_id=ref.channel, message_id=int(ref.message_ref), text=card_html(card),
-                parse_mode=ParseMode.HTML, reply_markup=keyboard(card), link_preview_options=_NO_PREVIEW,
+                parse_mode=ParseMode.HTML, reply_markup=markup(card), link_preview_options=_NO_PREVIEW,
                 rate_limit_args=NO_WAIT))
         except SurfaceError as exc:
             # A retried sync re-applies the same edit: Telegram calls that "not modified", we call it done.

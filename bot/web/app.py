@@ -19,10 +19,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from bot.web.charts import SEV_COLORS, hbars, stacked_bars
 from bot.web.session import COOKIE, LOGIN_COOKIE, Session, SessionCodec
 from bot.web.throttle import LoginThrottle, retry_after
+from core.appearance.vocabulary import fmt_duration
 from core.audit.log import AuditLog, verify
 from core.clock import utc
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, TocsinError
-from core.incidents import IncidentEvent, fmt_duration, parse_ref
+from core.incidents import IncidentEvent, parse_ref
 from core.rbac import Actor, Permission, Role, require
 from core.stats import collect
 from core.users import UserService
@@ -192,8 +193,7 @@ def mount_console(rt: Any) -> None:
         now = svc.clock.now()
         order = {"open": 0, "monitoring": 1, "resolved": 2}
         incidents.sort(key=lambda i: (order.get(i.state, 3), i.severity, -i.id))
-        return [{"i": i, "age": fmt_duration(((utc(i.resolved_at) or now) - utc(i.created_at)).total_seconds())}
-                for i in incidents]
+        return [{"i": i, "age": fmt_duration(i.time_open(now))} for i in incidents]
 
     async def board(request: web.Request) -> web.Response:
         return c.render("board.html", request, rows=await board_rows(request))
@@ -223,10 +223,7 @@ def mount_console(rt: Any) -> None:
             if x.last_error:
                 cell["last_error"] = x.last_error
         inc = d.incident
-        tta = ((utc(inc.acknowledged_at) - utc(inc.created_at)).total_seconds()  # type: ignore[operator]
-               if inc.acknowledged_at else None)
-        ttr = ((utc(inc.resolved_at) - utc(inc.created_at)).total_seconds()  # type: ignore[operator]
-               if inc.resolved_at else None)
+        tta, ttr = inc.time_to_ack, inc.time_to_resolve
         can_act = request[SESSION].role in ("admin", "manager", "operator")
         message = notice or NOTICES.get(request.query.get("msg", ""))
         return c.render("incident.html", request, status=status, inc=inc, timeline=timeline, channels=channels,

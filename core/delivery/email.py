@@ -14,9 +14,9 @@ from typing import ClassVar
 import aiohttp
 import aiosmtplib
 
+from core.appearance.email import render_email
 from core.config import ConfigHolder, EmailChannel
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.render import render_email
 from core.delivery.webhook import attempt_timeout, log_result
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from sqlalchemy import insert, select
 
+from core.appearance.terminal import render_text
 from core.clock import Clock, SystemClock
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.render import render_text
 from core.logs import mask_phone
 from core.models import OutboxMessage
 

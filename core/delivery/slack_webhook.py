@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+from core.appearance.common import json_bytes
+from core.appearance.slack import render_slack
 from core.delivery.message import Envelope
-from core.delivery.render import json_bytes, render_slack
 from core.delivery.webhook import DestinationSender
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 from pydantic import SecretStr
 
+from core.appearance.sms import render_sms
 from core.config import ConfigHolder, SmsChannel
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.render import render_sms
 from core.delivery.webhook import attempt_timeout, log_result
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,10 @@ import logging
 import re
 from typing import ClassVar
 
+from core.appearance.common import json_bytes
+from core.appearance.teams import render_teams
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.render import json_bytes, render_teams
 from core.delivery.webhook import DestinationSender, HttpReply
 
 log = logging.getLogger(__name__)

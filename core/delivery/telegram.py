@@ -8,10 +8,11 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from core.appearance.common import json_bytes
+from core.appearance.telegram import render_telegram
 from core.config import ConfigHolder
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.render import json_bytes, render_telegram
 from core.delivery.webhook import USER_AGENT, HttpReply, attempt_timeout, http_attempt, log_result, redact
 
 log = logging.getLogger(__name__)

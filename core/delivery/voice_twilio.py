@@ -29,10 +29,10 @@ from twilio.request_validator import (
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
+from core.appearance.voice import render_voice, speakable
 from core.config import ConfigHolder
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope, Notification
-from core.delivery.render import render_voice, speakable
 from core.delivery.webhook import USER_AGENT, attempt_timeout, log_result, mask_address
 from core.errors import TocsinError
 

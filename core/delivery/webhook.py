@@ -1,6 +1,6 @@
 """Generic webhook sender, plus the HTTP attempt, masking and result logging every HTTP sender shares.
 
-Body: JSON (render.render_webhook). Headers: the destination's own, `Idempotency-Key` (the same on every
+Body: JSON (core/appearance/webhook.py). Headers: the destination's own, `Idempotency-Key` (the same on every
 retry, so a slow receiver that got the first attempt can drop the repeat) and, when the destination has an
 `hmac_secret`, `X-Tocsin-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
 """
@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 import aiohttp
 from multidict import CIMultiDict
 
+from core.appearance.common import json_bytes
+from core.appearance.webhook import render_webhook
 from core.config import Config, ConfigHolder, Destination
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.policy import retry_policy
-from core.delivery.render import json_bytes, render_webhook
 from core.logs import mask_phone
 
 if TYPE_CHECKING:

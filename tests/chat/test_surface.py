@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.context import Context
-from bot.surface import IncidentCard, SurfaceError, SurfaceSender
+from bot.surface import SurfaceError, SurfaceSender
+from core.appearance.card import IncidentCard
 from core.cards import CardRef, CardStore
 from core.db import Database
 from core.delivery.message import Envelope, Notification

@@ -8,8 +8,10 @@ from typing import Any, ClassVar
 import aiohttp
 import pytest
 
+from core.appearance.slack import render_slack
+from core.appearance.telegram import render_telegram
 from core.config import ConfigHolder, RetryPolicy
-from core.delivery import policy, render
+from core.delivery import policy
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.registry import (
     DEFAULT_RETRY,
@@ -138,7 +140,7 @@ async def test_slack_posts_block_kit(peer: HttpStandIn, http: aiohttp.ClientSess
     req = peer.requests[0]
     assert req.method == "POST" and req.path == "/slack/T000/B000/XXXX"
     assert req.headers["Content-Type"].startswith("application/json")
-    assert req.json == json.loads(json.dumps(render.render_slack(notification())))
+    assert req.json == json.loads(json.dumps(render_slack(notification())))
 
 
 # --- Teams --------------------------------------------------------------------------------------------------
@@ -223,7 +225,7 @@ async def test_telegram_send_message(peer: HttpStandIn, http: aiohttp.ClientSess
     req = peer.requests[0]
     assert req.path == f"/bot{TOKEN}/sendMessage"
     assert req.json["chat_id"] == "4242" and req.json["parse_mode"] == "HTML"
-    assert req.json["text"] == render.render_telegram(notification())
+    assert req.json["text"] == render_telegram(notification())
 
 
 @pytest.mark.parametrize(("reply", "outcome", "after"), [

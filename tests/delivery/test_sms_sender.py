@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from core.appearance.sms import sms_info
 from core.config import ConfigHolder
-from core.delivery.render import sms_info
 from core.delivery.sms_sns import SnsSmsSender
 from tests.delivery.helpers import config, envelope, notification
 from tests.stand_ins.http import HttpStandIn, free_port, hang
@@ -48,7 +48,7 @@ async def test_publishes_sms_that_moto_records(sns: MotoSns) -> None:
     assert len(published) == 1
     sms = published[0]
     assert sms["phone_number"] == PHONE
-    assert sms["message"].startswith("SEV1 INC-12 New incident: Database <primary> down & out")
+    assert sms["message"].startswith("SEV1 INC-12 Declared: Database <primary> down & out")
     assert sms["message"].endswith("Ack: https://tocsin.example/ack/tok123")
     assert sms_info(sms["message"]).segments <= 3
     assert sms["message_id"] in result.summary

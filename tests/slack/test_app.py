@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 
-from bot.slack.blocks import DECLARE_VIEW, UPDATE_VIEW
+from core.appearance.slack import DECLARE_VIEW, UPDATE_VIEW
 from core.incidents import IncidentService
 from core.rbac import Actor
 from tests.slack.conftest import SlackEnv

@@ -104,7 +104,7 @@ async def test_declare_answers_with_the_card(make_ctx: Callable[..., Any]) -> No
     assert plain(reply.text).startswith("Declared INC-1 [sev1] Database down")
     card = reply.attachments[0].content
     assert card["version"] == "1.4" and "Database down" in card_text(card)
-    assert action_titles(card) == ["Acknowledge", "Post update", "Monitoring", "Resolve", "Open incident"]
+    assert action_titles(card) == ["Acknowledge", "Add update", "Monitoring", "Resolve", "Open incident"]
     inc = await ctx.service.get(1)
     assert inc.commander == f"teams:{OPERATOR}" and inc.source == "teams"
 

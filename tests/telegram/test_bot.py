@@ -158,7 +158,7 @@ async def test_a_retried_card_sync_is_not_an_error_when_nothing_changed(harness:
     ref = await h.ctx.cards.get(1, "telegram")
     assert ref is not None
     inc = await h.ctx.service.get(1)
-    from bot.surface import IncidentCard
+    from core.appearance.card import IncidentCard
 
     surface = h.rt.chat_senders["chat:telegram"].surface
     # Telegram answers 400 "message is not modified"; for a retried sync that means done.

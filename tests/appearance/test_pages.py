@@ -5,21 +5,16 @@ import json
 
 import pytest
 
-from core.delivery import render
-from core.delivery.render import (
-    json_bytes,
-    render_email,
-    render_slack,
-    render_sms,
-    render_teams,
-    render_telegram,
-    render_text,
-    render_voice,
-    render_webhook,
-    sms_info,
-    speakable,
-    split_sms,
-)
+from core.appearance.common import json_bytes
+from core.appearance.email import SUBJECT_MAX, render_email
+from core.appearance.slack import render_slack
+from core.appearance.sms import SmsInfo, render_sms, sms_info, split_sms
+from core.appearance.teams import MAX_BYTES as TEAMS_MAX_BYTES
+from core.appearance.teams import render_teams
+from core.appearance.telegram import render_telegram
+from core.appearance.terminal import render_text
+from core.appearance.voice import render_voice, speakable
+from core.appearance.webhook import render_webhook
 from tests.delivery.helpers import notification
 
 # --- email -----------------------------------------------------------------------------------------------
@@ -27,12 +22,12 @@ from tests.delivery.helpers import notification
 
 def test_email_subject_text_and_html_carry_the_page() -> None:
     e = render_email(notification())
-    assert e.subject == "[SEV1] INC-12 New incident: Database <primary> down & out"
+    assert e.subject == "[SEV1] INC-12 Declared: Database <primary> down & out"
     # plain text is not HTML-escaped
     assert "Database <primary> down & out" in e.text
     for part in ("Writes fail since 10:02.", "State:     investigating", "service: db", "region: eu-west-1",
                  "runbook: https://runbooks.example/db", "Acknowledge: https://tocsin.example/ack/tok123",
-                 "SEV1 (critical)", "New incident"):
+                 "SEV1 (critical)", "Declared"):
         assert part in e.text
     # HTML autoescapes everything that came from outside
     assert "Database &lt;primary&gt; down &amp; out" in e.html
@@ -52,7 +47,7 @@ def test_email_html_escapes_script_in_body_and_fields() -> None:
 def test_email_subject_is_one_line_and_bounded() -> None:
     e = render_email(notification(title="line one\r\nBcc: victim@example.com " + "x" * 500))
     assert "\n" not in e.subject and "\r" not in e.subject
-    assert len(e.subject) <= render.SUBJECT_MAX
+    assert len(e.subject) <= SUBJECT_MAX
 
 
 def test_resolved_has_no_ack_link_and_one_time_has_no_incident() -> None:
@@ -83,7 +78,7 @@ def test_resolved_has_no_ack_link_and_one_time_has_no_incident() -> None:
     ("", "GSM-7", 0, 0),
 ])
 def test_sms_info(text: str, encoding: str, units: int, segments: int) -> None:
-    assert sms_info(text) == render.SmsInfo(encoding, units, segments)  # type: ignore[arg-type]
+    assert sms_info(text) == SmsInfo(encoding, units, segments)  # type: ignore[arg-type]
 
 
 def test_split_never_cuts_an_escape_or_surrogate_pair() -> None:
@@ -101,7 +96,7 @@ def test_sms_fits_segments_and_keeps_the_ack_link(max_segments: int) -> None:
     assert info.encoding == "GSM-7" and info.segments <= max_segments
     assert text.endswith("\nAck: https://tocsin.example/ack/tok123")
     assert "..." in text
-    assert text.startswith("SEV1 INC-12 New incident: Database <primary> down & out [investigating]")
+    assert text.startswith("SEV1 INC-12 Declared: Database <primary> down & out [investigating]")
 
 
 def test_sms_ucs2_when_the_body_needs_it() -> None:
@@ -119,7 +114,7 @@ def test_sms_keeps_gsm7_despite_typography_and_emoji() -> None:
 
 def test_sms_short_page_is_untouched() -> None:
     text = render_sms(notification(body="", fields={}, ack_url=None, title="DB down"), max_segments=1)
-    assert text == "SEV1 INC-12 New incident: DB down [investigating]"
+    assert text == "SEV1 INC-12 Declared: DB down [investigating]"
 
 
 # --- voice --------------------------------------------------------------------------------------------------
@@ -139,7 +134,7 @@ def test_speakable(raw: str, spoken: str) -> None:
 
 def test_voice_script_speaks_incident_and_severity() -> None:
     text = render_voice(notification())
-    assert text.startswith("This is Tocsin. New incident for incident 12, severity 1, critical.")
+    assert text.startswith("This is Tocsin. Declared for incident 12, severity 1, critical.")
     assert "INC-12" not in text and "*" not in text and "http" not in text
     assert "State: investigating." in text
     assert len(render_voice(notification(body="word " * 1000, title="t" * 1000))) < 1100
@@ -150,7 +145,7 @@ def test_voice_script_speaks_incident_and_severity() -> None:
 
 def test_slack_blocks() -> None:
     msg = render_slack(notification())
-    assert msg["text"] == "[SEV1] INC-12 New incident: Database &lt;primary&gt; down &amp; out"
+    assert msg["text"] == "[SEV1] INC-12 Declared: Database &lt;primary&gt; down &amp; out"
     types = [b["type"] for b in msg["blocks"]]
     assert types == ["header", "context", "section", "section", "actions"]
     header = msg["blocks"][0]["text"]
@@ -198,8 +193,8 @@ def test_teams_adaptive_card_envelope() -> None:
 def test_teams_stays_under_28kb_with_a_huge_body(body: str) -> None:
     msg = render_teams(notification(body=body))
     size = len(json_bytes(msg))
-    assert size <= render.TEAMS_MAX_BYTES
-    assert size > render.TEAMS_MAX_BYTES - 200    # cut, not dropped
+    assert size <= TEAMS_MAX_BYTES
+    assert size > TEAMS_MAX_BYTES - 200    # cut, not dropped
     text = next(b["text"] for b in msg["attachments"][0]["content"]["body"][2:] if b["type"] == "TextBlock")
     assert text.endswith("…")
     # What goes on the wire (ensure_ascii JSON would be bigger: the sender uses json_bytes)
@@ -208,7 +203,7 @@ def test_teams_stays_under_28kb_with_a_huge_body(body: str) -> None:
 
 def test_teams_huge_fields_still_fit() -> None:
     msg = render_teams(notification(fields={f"k{i}": "v" * 1000 for i in range(100)}))
-    assert len(json_bytes(msg)) <= render.TEAMS_MAX_BYTES
+    assert len(json_bytes(msg)) <= TEAMS_MAX_BYTES
 
 
 # --- Telegram -----------------------------------------------------------------------------------------------
@@ -251,7 +246,7 @@ def test_webhook_body() -> None:
                                      "webhook", "outbox"])
 def test_render_text_for_every_channel(channel: str) -> None:
     subject, body = render_text(channel, notification())
-    assert subject == "[SEV1] INC-12 New incident: Database <primary> down & out"
+    assert subject == "[SEV1] INC-12 Declared: Database <primary> down & out"
     assert body.strip()
     assert "&lt;" not in body and "<b>" not in body
     if channel == "sms":

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bot.surface import IncidentCard
-from bot.teams.cards import declare_form, incident_card, message_html, note_text
+from core.appearance.card import IncidentCard
+from core.appearance.teams import declare_form, incident_card, message_html, note_text
 from core.delivery.message import Notification
 from tests.teams.helpers import action_titles, card_text
 
@@ -37,7 +37,7 @@ def test_open_card() -> None:
     assert c["body"][1]["text"] == "Payments failing" and c["body"][2]["text"] == "5xx on /pay"
     assert facts(c) == {"Severity": "SEV1 (critical)", "State": "Open", "Commander": "teams:aad-1",
                         "Declared": "{{DATE(2026-01-01T09:00:00Z,SHORT)}} {{TIME(2026-01-01T09:00:00Z)}}"}
-    assert action_titles(c) == ["Acknowledge", "Post update", "Monitoring", "Resolve", "Open incident"]
+    assert action_titles(c) == ["Acknowledge", "Add update", "Monitoring", "Resolve", "Open incident"]
     ack = c["actions"][0]
     # Action.Execute (an adaptiveCard/action invoke) with an Action.Submit fallback carrying the same data
     assert ack["type"] == "Action.Execute" and ack["verb"] == "ack"
@@ -51,8 +51,8 @@ def test_open_card() -> None:
 
 @pytest.mark.parametrize("over, titles, state_fact, extra", [
     ({"acknowledged_by": "teams:aad-2", "acknowledged_at": T0 + timedelta(minutes=4)},
-     ["Post update", "Monitoring", "Resolve", "Open incident"], "Open", {"Acknowledged by": "teams:aad-2 after 4m00s"}),
-    ({"state": "monitoring"}, ["Acknowledge", "Post update", "Resolve", "Open incident"], "Monitoring", {}),
+     ["Add update", "Monitoring", "Resolve", "Open incident"], "Open", {"Acknowledged by": "teams:aad-2 after 4m00s"}),
+    ({"state": "monitoring"}, ["Acknowledge", "Add update", "Resolve", "Open incident"], "Monitoring", {}),
     ({"state": "resolved", "acknowledged_by": "x", "acknowledged_at": T0 + timedelta(minutes=1),
       "resolved_at": T0 + timedelta(hours=2)}, ["Open incident"], "Resolved", {"Resolved after": "2h00m"}),
 ])

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.surface import IncidentCard
-from bot.telegram.render import (
+from core.appearance.card import IncidentCard
+from core.appearance.telegram import (
     callback_data,
     card_html,
     keyboard,
@@ -33,7 +33,7 @@ def actions(c: IncidentCard) -> list[str]:
     kb = keyboard(c)
     if kb is None:
         return []
-    return [str(b.callback_data) for row in kb.inline_keyboard for b in row]
+    return [str(b["callback_data"]) for row in kb["inline_keyboard"] for b in row]
 
 
 @pytest.mark.parametrize("state,acked,expected", [

@@ -1,0 +1,51 @@
+"""The platform-neutral snapshot of an incident that every chat card (Slack, Teams, Telegram) draws."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.clock import utc
+from core.models import Incident, IncidentTimes
+
+
+@dataclass(frozen=True)
+class IncidentCard(IncidentTimes):
+    """Everything a platform needs to draw an incident card; durations come from IncidentTimes."""
+
+    id: int
+    ref: str
+    title: str
+    severity: str
+    state: str
+    commander: str
+    description: str
+    created_at: datetime
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    link: str
+    state_since: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.state != "resolved"
+
+    @property
+    def buttons(self) -> list[str]:
+        """Actions still meaningful: none once resolved; no Acknowledge once acknowledged."""
+        if self.state == "resolved":
+            return []
+        out = [] if self.acknowledged_at else ["ack"]
+        out += ["update"]
+        if self.state == "open":
+            out.append("monitor")
+        out.append("resolve")
+        return out
+
+    @classmethod
+    def of(cls, inc: Incident, public_url: str) -> IncidentCard:
+        return cls(id=inc.id, ref=inc.ref, title=inc.title, severity=inc.severity, state=inc.state,
+                   commander=inc.commander, description=inc.description or "",
+                   created_at=utc(inc.created_at), acknowledged_by=inc.acknowledged_by,  # type: ignore[arg-type]
+                   acknowledged_at=utc(inc.acknowledged_at), resolved_at=utc(inc.resolved_at),
+                   link=f"{public_url.rstrip('/')}/incidents/{inc.id}", state_since=utc(inc.state_since))

@@ -1,0 +1,42 @@
+"""What every page starts from: the headline, a notification's fields and links, and wire-exact JSON."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core.appearance.vocabulary import kind_label, one_line, safe_url, severity_label
+from core.delivery.message import Notification
+
+NO_ACK_KINDS = ("RESOLVED", "ACK")
+"""Pages of these kinds carry no Acknowledge link or button."""
+
+
+def offers_ack(n: Notification) -> str | None:
+    """The ack link to show on this page, or None (unsafe link, or nothing left to acknowledge)."""
+    ack = safe_url(n.ack_url)
+    return ack if ack and n.kind.upper() not in NO_ACK_KINDS else None
+
+
+def headline(n: Notification) -> str:
+    """`[SEV1] INC-12 Declared: Database down` - the one line every channel starts from."""
+    parts = []
+    if n.severity:
+        parts.append(f"[{severity_label(n.severity)}]")
+    if n.incident:
+        parts.append(n.incident)
+    parts.append(f"{kind_label(n.kind)}: {one_line(n.title)}")
+    return " ".join(parts)
+
+
+def page_fields(n: Notification) -> list[tuple[str, str]]:
+    """Field pairs as strings (a notification read back from JSON may carry numbers)."""
+    return [(str(k), "" if v is None else str(v)) for k, v in n.fields.items()]
+
+
+def page_links(n: Notification) -> list[tuple[str, str]]:
+    return [(name, u) for name, url in n.links.items() if (u := safe_url(url))]
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Compact UTF-8 JSON: the exact bytes senders put on the wire (and the size limits measure)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,135 @@
+"""SMS: GSM-7/UCS-2 segment math and the compact page that keeps its ack link within the segment budget."""
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Literal
+
+from core.appearance.vocabulary import kind_label, one_line, safe_url, severity_label
+from core.appearance.common import page_fields
+from core.delivery.message import Notification
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
+"""Characters that cost two septets (escape + char)."""
+
+# Typography that would force a whole SMS into UCS-2 (70 chars a segment) for no good reason.
+_GSM_FRIENDLY = str.maketrans({
+    "‘": "'", "’": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "–": "-", "—": "-", "‐": "-",
+    "…": "...", "\u00a0": " ", "\t": " ", "•": "-", "·": "-",
+})
+
+
+@dataclass(frozen=True)
+class SmsInfo:
+    encoding: Literal["GSM-7", "UCS-2"]
+    units: int
+    """Septets for GSM-7, UTF-16 code units for UCS-2."""
+    segments: int
+
+
+def is_gsm7(text: str) -> bool:
+    return all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text)
+
+
+def _char_units(text: str, gsm: bool) -> list[int]:
+    if gsm:
+        return [2 if c in GSM7_EXTENDED else 1 for c in text]
+    return [2 if ord(c) > 0xFFFF else 1 for c in text]
+
+
+def _pack(units: list[int], single: int, multi: int) -> int:
+    """Segments needed; a character never straddles two segments (escapes and surrogate pairs)."""
+    total = sum(units)
+    if total <= single:
+        return 1 if units else 0
+    segments, used = 1, 0
+    for u in units:
+        if used + u > multi:
+            segments, used = segments + 1, 0
+        used += u
+    return segments
+
+
+def sms_info(text: str) -> SmsInfo:
+    """Encoding and segment count: GSM-7 160/153 septets, else UCS-2 70/67 code units."""
+    gsm = is_gsm7(text)
+    units = _char_units(text, gsm)
+    if gsm:
+        return SmsInfo("GSM-7", sum(units), _pack(units, 160, 153))
+    return SmsInfo("UCS-2", sum(units), _pack(units, 70, 67))
+
+
+def split_sms(text: str) -> list[str]:
+    """The segments a handset would receive (for display and tests; SNS concatenates by itself)."""
+    info = sms_info(text)
+    if info.segments <= 1:
+        return [text] if text else []
+    gsm = info.encoding == "GSM-7"
+    limit = 153 if gsm else 67
+    out, cur, used = [], "", 0
+    for c, u in zip(text, _char_units(text, gsm), strict=True):
+        if used + u > limit:
+            out.append(cur)
+            cur, used = "", 0
+        cur += c
+        used += u
+    out.append(cur)
+    return out
+
+
+def gsm_friendly(text: str) -> str:
+    return text.translate(_GSM_FRIENDLY)
+
+
+def fit_sms(head: str, tail: str = "", *, max_segments: int) -> str:
+    """`head + tail` within max_segments, cutting the end of `head` (marked "...") but keeping `tail`.
+
+    `tail` holds what must survive (the ack link); if even the tail does not fit it is cut too.
+    """
+    full = head + tail
+    if sms_info(full).segments <= max_segments:
+        return full
+    marker = "..."
+
+    def fits(k: int) -> bool:
+        return sms_info(head[:k].rstrip() + marker + tail).segments <= max_segments
+
+    # Segment count only grows with the prefix length, so binary search the longest prefix.
+    lo, hi = 0, len(head)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo > 0 or fits(0):
+        return head[:lo].rstrip() + marker + tail
+    return fit_sms(full, "", max_segments=max_segments)
+
+
+def render_sms(n: Notification, *, max_segments: int = 3) -> str:
+    """Compact text: severity, incident, thread position, title, body; the ack link always survives."""
+    bits = [b for b in (severity_label(n.severity), n.incident) if b]
+    head = " ".join(bits + [f"{kind_label(n.kind)}: {one_line(n.title)}"])
+    if n.state and n.kind.upper() not in ("RESOLVED", "ACK"):
+        head += f" [{n.state}]"
+    if n.body.strip():
+        head += "\n" + one_line(n.body)
+    for key, value in page_fields(n):
+        head += f"\n{key}: {one_line(value)}"
+    ack = safe_url(n.ack_url)
+    tail = f"\nAck: {ack}" if ack else ""
+    head = "\n".join(" ".join(line.split()) for line in strip_symbols(gsm_friendly(head)).split("\n"))
+    return fit_sms(head, gsm_friendly(tail), max_segments=max_segments)
+
+
+def strip_symbols(text: str) -> str:
+    """Drop emoji and other pictographs (they cannot be spoken and cost SMS their GSM-7 encoding)."""
+    return "".join(
+        " " if unicodedata.category(c) in ("So", "Cs", "Co", "Cn") or c in "\u200d\ufe0f\ufe0e" else c
+        for c in text
+    )

@@ -1,0 +1,127 @@
+"""The words every channel uses for an incident, plus the shared text helpers (truncate, escapes, durations).
+
+One wording per kind, state, severity and button: change it here and every page, card and reply follows.
+"""
+from __future__ import annotations
+
+import html
+import re
+from datetime import timedelta
+
+KIND_LABELS: dict[str, str] = {
+    "INITIAL": "Declared",
+    "UPDATE": "Update",
+    "BRIDGE": "Bridge",
+    "RESOLVED": "Resolved",
+    "ONE_TIME": "Notice",
+    "ACK": "Acknowledged",
+    "MONITORING": "Monitoring",
+    "ESCALATION": "Escalation",
+    "ALERT": "Alert",
+}
+"""Thread positions as people read them. INITIAL is "Declared", the verb of `/incident declare`."""
+STATE_LABELS: dict[str, str] = {"open": "Open", "monitoring": "Monitoring", "resolved": "Resolved"}
+SEVERITY_WORDS: dict[str, str] = {"sev1": "critical", "sev2": "high", "sev3": "medium", "sev4": "low"}
+SEVERITY_EMOJI: dict[str, str] = {
+    "sev1": "\U0001F534", "sev2": "\U0001F7E0", "sev3": "\U0001F7E1", "sev4": "\U0001F535",
+}
+BUTTON_LABELS: dict[str, str] = {
+    "ack": "Acknowledge", "update": "Add update", "monitor": "Monitoring", "resolve": "Resolve",
+}
+"""Card buttons, by the verb they run."""
+ELLIPSIS = "\u2026"
+
+
+def kind_label(kind: str) -> str:
+    """Thread position as people read it (INITIAL -> "Declared"); unknown kinds are title-cased."""
+    return KIND_LABELS.get(kind.upper(), kind.replace("_", " ").title())
+
+
+def state_label(state: str) -> str:
+    return STATE_LABELS.get(state, state.replace("_", " ").capitalize())
+
+
+def severity_label(severity: str | None) -> str:
+    """`SEV1`: the short form used in headlines."""
+    return severity.upper() if severity else ""
+
+
+def severity_long(severity: str | None) -> str:
+    """`SEV1 (critical)`: the form used in facts and pickers."""
+    if not severity:
+        return ""
+    word = SEVERITY_WORDS.get(severity)
+    return f"{severity.upper()} ({word})" if word else severity.upper()
+
+
+def truncate(text: str, limit: int, ellipsis: str = ELLIPSIS) -> str:
+    """`text` within `limit` characters, cut at the end and marked with `ellipsis`."""
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(ellipsis))].rstrip() + ellipsis
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """Collapse whitespace (headers and titles must not carry newlines)."""
+    out = " ".join(text.split())
+    return truncate(out, limit) if limit else out
+
+
+_SAFE_SCHEMES = ("http://", "https://", "mailto:", "tel:")
+
+
+def safe_url(url: str | None) -> str | None:
+    """Only http(s)/mailto/tel links become clickable: an event must not smuggle `javascript:` in."""
+    if not url:
+        return None
+    u = url.strip()
+    return u if u.lower().startswith(_SAFE_SCHEMES) and not any(c in u for c in "\r\n\t ") else None
+
+
+# --- one escape per markup language ------------------------------------------------------------------
+
+
+def escape_html(text: str) -> str:
+    """HTML text and attribute values (quotes too)."""
+    return html.escape(text, quote=True)
+
+
+def escape_telegram(text: str) -> str:
+    """Telegram's HTML mode needs only &, < and > escaped in text."""
+    return html.escape(text, quote=False)
+
+
+def escape_slack(text: str) -> str:
+    """Slack mrkdwn control characters: a title like `<!channel>` must not ping a whole channel."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ANSI/VT sequences: CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), other two-byte escapes; C1 CSI too.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]")
+_BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f" + _BIDI + "]")
+_WHITESPACE = re.compile(r"[\t\n\r\v\f]")
+_CONTROL_KEEP_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f" + _BIDI + "]")
+
+
+def escape_terminal(text: str, *, lines: bool = False) -> str:
+    """Text safe to print on a terminal: no ANSI escapes, C0/C1 control characters or bidi overrides,
+    so an incident title cannot move the cursor, recolour the screen or reorder what an operator reads.
+    Without `lines`, line breaks and tabs become spaces (one field, one line); with it they are kept."""
+    out = _ANSI.sub("", text)
+    if lines:
+        return _CONTROL_KEEP_LINES.sub("", out)
+    return _CONTROL.sub("", _WHITESPACE.sub(" ", out))
+
+
+# --- durations ------------------------------------------------------------------------------------------
+
+
+def fmt_duration(value: float | timedelta | None) -> str:
+    """`42s`, `5m00s`, `2h05m`; "-" when there is nothing to measure."""
+    if value is None:
+        return "-"
+    seconds = int(value.total_seconds() if isinstance(value, timedelta) else value)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
