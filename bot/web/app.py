@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from bot.web.charts import SEV_COLORS, hbars, stacked_bars
 from bot.web.session import COOKIE, LOGIN_COOKIE, Session, SessionCodec
 from bot.web.throttle import LoginThrottle, retry_after
-from core.appearance.vocabulary import fmt_duration
+from core.appearance.vocabulary import BUTTON_LABELS, fmt_duration, state_label
 from core.audit.log import AuditLog, verify
 from core.clock import utc
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, TocsinError
@@ -56,7 +56,8 @@ class Console:
         self.users = UserService(self.ctx.db, self.ctx.audit, self.ctx.clock)
         self.env = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape(),
                                enable_async=False)
-        self.env.globals.update(sev_colors=SEV_COLORS, fmt_duration=fmt_duration)
+        self.env.globals.update(sev_colors=SEV_COLORS, fmt_duration=fmt_duration, state_label=state_label,
+                                buttons=BUTTON_LABELS)
         self.subscribers: set[asyncio.Queue[str]] = set()
         self.secure = self.ctx.cfg.server.public_url.startswith("https://")
         self.throttle = LoginThrottle()
