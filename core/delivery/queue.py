@@ -41,16 +41,27 @@ def idempotency_key(*, message_id: int | str, recipient: str, channel: str) -> s
     return f"tocsin-{message_id}-{channel}-{recipient}"[:200]
 
 
+EVENT_CHANNELS = frozenset({"webhook"})
+"""Channels whose rendering uses Notification.event (core.delivery.render's webhook body)."""
+
+
 async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None, message_id: int,
                   items: Iterable[NewDelivery], now: datetime) -> list[Delivery]:
     """Write one queued row per item. Must run in the same transaction as the change that caused it."""
     values = []
-    payloads: dict[int, dict[str, Any]] = {}  # a fan-out shares one Notification: serialize it once
+    # A fan-out shares one Notification: serialize it once (twice: with and without the event).
+    payloads: dict[tuple[int, bool], dict[str, Any]] = {}
     max_attempts: dict[str, int] = {}
     for it in items:
-        payload = payloads.get(id(it.notification))
+        # Only the generic webhook sends the routed event (up to server.max_body_bytes of payload); every
+        # other row leaves it out, so an event's size is not stored and written again per recipient.
+        with_event = it.channel in EVENT_CHANNELS
+        payload = payloads.get((id(it.notification), with_event))
         if payload is None:
-            payload = payloads[id(it.notification)] = it.notification.to_json()
+            payload = it.notification.to_json()
+            if not with_event:
+                payload["event"] = {}
+            payloads[(id(it.notification), with_event)] = payload
         if it.channel not in max_attempts:
             max_attempts[it.channel] = retry_policy(cfg, it.channel).max_retries + 1
         key = idempotency_key(message_id=message_id, recipient=it.recipient, channel=it.channel)

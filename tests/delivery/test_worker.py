@@ -374,7 +374,7 @@ async def test_outbox_cli_prints_and_follows(sqlite_url: str, tmp_path: Any,
 
         # --follow prints what arrives later.
         buf = io.StringIO()
-        args = build_parser().parse_args(["--config", str(path), "outbox", "--limit", "0", "--follow",
+        args = build_parser().parse_args(["--config", str(path), "outbox", "--limit", "1", "--follow",
                                           "--interval", "0.05"])
         follower = asyncio.create_task(cmd_outbox(args, out=buf))
         await asyncio.sleep(0.3)
