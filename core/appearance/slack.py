@@ -16,6 +16,7 @@ from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
     SEVERITY_EMOJI,
+    STATE_EMOJI,
     STATE_LABELS,
     escape_slack,
     fmt_duration,
@@ -41,8 +42,6 @@ ACTION_RE = re.compile(r"^incident\.(ack|update|monitor|resolve):(\d{1,12})$")
 DECLARE_VIEW = "incident.declare"
 UPDATE_VIEW = "incident.update"
 
-SEVERITY_SHORTCODE = {"sev1": ":red_circle:", "sev2": ":large_orange_circle:", "sev3": ":large_yellow_circle:",
-                      "sev4": ":large_blue_circle:"}
 KIND_EMOJI = {"UPDATE": ":memo:", "BRIDGE": ":telephone_receiver:", "RESOLVED": ":white_check_mark:",
               "ACK": ":eyes:", "MONITORING": ":mag:", "ESCALATION": ":rotating_light:", "INITIAL": ":fire:"}
 
@@ -128,7 +127,7 @@ def card_text(card: IncidentCard) -> str:
 def card_blocks(card: IncidentCard, *, now: datetime) -> list[dict[str, Any]]:
     """The incident card: title, severity, state, commander, time open, links, and the buttons still
     meaningful. Once resolved: no buttons, time to ack and time to resolve instead."""
-    emoji = ":white_check_mark:" if not card.open else SEVERITY_SHORTCODE.get(card.severity, ":rotating_light:")
+    emoji = STATE_EMOJI["resolved"] if not card.open else SEVERITY_EMOJI.get(card.severity, ":rotating_light:")
     fields = [
         f"*Severity*\n{severity_long(card.severity)}",
         f"*State*\n{state_label(card.state)}",

@@ -13,6 +13,7 @@ from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
     SEVERITY_EMOJI,
+    STATE_EMOJI,
     escape_html,
     escape_telegram,
     fmt_duration,
@@ -30,7 +31,6 @@ TOAST_MAX = 200
 CALLBACK_PREFIX = "tocsin"
 BUTTONS = ("ack", "monitor", "resolve")
 """Card actions a button can do in one tap (updates need text: `/incident update`)."""
-_STATE_EMOJI = {"monitoring": "\U0001F440", "resolved": "\u2705"}
 _TITLE_MAX = 1000
 _DESCRIPTION_MAX = 2000
 _NOTE_MAX = 3800
@@ -120,7 +120,7 @@ def linkable(url: str) -> bool:
 
 def card_html(card: IncidentCard) -> str:
     """The card body: what, how bad, where it stands, who owns it, how long ack/resolve took."""
-    icon = _STATE_EMOJI.get(card.state) or SEVERITY_EMOJI.get(card.severity, "")
+    icon = STATE_EMOJI.get(card.state) or SEVERITY_EMOJI.get(card.severity, "")
     facts = f"{card.ref} \u00b7 {card.severity.upper()} \u00b7 {card.state.upper()}"
     head = f"{icon} <b>{escape_telegram(facts)}</b>"
     lines = [head.strip(), f"<b>{esc_clip(card.title, _TITLE_MAX)}</b>"]

@@ -25,6 +25,8 @@ SEVERITY_WORDS: dict[str, str] = {"sev1": "critical", "sev2": "high", "sev3": "m
 SEVERITY_EMOJI: dict[str, str] = {
     "sev1": "\U0001F534", "sev2": "\U0001F7E0", "sev3": "\U0001F7E1", "sev4": "\U0001F535",
 }
+STATE_EMOJI: dict[str, str] = {"monitoring": "\U0001F440", "resolved": "\u2705"}
+"""Shown instead of the severity colour once an incident is past its worst."""
 BUTTON_LABELS: dict[str, str] = {
     "ack": "Acknowledge", "update": "Add update", "monitor": "Monitoring", "resolve": "Resolve",
 }
