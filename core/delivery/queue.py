@@ -42,7 +42,7 @@ def idempotency_key(*, message_id: int | str, recipient: str, channel: str) -> s
 
 
 EVENT_CHANNELS = frozenset({"webhook"})
-"""Channels whose rendering uses Notification.event (core.delivery.render's webhook body)."""
+"""Channels whose rendering uses Notification.event (core.appearance.webhook's body)."""
 
 
 async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None, message_id: int,
