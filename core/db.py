@@ -57,12 +57,13 @@ def unavailable(exc: BaseException) -> bool:
     if isinstance(exc, StorageUnavailable):
         return True
     if isinstance(exc, DBAPIError):
-        if "database is locked" in str(exc.orig):
-            return False
+        if any(m in str(exc.orig) for m in ("database is locked", "syntax error")):
+            return False  # busy: the busy timeout and the callers' retries handle it; syntax: a bug, not storage
         return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
-    return isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.startswith("asyncpg.exceptions") \
-        and type(exc).__name__ in ("CannotConnectNowError", "ConnectionDoesNotExistError",
-                                   "InvalidCatalogNameError", "TooManyConnectionsError")
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    return type(exc).__module__.startswith("asyncpg.exceptions") and type(exc).__name__ in (
+        "CannotConnectNowError", "ConnectionDoesNotExistError", "InvalidCatalogNameError", "TooManyConnectionsError")
 
 
 def is_sqlite(engine_or_url: AsyncEngine | str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from bot.context import Context, open_context
 from bot.dispatch import run_text
 from bot.server import build_app
+from core.db import unavailable
 from core.errors import StorageUnavailable
 from core.metrics import REGISTRY
 from core.models import AuditEntry, Incident, SeenKey
@@ -185,3 +188,20 @@ async def test_postgresql_unreachable_is_loud_and_recovers(pg_url: str) -> None:
             async with ctx.db.sessions() as s:
                 actions = (await s.execute(select(AuditEntry.action))).scalars().all()
             assert "storage.unavailable" in actions
+
+
+@pytest.mark.parametrize(("exc", "expected"), [
+    (ConnectionRefusedError(111, "Connection refused"), True),
+    (TimeoutError(), True),
+    (sa_exc.OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error")), True),
+    (sa_exc.OperationalError("INSERT", {}, sqlite3.OperationalError("attempt to write a readonly database")), True),
+    (sa_exc.InterfaceError("SELECT", {}, Exception("connection is closed")), True),
+    (StorageUnavailable("database unavailable: x"), True),
+    # Not storage faults: busy (the busy timeout and retries handle it), constraint violations, bugs.
+    (sa_exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked")), False),
+    (sa_exc.OperationalError("SELEC", {}, sqlite3.OperationalError('near "SELEC": syntax error')), False),
+    (sa_exc.IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed")), False),
+    (ValueError("hour must be in 0..23"), False),
+])
+def test_which_errors_mean_the_database_is_unavailable(exc: BaseException, expected: bool) -> None:
+    assert unavailable(exc) is expected
