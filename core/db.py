@@ -66,6 +66,11 @@ def unavailable(exc: BaseException) -> bool:
         "CannotConnectNowError", "ConnectionDoesNotExistError", "InvalidCatalogNameError", "TooManyConnectionsError")
 
 
+def busy(exc: BaseException) -> bool:
+    """SQLite's write lock stayed taken past the busy timeout: a retry later will do (not an outage)."""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
 def is_sqlite(engine_or_url: AsyncEngine | str) -> bool:
     url = engine_or_url if isinstance(engine_or_url, str) else str(engine_or_url.url)
     return make_url(url).get_backend_name() == "sqlite"

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.api.schemas import ErrorResponse, FieldProblem
 from bot.server import RUNTIME
-from core.db import unavailable
+from core.db import busy, unavailable
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, StorageUnavailable, TocsinError
 
 if TYPE_CHECKING:
@@ -85,6 +85,13 @@ def api_handler(fn: Handler) -> Handler:
             headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
             return error_response(status, ErrorResponse(error=exc.code, message=str(exc)), headers)
         except Exception as exc:
+            if busy(exc):
+                # SQLite's write lock held past database.busy_timeout_ms (a storm of writes): not an outage
+                # and nothing was stored; a JSON 503 the sender retries, not a bare 500.
+                log.warning("api.request.busy", extra={"path": request.path, "status": 503})
+                return error_response(503, ErrorResponse(
+                    error="database_busy", message="the database is busy (SQLite write lock); nothing was "
+                    "stored, retry shortly"), {"Retry-After": "1"})
             if not unavailable(exc):
                 raise
             # A read that could not reach the database (writes arrive here as StorageUnavailable already).

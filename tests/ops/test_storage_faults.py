@@ -92,7 +92,7 @@ async def stored_events(ctx: Context) -> set[str]:
     """Which event ids the database remembers (de-duplication keys commit with the change)."""
     async with ctx.db.sessions() as s:
         keys = (await s.execute(select(SeenKey.key))).scalars().all()
-    return {e for e in ("evt-1", "evt-2", "evt-3") if any(e in k for k in keys)}
+    return {e for e in ("evt-1", "evt-2", "evt-3", "evt-busy") if any(e in k for k in keys)}
 
 
 async def assert_refused_everywhere(client: TestClient, ctx: Context, *, names: str, evt: str) -> None:
@@ -205,3 +205,31 @@ async def test_postgresql_unreachable_is_loud_and_recovers(pg_url: str) -> None:
 ])
 def test_which_errors_mean_the_database_is_unavailable(exc: BaseException, expected: bool) -> None:
     assert unavailable(exc) is expected
+
+
+async def test_a_busy_sqlite_database_is_a_json_503_not_an_outage(tmp_path: Path) -> None:
+    """Another writer holds SQLite's lock past busy_timeout_ms: the API answers 503 JSON with Retry-After
+    (Alertmanager and scripts retry), stores nothing, and raises no storage alert (the database is fine)."""
+    path = tmp_path / "tocsin.db"
+    ctx = await open_context(cfg=make_config(f"sqlite+aiosqlite:///{path}", database={"busy_timeout_ms": 200},
+                                             worker={"enabled": False}, **API_CONFIG))
+    try:
+        app, _rt = await build_app(ctx)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            alerts = db_alerts()
+            other = sqlite3.connect(str(path), timeout=1, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                r = await client.post("/api/v1/events", json=event("evt-busy"), headers=OPS)
+                body = await r.json()
+                assert r.status == 503 and body["error"] == "database_busy", body
+                assert r.headers["Retry-After"] == "1"
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            assert db_alerts() == alerts
+            assert await stored_events(ctx) == set()
+            r = await client.post("/api/v1/events", json=event("evt-busy"), headers=OPS)
+            assert r.status == 202, await r.text()
+    finally:
+        await ctx.close()
