@@ -75,7 +75,8 @@ async def measure(entries: int, single: int = 2000) -> list[dict[str, Any]]:
     return [
         {"figure": "audit append, one per transaction (entries/s)", "value": round(single_rate),
          "target": f">= {SINGLE_TARGET:,}", "passed": single_rate >= SINGLE_TARGET},
-        {"figure": "audit append per transaction / raw SQLite commits/s measured now", "value": f"{single_rate / raw:.1%}",
+        {"figure": "audit append per transaction / raw SQLite commits/s measured now",
+         "value": f"{single_rate / raw:.1%}",
          "target": None, "passed": None},
         {"figure": "audit append, batched (entries/s)", "value": round(batch_rate), "target": None, "passed": None},
         {"figure": f"audit verify {entries:,} entries (s)", "value": round(verify_s, 2), "target": None,

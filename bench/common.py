@@ -190,8 +190,8 @@ async def anchors(peer: HttpPeer | None = None) -> dict[str, float]:
 
 
 def anchor_rows(a: dict[str, float]) -> list[dict[str, Any]]:
-    return [info(f"anchor: raw loopback POST/s (aiohttp, {ANCHOR_POSTS:,} at concurrency {ANCHOR_CONCURRENCY}, "
-                 "server in another process)", round(a["post_rate"])),
+    return [info(f"anchor: raw loopback POST/s (aiohttp, {ANCHOR_POSTS:,} at concurrency "
+                 f"{ANCHOR_CONCURRENCY}, server in another process)", round(a["post_rate"])),
             info("anchor: raw SQLite commits/s (sqlite3, WAL, one small INSERT per transaction)",
                  round(a["sqlite_commit_rate"]))]
 

@@ -129,8 +129,8 @@ async def _run(n: int, concurrency: int) -> list[dict[str, Any]]:
     return [
         target(f"incidents/s accepted and stored once ({n:,} events, {concurrency} clients)", round(rate, 1),
                f">= {RATE_TARGET:g}", rate >= RATE_TARGET),
-        target("2xx answers / 'opened' / incidents stored (distinct)", f"{ok} / {opened} / {stored} ({distinct})",
-               f"all {n:,}", once and ok == n),
+        target("2xx answers / 'opened' / incidents stored (distinct)",
+               f"{ok} / {opened} / {stored} ({distinct})", f"all {n:,}", once and ok == n),
         *([info("answers other than 'opened' (a 5xx is an event the sender must retry)", str(others))]
           if others else []),
         info("answer p50 (ms)", round(pct(got["lat"], 50), 1)),

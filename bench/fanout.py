@@ -231,7 +231,8 @@ async def _run(n: int, concurrency: int, pg: bool, runs: int, sizes: list[int]) 
                     target(f"postgresql: durable deliveries/s ({n:,} recipients) / raw loopback POST/s",
                            f"{p['rate']:.0f} = {p['rate'] / pg_ref:.0%}", f">= {PG_SHARE:.0%}",
                            p["rate"] >= PG_SHARE * pg_ref),
-                    info("postgresql: declare -> delivered p50 / p99 (s)", f"{p['p50']:.2f} / {p['p99']:.2f}"),
+                    info("postgresql: declare -> delivered p50 / p99 (s)",
+                         f"{p['p50']:.2f} / {p['p99']:.2f}"),
                     info("postgresql: worker CPU per delivery (ms)", round(p["cpu_ms"], 3)),
                 ]
             else:
@@ -256,7 +257,8 @@ async def _run(n: int, concurrency: int, pg: bool, runs: int, sizes: list[int]) 
 def run(*, n: int = 2000, concurrency: int = 64, pg: bool = True, runs: int | None = None,
         sizes: list[int] | None = None) -> list[dict[str, Any]]:
     """Run the benchmark; rows of {figure, value, target, passed} (passed None: information only).
-    Quick mode: one SQLite run and cost growth over 200 and 2,000 recipients only (the full run adds 20,000)."""
+    Quick mode: one SQLite run and cost growth over 200 and 2,000 recipients only (the full run adds
+    20,000)."""
     q = quick()
     runs = runs or (1 if q else 3)
     sizes = sizes or ([200, n] if q else [200, n, 20_000])

@@ -104,7 +104,8 @@ async def _fill(cfg_dict: dict[str, Any], incidents: int) -> None:
         t0 = datetime.now(timezone.utc)
         rows = [{"id": i + 1, "title": f"open incident {i}", "description": "", "severity": "sev2",
                  "state": "open", "source": "bench", "commander": "bench", "created_at": t0, "updated_at": t0,
-                 "state_since": t0, "version": 1, "escalation_policy": "bench", "escalation_snapshot": snapshot,
+                 "state_since": t0, "version": 1, "escalation_policy": "bench",
+                 "escalation_snapshot": snapshot,
                  "escalation_level": 0, "escalation_round": 0,
                  "next_escalation_at": t0 + timedelta(days=1, seconds=i), "labels": {"team": "bench"},
                  "payload": {}} for i in range(incidents)]

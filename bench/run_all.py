@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="same as TOCSIN_BENCH_QUICK=1")
     ap.add_argument("--only", action="append", metavar="MODULE", help="e.g. --only bench.fanout (repeatable)")
-    ap.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown (for docs/benchmarks.md)")
+    ap.add_argument("--markdown", metavar="FILE",
+                    help="also write the table as Markdown (for docs/benchmarks.md)")
     args = ap.parse_args(argv)
     if args.quick:
         os.environ["TOCSIN_BENCH_QUICK"] = "1"
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                f"load average at end: {load_average()}; {time.perf_counter() - started:.0f} s in all")
     print("\n" + summary)
     if args.markdown:
-        Path(args.markdown).write_text(markdown(rows, [f"Machine: {machine()}.", f"Load average at start: {load},"
-                                                       f" {summary}."]))
+        header = [f"Machine: {machine()}.", f"Load average at start: {load}, {summary}."]
+        Path(args.markdown).write_text(markdown(rows, header))
     return 2 if crashed else (1 if failed else 0)
 
 

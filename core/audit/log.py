@@ -24,7 +24,8 @@ from core.models import AuditCheckpoint, AuditEntry
 # Arbitrary constant: the PostgreSQL advisory lock that serializes appends to the chain.
 AUDIT_LOCK_ID = 0x70C5_1A0D
 _LOCK = text("SELECT pg_advisory_xact_lock(:k)")
-_HEAD = select(AuditEntry.__table__.c.seq, AuditEntry.__table__.c.hash).order_by(AuditEntry.__table__.c.seq.desc()).limit(1)
+_T = AuditEntry.__table__
+_HEAD = select(_T.c.seq, _T.c.hash).order_by(_T.c.seq.desc()).limit(1)
 _INSERT = insert(AuditEntry.__table__)  # type: ignore[arg-type]
 _INSERT_CP = insert(AuditCheckpoint.__table__)  # type: ignore[arg-type]
 
@@ -32,7 +33,7 @@ _INSERT_CP = insert(AuditCheckpoint.__table__)  # type: ignore[arg-type]
 def _insert_if_head() -> Any:
     """INSERT one entry only if (head_seq, prev_hash) is still the head: the check and the write are one
     statement under the append lock (SQLite's write lock, PostgreSQL's advisory lock)."""
-    t = AuditEntry.__table__
+    t = _T
     cols = ["seq", "ts", "actor", "source", "action", "resource", "details", "prev_hash", "hash"]
     values = select(*[cast(bindparam(c), t.c[c].type) for c in cols]).where(
         exists().where(t.c.seq == bindparam("head_seq"), t.c.hash == bindparam("prev_hash")),
