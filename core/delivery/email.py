@@ -17,7 +17,7 @@ import aiosmtplib
 from core.appearance.email import render_email
 from core.config import ConfigHolder, EmailChannel
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.webhook import attempt_timeout, log_result
+from core.delivery.transport import attempt_timeout, log_result
 
 log = logging.getLogger(__name__)
 

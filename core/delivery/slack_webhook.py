@@ -7,7 +7,7 @@ from typing import ClassVar
 from core.appearance.common import json_bytes
 from core.appearance.slack import render_slack
 from core.delivery.message import Envelope
-from core.delivery.webhook import DestinationSender
+from core.delivery.transport import DestinationSender
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from core.appearance.sms import render_sms
 from core.config import ConfigHolder, SmsChannel
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.webhook import attempt_timeout, log_result
+from core.delivery.transport import attempt_timeout, log_result
 
 log = logging.getLogger(__name__)
 

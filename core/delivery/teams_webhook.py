@@ -9,7 +9,7 @@ from core.appearance.common import json_bytes
 from core.appearance.teams import render_teams
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.webhook import DestinationSender, HttpReply
+from core.delivery.transport import DestinationSender, HttpReply
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from core.appearance.telegram import render_telegram
 from core.config import ConfigHolder
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.webhook import USER_AGENT, HttpReply, attempt_timeout, http_attempt, log_result, redact
+from core.delivery.transport import USER_AGENT, HttpReply, attempt_timeout, http_attempt, log_result, redact
 
 log = logging.getLogger(__name__)
 

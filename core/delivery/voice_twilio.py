@@ -33,7 +33,7 @@ from core.appearance.voice import render_voice, speakable
 from core.config import ConfigHolder
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope, Notification
-from core.delivery.webhook import USER_AGENT, attempt_timeout, log_result, mask_address
+from core.delivery.transport import USER_AGENT, attempt_timeout, log_result, mask_address
 from core.errors import TocsinError
 
 log = logging.getLogger(__name__)
