@@ -1,31 +1,20 @@
-"""Voice sender (Twilio call that reads the page and gathers "press 1 to acknowledge") and its callback.
+"""Voice sender: a Twilio call that reads the page and gathers "press 1 to acknowledge".
 
-The callback is platform-neutral (`handle_voice_callback`) with a thin aiohttp handler on top
-(`twilio_voice_handler`), to be mounted by the server at POST /twilio/voice.
-"""
+The keypress comes back to POST /twilio/voice, an aiohttp handler in bot/twilio_mount.py."""
 from __future__ import annotations
 
 import base64
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, ClassVar, cast
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
-from aiohttp import web
-from multidict import MultiDict
 from twilio.base.exceptions import TwilioException
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response as TwilioResponse
-from twilio.request_validator import (
-    SIGNATURE_HEADER,
-    SIGNATURE_SETTINGS_HEADER,
-    RequestValidator,
-    get_signature_algorithm,
-)
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -33,8 +22,7 @@ from core.appearance.voice import render_voice, speakable
 from core.config import ConfigHolder
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult, Envelope, Notification
-from core.delivery.transport import USER_AGENT, attempt_timeout, log_result, mask_address
-from core.errors import TocsinError
+from core.delivery.transport import USER_AGENT, attempt_timeout, log_result
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +31,6 @@ TWIML_MAX = 4000
 """Twilio's limit for the inline `Twiml` parameter of a call."""
 RING_SECONDS = 45
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-
-AckCallable = Callable[[int], Awaitable[str]]
-"""acknowledge(delivery_id) -> sentence to speak back ("Incident 12 acknowledged.")."""
 
 # Twilio's exceptions drop the response headers; the HTTP client leaves them here for the sender
 # (a ContextVar: concurrent calls in other tasks cannot see each other's answers).
@@ -176,70 +161,3 @@ class TwilioVoiceSender:
 
 
 # --- inbound: the digit the person pressed --------------------------------------------------------------
-
-
-def _twiml_say(text: str, *, hangup: bool = True) -> str:
-    vr = VoiceResponse()
-    vr.say(speakable(text) or "Done.")
-    if hangup:
-        vr.hangup()
-    return str(vr)
-
-
-async def handle_voice_callback(*, url: str, params: Mapping[str, Any], signature: str, auth_token: str,
-                                acknowledge: AckCallable,
-                                signature_settings: str | None = None) -> tuple[int, str]:
-    """Verify Twilio's signature over (url, form), then act on the digit. Returns (HTTP status, TwiML).
-
-    403 for a bad signature, 400 without a usable `delivery` query parameter, else 200 with TwiML.
-    """
-    algorithm = get_signature_algorithm(signature_settings)
-    validator = RequestValidator(auth_token)
-    if not signature or not validator.validate(url, params, signature, algorithm=algorithm):
-        log.warning("notify.voice.callback_rejected", extra={"event": "notify.voice.callback_rejected",
-                                                               "reason": "bad signature"})
-        return 403, ""
-    raw = parse_qs(urlsplit(url).query).get("delivery", [""])[0]
-    if not raw.isdigit():
-        return 400, ""
-    delivery_id = int(raw)
-    digits = str(params.get("Digits", "") or "")
-    extra = {"event": "notify.voice.callback", "delivery_id": delivery_id, "digits": digits,
-             "to": mask_address("voice", str(params.get("To", "") or ""))}
-    if digits != "1":
-        log.info("notify.voice.callback", extra=extra)
-        vr = VoiceResponse()
-        again = vr.gather(num_digits=1, action=url, method="POST", timeout=8)
-        again.say("Press 1 to acknowledge.")
-        vr.say("Not acknowledged. Goodbye.")
-        return 200, str(vr)
-    try:
-        sentence = await acknowledge(delivery_id)
-    except TocsinError as exc:
-        # Already acknowledged or resolved, unknown delivery: the message is safe to say aloud.
-        log.info("notify.voice.ack_refused", extra={**extra, "event": "notify.voice.ack_refused",
-                                                    "error": exc.code, "reason": str(exc)})
-        return 200, _twiml_say(str(exc))
-    log.info("notify.voice.acknowledged", extra={**extra, "event": "notify.voice.acknowledged"})
-    return 200, _twiml_say(sentence)
-
-
-def twilio_voice_handler(*, auth_token: str, public_url: str,
-                         acknowledge: AckCallable) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """aiohttp handler for POST /twilio/voice. The URL Twilio signed is rebuilt from public_url (it is
-    the one we gave Twilio), not from the Host header, so it holds behind a TLS-terminating proxy."""
-
-    async def handler(request: web.Request) -> web.Response:
-        form = await request.post()
-        params: MultiDict[str] = MultiDict((k, v) for k, v in form.items() if isinstance(v, str))
-        query = request.rel_url.raw_query_string
-        url = f"{public_url.rstrip('/')}{VOICE_CALLBACK_PATH}" + (f"?{query}" if query else "")
-        status, body = await handle_voice_callback(
-            url=url, params=params, signature=request.headers.get(SIGNATURE_HEADER, ""),
-            auth_token=auth_token, acknowledge=acknowledge,
-            signature_settings=request.headers.get(SIGNATURE_SETTINGS_HEADER))
-        if status != 200:
-            return web.Response(status=status, text="forbidden" if status == 403 else "bad request")
-        return web.Response(status=200, text=body, content_type="text/xml")
-
-    return handler

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from twilio.request_validator import RequestValidator
 
 from core.config import ConfigHolder
+from bot.twilio_mount import twilio_voice_handler
 from core.delivery.voice_twilio import (
     TwilioVoiceSender,
     build_twiml,
-    twilio_voice_handler,
     voice_action_url,
 )
 from core.errors import InvalidTransition
