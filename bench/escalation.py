@@ -30,7 +30,7 @@ from bench.common import quick as _quick  # noqa: E402
 from bot.context import open_context  # noqa: E402
 from core.config import Config  # noqa: E402
 from core.escalation import Escalator  # noqa: E402
-from core.incidents import IncidentEvent  # noqa: E402
+from core.events import IncidentEvent  # noqa: E402
 from core.models import Incident  # noqa: E402
 
 FULL = {"incidents": 10_000, "spread": 60.0, "burst": 3_000}
@@ -109,7 +109,7 @@ async def _measure(ctx: Any, incidents: int, spread: float) -> list[dict[str, An
         if len(fired) >= incidents:
             done.set()
 
-    ctx.service.listeners.append(on_event)
+    ctx.service.events.subscribe(on_event)
     esc = Escalator(ctx.service)
     started = time.perf_counter()
     async with StallProbe() as start_probe:

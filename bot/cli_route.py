@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InvalidInput
-from core.routing import RouteEvent, explain_event, explain_incident
+from core.explain import explain_event, explain_incident
+from core.routing import RouteEvent
 
 
 async def cmd_route_explain(args: argparse.Namespace) -> int:

@@ -53,7 +53,7 @@ def build_worker(ctx: Context, *, http: aiohttp.ClientSession, chat_senders: dic
     senders: Mapping[str, Sender] = built if chat_senders is None else ChainMap(chat_senders, built)
     worker = Worker(ctx.db, ctx.holder, senders=senders, audit=ctx.audit, clock=ctx.clock, write_gate=gate,
                     **worker_kw)
-    ctx.service.listeners.append(worker.notify)
+    ctx.service.events.subscribe(worker.notify)
     return WorkerComponent(worker, senders=built, outbox=outbox)
 
 

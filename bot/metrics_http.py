@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from bot.server import Runtime
     from core.audit.log import AuditLog
     from core.db import Database
-    from core.incidents import IncidentEvent
+    from core.events import IncidentEvent
     from core.models import AuditEntry
 
 log = logging.getLogger("tocsin.metrics")
@@ -90,8 +90,7 @@ def mount_metrics(rt: Runtime) -> None:
     """Server mount: the /metrics route and the counter hooks on the incident service and audit log."""
     endpoint = MetricsEndpoint(rt.ctx.db)
     rt.app.router.add_get("/metrics", endpoint.handle)
-    if count_event not in rt.ctx.service.listeners:
-        rt.ctx.service.listeners.append(count_event)
+    rt.ctx.service.events.subscribe(count_event)
     count_audit_entries(rt.ctx.audit)
     if rt.ctx.service.audit is not rt.ctx.audit:
         count_audit_entries(rt.ctx.service.audit)

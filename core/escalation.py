@@ -1,4 +1,4 @@
-"""Escalation: which level comes next (a pure function of the policy snapshot), and the timer that fires it.
+"""Escalation timer: fires due escalations (which level comes next is core/escalation_policy.py, pure).
 
 The database is the source of truth: every incident row carries `next_escalation_at`. The Escalator keeps
 one APScheduler date job per due incident as a fast in-memory index of those rows, rebuilt from the
@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,8 @@ from core.models import Incident
 from core.rbac import Actor
 
 if TYPE_CHECKING:
-    from core.incidents import IncidentEvent, IncidentService, Outcome
+    from core.events import IncidentEvent
+    from core.incidents import IncidentService, Outcome
 
 log = logging.getLogger("tocsin.escalation")
 
@@ -42,58 +42,6 @@ RETRY_SECONDS = 5.0
 GROUP_MAX = 8
 """At most this many due escalations share one transaction when the timer is behind (group commit)."""
 _SCAN_CHUNK = 500
-
-
-@dataclass(frozen=True)
-class Step:
-    """The escalation the next fire performs."""
-
-    index: int
-    """0-based index of the level paged now."""
-    level: int
-    """1-based level number recorded on the incident (and shown as 'escalated to level N')."""
-    round: int
-    """0-based pass through the policy (a policy with repeat=1 runs rounds 0 and 1)."""
-    levels: int
-    rounds: int
-    targets: Mapping[str, Any]
-    next_wait_minutes: float | None
-    """Wait before the step after this one; None when the policy ends here."""
-
-
-def next_step(snapshot: Mapping[str, Any] | None, *, level: int, round: int, manual: bool) -> Step | None:
-    """The step after (level, round) in a policy snapshot; None when there is nothing (left) to fire.
-
-    `level` counts levels already paged in this round (0 = none yet). The wait of level i is the time
-    between the previous page and paging level i. After the last level the policy starts over while
-    `repeat` allows; a manual escalation past the very end re-pages the last level."""
-    levels = list((snapshot or {}).get("levels") or [])
-    if not levels:
-        return None
-    repeat = int((snapshot or {}).get("repeat", 0))
-    idx, rnd = level, round
-    if idx >= len(levels):
-        if rnd < repeat:
-            idx, rnd = 0, rnd + 1
-        elif manual:
-            idx = len(levels) - 1
-        else:
-            return None
-    new_level = idx + 1
-    wait: float | None
-    if new_level < len(levels):
-        wait = float(levels[new_level]["wait_minutes"])
-    elif rnd < repeat:
-        wait = float(levels[0]["wait_minutes"])
-    else:
-        wait = None
-    return Step(index=idx, level=new_level, round=rnd, levels=len(levels), rounds=repeat + 1,
-                targets=levels[idx].get("targets") or {}, next_wait_minutes=wait)
-
-
-def first_due(snapshot: Mapping[str, Any], opened_at: datetime) -> datetime:
-    """When level 1 is due for an incident opened at `opened_at`."""
-    return opened_at + timedelta(minutes=float(snapshot["levels"][0]["wait_minutes"]))
 
 
 def _job_id(incident_id: int) -> str:
@@ -136,7 +84,7 @@ class Escalator:
         then start the timer: the initial jobs are added while it is stopped, without 10,000 wake-ups."""
         self.scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
             "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
-        self.service.listeners.append(self._on_event)
+        self.service.events.subscribe(self._on_event)
         scheduled = await self.rescan()
         every = IntervalTrigger(seconds=self.rescan_seconds, timezone=timezone.utc)
         self.scheduler.add_job(self._rescan_job, every, id="escalation:rescan", replace_existing=True)
@@ -150,8 +98,7 @@ class Escalator:
     async def close(self, *, grace_seconds: float = 5.0) -> None:
         """Stop the timer; let an escalation in progress commit (up to `grace_seconds`), then cancel.
         Anything not fired stays due in the database for the next start or another process."""
-        if self._on_event in self.service.listeners:
-            self.service.listeners.remove(self._on_event)
+        self.service.events.unsubscribe(self._on_event)
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
@@ -308,7 +255,7 @@ class Escalator:
             for iid, due in group:
                 await self._fire(iid, due)
             return
-        await self.service.publish_pending(s)
+        await self.service.events.publish_pending(s)
         for iid, err in refused:
             self._refused(iid, err)
         due_of = dict(group)

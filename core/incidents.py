@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableSequence, Sequence
+from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,10 +22,12 @@ from core.audit.log import AuditLog
 from core.clock import Clock, SystemClock, utc
 from core.config import SEVERITIES, Config, ConfigHolder, Targets, normalize_severity
 from core.db import Database
-from core.delivery.message import Notification
-from core.delivery.queue import NewDelivery, cancel_escalation_pages, enqueue
+from core.delivery.queue import cancel_escalation_pages
 from core.errors import InvalidInput, InvalidTransition, NotFound
-from core.escalation import next_step
+from core.escalation_policy import first_due, next_step
+from core.events import EventBus, IncidentEvent
+from core.explain import explain_incident
+from core.fanout import FanOut
 from core.metrics import ESCALATIONS
 from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange
 from core.rbac import Actor, Permission, Role, contact_identities, require, role_for
@@ -33,7 +35,6 @@ from core.routing import (
     Plan,
     RouteEvent,
     escalation_plan,
-    explain_incident,
     incident_event,
     incident_extra,
     plan,
@@ -44,7 +45,6 @@ log = logging.getLogger("tocsin.incidents")
 OPEN, MONITORING, RESOLVED = "open", "monitoring", "resolved"
 STATES = (OPEN, MONITORING, RESOLVED)
 _REF = re.compile(r"^(?:inc-?)?(\d{1,12})$", re.IGNORECASE)
-_PENDING = "tocsin.pending_events"
 
 
 def parse_ref(ref: str | int) -> int:
@@ -62,19 +62,6 @@ def check_severity(sev: str) -> str:
     if s not in SEVERITIES:
         raise InvalidInput(f"unknown severity {sev!r}: use sev1..sev4 (or critical, high, medium, low)")
     return str(s)
-
-
-@dataclass(frozen=True)
-class IncidentEvent:
-    """Published to listeners after commit (chat surfaces, console live board, worker wake-up, metrics)."""
-
-    kind: str
-    incident_id: int | None
-    message_id: int | None
-    actor: str
-    deliveries: int = 0
-    state: str | None = None
-    previous_state: str | None = None
 
 
 @dataclass
@@ -98,25 +85,27 @@ class IncidentDetail:
     deliveries: list[Delivery] = field(default_factory=list)
 
 
-Listener = Callable[[IncidentEvent], Awaitable[None] | None]
-
-
 class IncidentService:
     """See module docstring."""
 
     def __init__(self, db: Database, config: ConfigHolder, *, audit: AuditLog, clock: Clock | None = None,
-                 surfaces: Sequence[str] = ()) -> None:
+                 surfaces: Sequence[str] = (), events: EventBus | None = None) -> None:
         self.db = db
         self.config = config
         self.audit = audit
         self.clock = clock or SystemClock()
-        self.surfaces = list(surfaces)
-        """Chat platforms whose incident card follows every incident (e.g. ['slack', 'telegram'])."""
-        self.listeners: list[Listener] = []
+        self.fanout = FanOut(config, surfaces=surfaces)
+        self.events = events or EventBus()
+        """Subscribe here to hear about committed changes."""
 
     @property
     def cfg(self) -> Config:
         return self.config.cfg
+
+    @property
+    def surfaces(self) -> list[str]:
+        """Chat platforms whose incident card follows every incident (e.g. ['slack', 'telegram'])."""
+        return self.fanout.surfaces
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -209,11 +198,11 @@ class IncidentService:
             if pol:
                 inc.escalation_policy = pol.name
                 inc.escalation_snapshot = pol.model_dump(mode="json")
-                inc.next_escalation_at = now + timedelta(minutes=pol.levels[0].wait_minutes)
+                inc.next_escalation_at = first_due(inc.escalation_snapshot, now)
             s.add(IncidentStateChange(incident_id=inc.id, from_state=None, to_state=OPEN, actor=actor.identity,
                                       at=now, seconds_in_previous=None))
             msg = await self._message(s, inc, "INITIAL", description or title, actor, now)
-            queued = await self._fan_out(s, inc, msg, p, now, kind="INITIAL", body=description or title,
+            queued = await self.fanout.incident(s, inc, msg, p, now, kind="INITIAL", body=description or title,
                                          event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.declare",
                                     resource=inc.ref, now=now, details={
@@ -222,7 +211,8 @@ class IncidentService:
                                         "escalation_policy": inc.escalation_policy})
         log.info("incident.state.changed", extra={"incident": inc.ref, "to_state": OPEN, "actor": actor.identity,
                                                   "queued": queued})
-        await self._emit(session, IncidentEvent("declare", inc.id, msg.id, actor.identity, queued, OPEN, None))
+        await self.events.emit(session, IncidentEvent("declare", inc.id, msg.id, actor.identity, queued, OPEN,
+                                                     None))
         return Outcome(inc, msg, queued, p)
 
     async def update(self, ref: str | int, *, actor: Actor, text: str,
@@ -268,12 +258,12 @@ class IncidentService:
             cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
             msg = await self._message(s, inc, "ACK", f"Acknowledged by {actor.display or actor.identity}", actor, now)
             p = plan(cfg, self._route_event(inc, "ack"), now=now, extra=self._extra(inc))
-            queued = await self._fan_out(s, inc, msg, p, now, kind="ACK", body=msg.body, event_type="ack")
+            queued = await self.fanout.incident(s, inc, msg, p, now, kind="ACK", body=msg.body, event_type="ack")
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.ack",
                                     resource=inc.ref, now=now,
                                     details={"cancelled_escalation_pages": cancelled, "queued": queued})
-        await self._emit(session, IncidentEvent("ack", inc.id, msg.id, actor.identity, queued, inc.state,
-                                                inc.state))
+        await self.events.emit(session, IncidentEvent("ack", inc.id, msg.id, actor.identity, queued,
+                                                     inc.state, inc.state, stop_paging=True))
         return Outcome(inc, msg, queued, p, cancelled_pages=cancelled)
 
     async def acknowledge_by_delivery(self, delivery_id: int, *, source: str) -> str:
@@ -299,7 +289,7 @@ class IncidentService:
         a stale timer, or an ack in between gets a no-op `not due` Outcome. The levels come from the
         policy snapshot taken at open, so a config reload mid-incident neither skips nor repeats one.
         With `session` (the timer's group commit) it writes in the caller's transaction and tells
-        listeners, metrics and the log only once that commits (publish_pending); with `audit_batch` too,
+        listeners, metrics and the log only once that commits (events.publish_pending); with `audit_batch` too,
         its audit entry is added to that list and the caller must `audit.append_many` it before committing
         (one chain-head read for the whole group)."""
         if audit_batch is not None and session is None:
@@ -335,7 +325,7 @@ class IncidentService:
                 "level": step.level, "round": step.round, "policy": inc.escalation_policy})
             targets = Targets.model_validate(dict(step.targets))
             p = escalation_plan(cfg, inc, level=step.level, targets=targets, now=now)
-            queued = await self._fan_out(s, inc, msg, p, now, kind="ESCALATION", body=body,
+            queued = await self.fanout.incident(s, inc, msg, p, now, kind="ESCALATION", body=body,
                                          event_type="escalate", purpose="escalation")
             entry: dict[str, Any] = {
                 "actor": actor.identity, "source": actor.source, "action": "incident.escalate",
@@ -358,8 +348,8 @@ class IncidentService:
             record()
         else:  # only once the caller's transaction really commits
             sa_event.listen(session.sync_session, "after_commit", record, once=True)
-        await self._emit(session, IncidentEvent("escalate", inc.id, msg.id, actor.identity, queued, inc.state,
-                                                inc.state))
+        await self.events.emit(session, IncidentEvent("escalate", inc.id, msg.id, actor.identity, queued,
+                                                     inc.state, inc.state))
         return Outcome(inc, msg, queued, p)
 
     async def notify(self, *, actor: Actor, text: str, contact_list: str | None = None,
@@ -390,21 +380,18 @@ class IncidentService:
             ev = RouteEvent(event_type=event_type, severity=sev, source=source or actor.platform,
                             payload=payload or {}, labels=labels or {}, metadata=metadata or {})
             p = plan(cfg, ev, now=now, extra=t)
-            note = Notification(kind="ONE_TIME", title=text.splitlines()[0][:200], body=text, severity=sev,
-                                event=ev.as_dict())
-            rows = await enqueue(s, cfg, incident_id=None, message_id=msg.id, now=now, items=[
-                NewDelivery(d.recipient, d.channel, d.address, note) for d in p.deliveries])
+            queued = await self.fanout.one_time(s, msg, p, ev, severity=sev, now=now)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="notify.one_time",
                                     resource=f"message:{msg.id}", now=now,
-                                    details={"contact_list": contact_list, "queued": len(rows)})
-        await self._emit(session, IncidentEvent("notify", None, msg.id, actor.identity, len(rows)))
-        return Outcome(None, msg, len(rows), p)
+                                    details={"contact_list": contact_list, "queued": queued})
+        await self.events.emit(session, IncidentEvent("notify", None, msg.id, actor.identity, queued))
+        return Outcome(None, msg, queued, p)
 
     # --- internals ----------------------------------------------------------------------------
 
     def _tx(self, session: AsyncSession | None) -> Any:
         """Use the caller's transaction when given (inbound events batch dedup + change), else a new one.
-        With the caller's session, listeners are told only when the caller calls publish_pending()."""
+        With the caller's session, listeners are told only when the caller calls events.publish_pending()."""
         if session is not None:
             return _Borrowed(session)
         return self.db.transaction()
@@ -426,11 +413,11 @@ class IncidentService:
             await self._cas(s, inc)
             msg = await self._message(s, inc, kind, text, actor, now, extra=extra)
             p = plan(cfg, self._route_event(inc, event_type), now=now, extra=self._extra(inc))
-            queued = await self._fan_out(s, inc, msg, p, now, kind=kind, body=text, event_type=event_type)
+            queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=text, event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
                                     resource=inc.ref, now=now, details={"message": msg.id, "queued": queued})
-        await self._emit(session, IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued, inc.state,
-                                                inc.state))
+        await self.events.emit(session, IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued,
+                                                     inc.state, inc.state))
         return Outcome(inc, msg, queued, p)
 
     async def _transition(self, ref: str | int, *, actor: Actor, to: str, kind: str, event_type: str, text: str,
@@ -454,14 +441,15 @@ class IncidentService:
                                       at=now, seconds_in_previous=spent))
             msg = await self._message(s, inc, kind, text.strip(), actor, now)
             p = plan(cfg, self._route_event(inc, event_type), now=now, extra=self._extra(inc))
-            queued = await self._fan_out(s, inc, msg, p, now, kind=kind, body=msg.body, event_type=event_type)
+            queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=msg.body, event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
                                     resource=inc.ref, now=now, details={
                                         "from": prev, "to": to, "seconds_in_previous": spent, "queued": queued,
                                         "cancelled_escalation_pages": cancelled})
         log.info("incident.state.changed", extra={"incident": inc.ref, "from_state": prev, "to_state": to,
                                                   "actor": actor.identity})
-        await self._emit(session, IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued, to, prev))
+        await self.events.emit(session, IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued,
+                                                     to, prev, stop_paging=True))
         return Outcome(inc, msg, queued, p, cancelled_pages=cancelled)
 
     async def _load(self, s: AsyncSession, iid: int, ref: str | int) -> Incident:
@@ -507,61 +495,6 @@ class IncidentService:
     @staticmethod
     def _extra(inc: Incident) -> Targets | None:
         return incident_extra(inc)
-
-    def notification(self, inc: Incident, *, kind: str, body: str, event_type: str) -> Notification:
-        base = self.cfg.server.public_url.rstrip("/")
-        fields = {"Severity": inc.severity.upper(), "State": inc.state.capitalize(), "Commander": inc.commander}
-        if inc.acknowledged_by:
-            fields["Acknowledged by"] = inc.acknowledged_by
-        return Notification(kind=kind, title=f"{inc.ref}: {inc.title}", body=body, severity=inc.severity,
-                            state=inc.state, incident=inc.ref, fields=fields,
-                            links={"Incident": f"{base}/incidents/{inc.id}"},
-                            ack_url=f"{base}/incidents/{inc.id}" if inc.state == OPEN else None,
-                            event=self._route_event(inc, event_type).as_dict())
-
-    async def _fan_out(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, p: Plan, now: datetime, *,
-                       kind: str, body: str, event_type: str, purpose: str = "page") -> int:
-        """Queue the plan's pages plus one card sync per subscribed chat surface. The notification carries
-        the event type routing matched (declare, monitor, resolve, escalate...), as webhooks document it."""
-        cfg = self.cfg
-        note = self.notification(inc, kind=kind, body=body, event_type=event_type)
-        items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose) for d in p.deliveries]
-        for platform in self.surfaces:
-            items.append(NewDelivery(f"surface:{platform}", f"chat:{platform}", str(inc.id), note, "surface"))
-        log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,
-                                                 "actor": msg.author})
-        if not p.deliveries:
-            log.warning("notify.unrouted", extra={"incident": inc.ref, "kind": kind,
-                                                 "why": "no rule, contact list or default target reaches anyone"})
-        else:
-            log.info("notify.rule.matched", extra={
-                "incident": inc.ref, "message_id": msg.id, "kind": kind,
-                "rules": [r.name for r in p.matched_rules] + (["default_targets"] if p.used_default else []),
-                "deliveries": len(p.deliveries), "channels": sorted({d.channel for d in p.deliveries})})
-        rows = await enqueue(s, cfg, incident_id=inc.id, message_id=msg.id, items=items, now=now)
-        return sum(1 for r in rows if r.purpose != "surface")
-
-    async def _emit(self, session: AsyncSession | None, event: IncidentEvent) -> None:
-        """Publish now, or, inside a caller's transaction, hold the event until the caller has committed
-        and calls publish_pending() (listeners must never see a change that may still roll back)."""
-        if session is None:
-            await self._publish(event)
-        else:
-            session.info.setdefault(_PENDING, []).append(event)
-
-    async def publish_pending(self, session: AsyncSession) -> None:
-        """After committing a session passed as `session=`: tell listeners what it changed."""
-        for event in session.info.pop(_PENDING, []):
-            await self._publish(event)
-
-    async def _publish(self, event: IncidentEvent) -> None:
-        for listener in list(self.listeners):
-            try:
-                res = listener(event)
-                if res is not None:
-                    await res
-            except Exception:  # a listener must never undo or hide a committed change
-                log.exception("incident.listener.failed", extra={"event": event.kind})
 
     async def counts(self) -> dict[str, int]:
         async with self.db.sessions() as s:

@@ -1,7 +1,8 @@
 """Rules -> targets -> (recipient, channel, address) plan, with a human explanation of every decision.
 
 Pure functions over the config: the service calls `plan()` inside its transaction, `tocsin route explain`
-and `/incident route` call the same code and print `Plan.explain()`, so what you read is what is queued.
+and `/incident route` (core/explain.py) call the same code and print `Plan.explain()`, so what you read is
+what is queued. Routing imports only config, clock and models.
 """
 from __future__ import annotations
 
@@ -10,15 +11,13 @@ import reprlib
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from core.config import SEVERITIES, Condition, Config, Contact, RoutingRule, Targets, normalize_severity
 
 if TYPE_CHECKING:
-    from core.clock import Clock
     from core.models import Incident
-    from core.rbac import Actor
 
 PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "outbox")
 _MISSING = object()
@@ -453,55 +452,3 @@ def escalation_plan(cfg: Config, inc: Incident, *, level: int, targets: Targets,
     default_targets only when neither reaches anyone."""
     return plan(cfg, incident_event(inc, "escalate"), now=now, extra=targets,
                 extra_reason=f"escalation level {level}", extra_first=True)
-
-
-class _ServiceLike(Protocol):
-    @property
-    def cfg(self) -> Config: ...
-
-    clock: Clock
-    surfaces: list[str]
-
-    async def get(self, ref: str | int, *, actor: Actor | None = None) -> Incident: ...
-
-
-async def explain_incident(service: _ServiceLike, ref: str | int, event_type: str = "update", *,
-                           actor: Actor) -> str:
-    """`/incident route INC-n <type>` and `tocsin route explain --incident`: which rule would route this
-    incident's `event_type`, why the others would not, and the exact recipient x channel list.
-    `escalate` shows the next escalation level from the incident's policy snapshot. Admins only."""
-    from core.escalation import next_step  # core.escalation imports the scheduler; only needed here
-    from core.rbac import Permission, require
-
-    cfg = service.cfg
-    require(cfg, actor, Permission.MANAGE_SETTINGS)
-    inc = await service.get(ref)
-    now = service.clock.now()
-    etype = canonical_event_type(event_type)
-    head = f"{inc.ref} [{inc.severity}] {inc.state}: {inc.title}"
-    notes: list[str] = []
-    if etype == "escalate":
-        step = next_step(inc.escalation_snapshot, level=inc.escalation_level, round=inc.escalation_round,
-                         manual=True)
-        if step is None:
-            return (f"{head}\nNo escalation policy was picked when this incident opened: "
-                    "/incident escalate would be refused.")
-        notes.append(f"Escalation policy {inc.escalation_policy} (snapshot taken at open): next is level "
-                     f"{step.level} of {step.levels}, round {step.round + 1} of {step.rounds}")
-        p = escalation_plan(cfg, inc, level=step.level, targets=Targets.model_validate(step.targets), now=now)
-    else:
-        p = plan(cfg, incident_event(inc, etype), now=now, extra=incident_extra(inc))
-    if inc.contact_list and etype != "escalate":
-        notes.append(f"Contact list {inc.contact_list} was named at declare: it is paged on every event.")
-    if service.surfaces:
-        where = ", ".join(service.surfaces)
-        notes.append(f"Incident card kept in sync on: {where} (card updates, not pages)")
-    return "\n".join([head, *notes, p.explain()])
-
-
-def explain_event(cfg: Config, ev: RouteEvent, *, now: datetime, actor: Actor) -> str:
-    """`tocsin route explain --event FILE.json`: the same explanation for an event that has no incident."""
-    from core.rbac import Permission, require
-
-    require(cfg, actor, Permission.MANAGE_SETTINGS)
-    return plan(cfg, ev, now=now).explain()

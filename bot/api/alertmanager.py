@@ -151,7 +151,7 @@ async def receive(ctx: Context, hook: AlertmanagerWebhook, *, actor: Actor) -> A
     async with ctx.db.transaction() as s:
         await lock_keys(s, group_key)
         result = await _apply(ctx, hook, firing, actor=actor, group_key=group_key, session=s)
-    await ctx.service.publish_pending(s)
+    await ctx.service.events.publish_pending(s)
     EVENTS_RECEIVED.labels(event_type=EVENT_TYPE,
                            outcome="duplicate" if result.action == "unchanged" else "accepted").inc()
     return AlertmanagerResponse(status="accepted", group_key=hook.groupKey, result=result)

@@ -123,7 +123,7 @@ async def ingest(ctx: Context, event: InboundEvent, *, actor: Actor) -> EventRes
         result = await _apply(ctx, event, actor=actor, source=source, view=view, correlation=correlation,
                               session=s)
         await remember(s, seen_key, now=ctx.clock.now(), result={"result": result.model_dump(mode="json")})
-    await ctx.service.publish_pending(s)
+    await ctx.service.events.publish_pending(s)
     EVENTS_RECEIVED.labels(event_type=event.event_type, outcome="accepted").inc()
     return EventResponse(status="accepted", event_id=event.event_id, result=result)
 

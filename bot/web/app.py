@@ -23,7 +23,8 @@ from core.appearance.vocabulary import BUTTON_LABELS, fmt_duration, state_label
 from core.audit.log import AuditLog, verify
 from core.clock import utc
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, TocsinError
-from core.incidents import IncidentEvent, parse_ref
+from core.events import IncidentEvent
+from core.incidents import parse_ref
 from core.rbac import Actor, Permission, Role, require
 from core.stats import collect
 from core.users import UserService
@@ -63,11 +64,10 @@ class Console:
         self.throttle = LoginThrottle()
 
     async def start(self) -> None:
-        self.ctx.service.listeners.append(self._on_event)
+        self.ctx.service.events.subscribe(self._on_event)
 
     async def close(self) -> None:
-        if self._on_event in self.ctx.service.listeners:
-            self.ctx.service.listeners.remove(self._on_event)
+        self.ctx.service.events.unsubscribe(self._on_event)
         for q in list(self.subscribers):
             q.put_nowait("")  # wake streams so they end
 

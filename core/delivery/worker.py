@@ -46,8 +46,6 @@ log = logging.getLogger("tocsin.worker")
 
 ACTOR = "system:worker"
 """Who audit entries written by the worker name as actor."""
-STOP_PAGING = frozenset({"ack", "monitor", "resolve"})
-"""Incident events after which no escalation page of that incident may still go out."""
 DEFAULT_CONCURRENCY = 8
 """For channels without a config section (chat surfaces `chat:<platform>`)."""
 
@@ -145,13 +143,13 @@ class Worker:
         log.info("notify.worker.started", extra={"owner": self.owner, "channels": sorted(self.senders)})
 
     def notify(self, event: object = None) -> None:
-        """IncidentService listener: new deliveries were just committed, so wake the dispatcher now.
+        """Event-bus listener: new deliveries were just committed, so wake the dispatcher now.
 
-        An ack (or monitor/resolve) cancels the incident's queued escalation pages in its own transaction;
-        the ones this worker already claimed but has not started yet are cancelled here, too."""
-        kind = getattr(event, "kind", None)
+        When the service says a change stopped paging (`stop_paging`: it cancelled the incident's queued
+        escalation pages in its own transaction), the ones this worker already claimed but has not started
+        yet are cancelled here, too. The worker does not interpret incident kinds itself."""
         incident_id = getattr(event, "incident_id", None)
-        if kind in STOP_PAGING and incident_id is not None:
+        if getattr(event, "stop_paging", False) and incident_id is not None:
             self._stop_paging.add(int(incident_id))
         self._more.clear()
         self._wake.set()

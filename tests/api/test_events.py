@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.api import events as events_mod
-from core.incidents import IncidentEvent
+from core.events import IncidentEvent
 from core.metrics import EVENTS_RECEIVED
 from tests.api.conftest import OPS, OPS_KEY, VIEW_KEY, VIEWER, counts, event
 
@@ -270,7 +270,7 @@ async def test_default_body_limit_is_one_mebibyte(api: Any) -> None:
 async def test_a_failure_after_the_change_stores_nothing(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     client, ctx = api
     heard: list[IncidentEvent] = []
-    ctx.service.listeners.append(heard.append)
+    ctx.service.events.subscribe(heard.append)
 
     async def broken(*_a: Any, **_k: Any) -> None:
         raise RuntimeError("disk full")
@@ -298,3 +298,4 @@ async def test_logs_and_metrics_never_show_the_key(api: Any, caplog: pytest.LogC
     assert received and received[0].event_type == "scan.complete" and received[0].source == "scanner"
     text = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert OPS_KEY not in text and VIEW_KEY not in text and "not-a-key" not in text
+

@@ -186,3 +186,30 @@ async def test_list_filters(ctx: Context) -> None:
     assert [i.ref for i in await svc.list()] == ["INC-2", "INC-1"]
     assert [i.ref for i in await svc.list(state="all")] == ["INC-3", "INC-2", "INC-1"]
     assert [i.ref for i in await svc.list(state="resolved")] == ["INC-3"]
+
+
+async def test_event_bus_subscribe_unsubscribe_and_a_failing_listener() -> None:
+    """Subscribers hear each committed change once (subscribing twice is harmless), stop hearing after
+    unsubscribe, and one listener's exception neither reaches the caller nor silences the others."""
+    from core.events import EventBus, IncidentEvent
+
+    bus = EventBus()
+    heard: list[str] = []
+
+    def broken(_ev: IncidentEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    async def also(ev: IncidentEvent) -> None:
+        heard.append("async:" + ev.kind)
+
+    bus.subscribe(broken)
+    bus.subscribe(heard.append)  # type: ignore[arg-type]
+    bus.subscribe(heard.append)  # type: ignore[arg-type]
+    bus.subscribe(also)
+    ev = IncidentEvent("ack", 1, 2, "cli:op")
+    await bus.publish(ev)
+    assert heard == [ev, "async:ack"]
+    bus.unsubscribe(heard.append)  # type: ignore[arg-type]
+    bus.unsubscribe(heard.append)  # type: ignore[arg-type]
+    await bus.publish(ev)
+    assert heard == [ev, "async:ack", "async:ack"] and not bus.subscribed(heard.append)  # type: ignore[arg-type]

@@ -81,7 +81,7 @@ async def test_two_workers_never_send_the_same_delivery(db_url: str, peer: HttpS
         wb = await start_worker(b, h2)
         try:
             await declare(a)
-            b.service.listeners[-1](None)  # b hears about it like a NOTIFY/poll would tell it
+            wb.worker.notify()  # b hears about it like a NOTIFY/poll would tell it
             await wait_statuses(a, {"delivered": 300}, timeout=30)
         finally:
             await wa.close()

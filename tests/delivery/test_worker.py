@@ -193,7 +193,7 @@ async def test_worker_enforces_the_attempt_timeout_itself(sqlite_url: str, peer:
     ctx = await open_ctx(sqlite_url, **fanout_overrides(peer.url, 1, retry={"timeout_seconds": 0.2}))
     stuck = _StuckSender()
     worker = Worker(ctx.db, ctx.holder, senders={"webhook": stuck}, audit=ctx.audit, clock=ctx.clock)
-    ctx.service.listeners.append(worker.notify)
+    ctx.service.events.subscribe(worker.notify)
     await worker.start()
     try:
         await declare(ctx)
@@ -305,7 +305,7 @@ async def test_unknown_channel_fails_loudly(sqlite_url: str, peer: HttpStandIn) 
     ctx = await open_ctx(sqlite_url, **fanout_overrides(peer.url, 1))
     ctx.service.surfaces.append("slack")
     worker = Worker(ctx.db, ctx.holder, senders={}, audit=ctx.audit, clock=ctx.clock)
-    ctx.service.listeners.append(worker.notify)
+    ctx.service.events.subscribe(worker.notify)
     await worker.start()
     try:
         await declare(ctx)

@@ -273,7 +273,7 @@ async def test_listener_schedules_new_and_changed_incidents_promptly(
     await asyncio.sleep(0.05)
     assert other not in esc.scheduled()
     await esc.close()
-    assert esc._on_event not in ctx.service.listeners
+    assert not ctx.service.events.subscribed(esc._on_event)
     assert await esc.health() == "escalation timer is not running"
 
 

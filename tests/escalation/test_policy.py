@@ -1,11 +1,12 @@
-"""next_step: the pure progression through a policy snapshot (levels, rounds, repeat, manual past the end)."""
+"""Escalation policy (core/escalation_policy.py): the pure progression through a policy snapshot
+(levels, rounds, repeat, manual past the end)."""
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from core.escalation import next_step
+from core.escalation_policy import next_step
 
 SNAP: dict[str, Any] = {"name": "p", "repeat": 1, "levels": [
     {"wait_minutes": 5, "targets": {"lists": ["a"]}},

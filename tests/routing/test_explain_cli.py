@@ -14,7 +14,7 @@ from bot.cli import main
 from core.errors import Forbidden
 from core.models import AuditEntry, Delivery, IncidentMessage
 from core.rbac import Actor
-from core.routing import explain_incident
+from core.explain import explain_incident
 from tests.conftest import BASE_CONFIG, deep_merge
 
 ADMIN = Actor("cli:admin", "cli")

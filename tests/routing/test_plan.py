@@ -10,7 +10,8 @@ import pytest
 from core.config import Config, Targets
 from core.errors import Forbidden
 from core.rbac import Actor
-from core.routing import RouteEvent, contact_channels, explain_event, in_quiet_hours, plan
+from core.explain import explain_event
+from core.routing import RouteEvent, contact_channels, in_quiet_hours, plan
 from tests.conftest import make_config
 
 ADMIN = Actor("cli:admin", "cli")

@@ -282,7 +282,7 @@ async def test_http_answer_returns_before_the_service_work(env: SlackEnv) -> Non
     async def slow(_event: object) -> None:  # runs inside the service call, after the commit
         await gate.wait()
 
-    env.ctx.service.listeners.append(slow)
+    env.ctx.service.events.subscribe(slow)
     body = slash_body("declare sev2 Slow path", trigger="trig-slow",
                       response_url=env.api.response_url("slow"))
     started = time.perf_counter()

@@ -1,0 +1,76 @@
+"""Fan-out: turns one incident change into queued deliveries, in the caller's transaction: the pages the
+routing plan names, plus one card sync per chat surface. IncidentService decides what happened; this module
+decides how it is addressed (the neutral Notification) and puts it on the durable queue."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.delivery.message import Notification
+from core.delivery.queue import NewDelivery, enqueue
+from core.models import Incident, IncidentMessage
+from core.routing import Plan, RouteEvent, incident_event
+
+if TYPE_CHECKING:
+    from core.config import Config, ConfigHolder
+
+log = logging.getLogger("tocsin.incidents")
+
+
+class FanOut:
+    """Notification building and enqueueing for incident changes and one-time notifications."""
+
+    def __init__(self, config: ConfigHolder, *, surfaces: Sequence[str] = ()) -> None:
+        self.config = config
+        self.surfaces = list(surfaces)
+        """Chat platforms whose incident card follows every incident (e.g. ['slack', 'telegram'])."""
+
+    @property
+    def cfg(self) -> Config:
+        return self.config.cfg
+
+    def notification(self, inc: Incident, *, kind: str, body: str, event_type: str) -> Notification:
+        base = self.cfg.server.public_url.rstrip("/")
+        fields = {"Severity": inc.severity.upper(), "State": inc.state.capitalize(), "Commander": inc.commander}
+        if inc.acknowledged_by:
+            fields["Acknowledged by"] = inc.acknowledged_by
+        return Notification(kind=kind, title=f"{inc.ref}: {inc.title}", body=body, severity=inc.severity,
+                            state=inc.state, incident=inc.ref, fields=fields,
+                            links={"Incident": f"{base}/incidents/{inc.id}"},
+                            ack_url=f"{base}/incidents/{inc.id}" if inc.state == "open" else None,
+                            event=incident_event(inc, event_type).as_dict())
+
+    async def incident(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, p: Plan, now: datetime, *,
+                       kind: str, body: str, event_type: str, purpose: str = "page") -> int:
+        """Queue the plan's pages plus one card sync per subscribed chat surface; returns the pages queued.
+        The notification carries the event type routing matched (declare, monitor, resolve, escalate...),
+        as webhooks document it."""
+        note = self.notification(inc, kind=kind, body=body, event_type=event_type)
+        items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose) for d in p.deliveries]
+        for platform in self.surfaces:
+            items.append(NewDelivery(f"surface:{platform}", f"chat:{platform}", str(inc.id), note, "surface"))
+        log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,
+                                                 "actor": msg.author})
+        if not p.deliveries:
+            log.warning("notify.unrouted", extra={"incident": inc.ref, "kind": kind,
+                                                 "why": "no rule, contact list or default target reaches anyone"})
+        else:
+            log.info("notify.rule.matched", extra={
+                "incident": inc.ref, "message_id": msg.id, "kind": kind,
+                "rules": [r.name for r in p.matched_rules] + (["default_targets"] if p.used_default else []),
+                "deliveries": len(p.deliveries), "channels": sorted({d.channel for d in p.deliveries})})
+        rows = await enqueue(s, self.cfg, incident_id=inc.id, message_id=msg.id, items=items, now=now)
+        return sum(1 for r in rows if r.purpose != "surface")
+
+    async def one_time(self, s: AsyncSession, msg: IncidentMessage, p: Plan, ev: RouteEvent, *, severity: str,
+                       now: datetime) -> int:
+        """A ONE-TIME message's pages (no incident, so no chat card); returns how many were queued."""
+        note = Notification(kind="ONE_TIME", title=msg.body.splitlines()[0][:200], body=msg.body,
+                            severity=severity, event=ev.as_dict())
+        rows = await enqueue(s, self.cfg, incident_id=None, message_id=msg.id, now=now, items=[
+            NewDelivery(d.recipient, d.channel, d.address, note) for d in p.deliveries])
+        return len(rows)
