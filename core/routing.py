@@ -6,15 +6,22 @@ what is queued. Routing imports only config, clock and models.
 """
 from __future__ import annotations
 
-import re
 import reprlib
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from core.config import SEVERITIES, Condition, Config, Contact, RoutingRule, Targets, normalize_severity
+from core.config import (
+    SEVERITIES,
+    Condition,
+    Config,
+    Contact,
+    RoutingRule,
+    Targets,
+    normalize_severity,
+    user_regex,
+)
 
 if TYPE_CHECKING:
     from core.models import Incident
@@ -209,11 +216,6 @@ _SHOW.maxlist = _SHOW.maxdict = 5
 _SHOW.maxlevel = 2
 
 
-@lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def check_condition(cond: Condition, event: dict[str, Any]) -> tuple[bool, str]:
     """Evaluate one condition; a missing field or a type mismatch is a non-match (with why), never an error.
 
@@ -258,7 +260,7 @@ def check_condition(cond: Condition, event: dict[str, Any]) -> tuple[bool, str]:
         if isinstance(actual, (dict, list)) or actual is None:
             return False, desc + " (not a string)"
         text = _scalar_text(actual) or ""
-        return _regex(str(want)).search(text) is not None, desc
+        return user_regex(str(want)).search(text) is not None, desc
     return False, f"unknown operator {op}"  # pragma: no cover - pydantic restricts operators
 
 

@@ -299,3 +299,40 @@ async def test_logs_and_metrics_never_show_the_key(api: Any, caplog: pytest.LogC
     text = "\n".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert OPS_KEY not in text and VIEW_KEY not in text and "not-a-key" not in text
 
+
+async def test_regex_on_a_240kb_field_answers_quickly_and_healthz_stays_fast(make_client: Any) -> None:
+    """Issue 14.4: a `regex` condition runs on RE2 (linear time). With Python's `re` this pattern on this
+    field backtracks for many seconds and stalls the event loop; here the event answers in well under a
+    second and /healthz, polled all the while, answers each time within 100 ms."""
+    import time
+
+    client, ctx = await make_client(routing={"rules": [
+        {"name": "deadline", "conditions": [{"field": "payload.log", "operator": "regex",
+                                             "value": r"(\w+\s?)*deadline$"}],
+         "action": "open", "targets": {"lists": ["oncall"]}}]})
+    big = "fail " * 48_000  # 240 KB, no "deadline": the worst case for a backtracking engine
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def poll_health() -> None:
+        while not done.is_set():
+            t0 = time.monotonic()
+            r = await client.get("/healthz")
+            assert r.status == 200
+            latencies.append(time.monotonic() - t0)
+            await asyncio.sleep(0.01)
+
+    poller = asyncio.create_task(poll_health())
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    status, body = await post(client, event("evt-big", payload={"log": big}))
+    elapsed = time.monotonic() - t0
+    await asyncio.sleep(0.05)
+    done.set()
+    await poller
+    assert status == 202, body
+    assert "deadline" not in body["result"]["rules"]
+    assert elapsed < 2.0, elapsed
+    assert latencies and max(latencies) < 0.1, sorted(latencies)[-3:]
+    status, body = await post(client, event("evt-big-2", payload={"log": big + "deadline"}))
+    assert status == 202 and body["result"]["rules"] == ["deadline"], body

@@ -116,6 +116,9 @@ def _config_with_condition(cond: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(("cond", "message"), [
     ({"field": "payload.x", "operator": "regex", "value": "(unclosed"}, "bad regex '(unclosed'"),
+    ({"field": "payload.x", "operator": "regex", "value": r"(a)\1"}, "no backreferences or lookarounds"),
+    ({"field": "payload.x", "operator": "regex", "value": "db(?=-prod)"}, "bad regex 'db(?=-prod)'"),
+    ({"field": "payload.x", "operator": "regex", "value": "(?<!x)y"}, "no backreferences or lookarounds"),
     ({"field": "payload.x", "operator": "regex", "value": 5}, "regex needs a string value"),
     ({"field": "payload.x", "operator": "in", "value": "a"}, "in needs a list value"),
     ({"field": "payload.x", "operator": "not_in", "value": 3}, "not_in needs a list value"),
