@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 
 from core.config import SEVERITIES, SEVERITY_ALIASES
+from core.validation import is_ref
 
 USAGE: dict[str, str] = {
     "declare": "/incident declare <sev1..sev4> <title>",
@@ -25,7 +26,6 @@ ALIASES = {"new": "declare", "open": "declare", "acknowledge": "ack", "close": "
 HELP = "Incident commands:\n" + "\n".join(f"  {u}" for u in USAGE.values()) + \
        "\nSeverities: sev1..sev4 (or critical, high, medium, low). `/incident` alone opens the declare form."
 
-_REF = re.compile(r"^(?:inc-?)?\d{1,12}$", re.IGNORECASE)
 _PREFIX = re.compile(r"^\s*(?:<at>[^<]*</at>\s*|@\S+\s+)*(?:/?incident(?:@\w+)?\b)?\s*", re.IGNORECASE)
 
 
@@ -77,7 +77,7 @@ def _take(text: str, n: int) -> tuple[list[str], str]:
 def _ref(word: str | None, verb: str) -> str:
     if not word:
         raise UsageError(f"`{verb}` needs an incident id like INC-12.", verb)
-    if not _REF.match(word):
+    if not is_ref(word):
         raise UsageError(f"{word!r} is not an incident id (expected INC-<number>).", verb)
     digits = re.sub(r"\D", "", word)
     return f"INC-{int(digits)}"
@@ -105,8 +105,6 @@ def parse(text: str) -> Command:
         title = " ".join(_take(after, 1)[1].split())
         if not title:
             raise UsageError("`declare` needs a title after the severity.", verb)
-        if len(title) > 500:
-            raise UsageError("The title is longer than 500 characters.", verb)
         return Command("declare", severity=sev, title=title)
     if verb == "list":
         flt = rest[0].lower() if rest else "open"

@@ -7,7 +7,6 @@ ONE transaction. Listeners hear about it only after the commit.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,7 +19,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit.log import AuditLog
 from core.clock import Clock, SystemClock, utc
-from core.config import SEVERITIES, Config, ConfigHolder, Targets, normalize_severity
+from core.config import Config, ConfigHolder, Targets
 from core.db import Database
 from core.delivery.queue import cancel_escalation_pages
 from core.errors import InvalidInput, InvalidTransition, NotFound
@@ -39,31 +38,12 @@ from core.routing import (
     incident_extra,
     plan,
 )
+from core.validation import check_severity, check_text, check_title, clean_text, parse_ref
 
 log = logging.getLogger("tocsin.incidents")
 
 OPEN, MONITORING, RESOLVED = "open", "monitoring", "resolved"
 STATES = (OPEN, MONITORING, RESOLVED)
-_REF = re.compile(r"^(?:inc-?)?(\d{1,12})$", re.IGNORECASE)
-
-
-def parse_ref(ref: str | int) -> int:
-    """'INC-12', 'inc12', '12' or 12 -> 12; anything else is InvalidInput."""
-    if isinstance(ref, int):
-        return ref
-    m = _REF.match(str(ref).strip())
-    if not m:
-        raise InvalidInput(f"{ref!r} is not an incident id (expected INC-<number>)")
-    return int(m.group(1))
-
-
-def check_severity(sev: str) -> str:
-    s = normalize_severity(sev)
-    if s not in SEVERITIES:
-        raise InvalidInput(f"unknown severity {sev!r}: use sev1..sev4 (or critical, high, medium, low)")
-    return str(s)
-
-
 @dataclass
 class Outcome:
     """Result of a service call: the incident (None for one-time), the message and what was queued."""
@@ -174,11 +154,8 @@ class IncidentService:
         cfg = self.cfg
         require(cfg, actor, Permission.SEND_INCIDENTS)
         sev = check_severity(severity)
-        title = (title or "").strip()
-        if not title:
-            raise InvalidInput("an incident needs a title")
-        if len(title) > 500:
-            raise InvalidInput("the title is longer than 500 characters")
+        title = check_title(title)
+        description = clean_text(description)
         if contact_list and cfg.contact_list(contact_list) is None:
             raise NotFound(f"no contact list {contact_list!r} (known: "
                            f"{', '.join(c.name for c in cfg.contact_lists) or 'none'})")
@@ -222,10 +199,11 @@ class IncidentService:
 
     async def bridge(self, ref: str | int, *, actor: Actor, details: str, text: str = "") -> Outcome:
         """Post conference bridge details (BRIDGE can come at any position, not after resolve)."""
-        details = (details or "").strip()
+        details = clean_text(details)
         if not details:
             raise InvalidInput("a bridge needs a URL or dial-in")
-        body = details + (f"\n{text.strip()}" if text.strip() else "")
+        text = clean_text(text)
+        body = details + (f"\n{text}" if text else "")
         return await self._post(ref, actor=actor, kind="BRIDGE", event_type="bridge", text=body,
                                 extra={"bridge": details})
 
@@ -361,9 +339,7 @@ class IncidentService:
         metadata so the rules that chose `notify` also match when the pages are planned."""
         cfg = self.cfg
         require(cfg, actor, Permission.SEND_INCIDENTS)
-        text = (text or "").strip()
-        if not text:
-            raise InvalidInput("a notification needs text")
+        text = check_text(text, what="a notification")
         if contact_list and cfg.contact_list(contact_list) is None:
             raise NotFound(f"no contact list {contact_list!r} (known: "
                            f"{', '.join(c.name for c in cfg.contact_lists) or 'none'})")
@@ -400,9 +376,7 @@ class IncidentService:
                     extra: dict[str, Any] | None = None, session: AsyncSession | None = None) -> Outcome:
         cfg = self.cfg
         require(cfg, actor, Permission.SEND_INCIDENTS)
-        text = (text or "").strip()
-        if not text:
-            raise InvalidInput(f"an {event_type} needs text")
+        text = check_text(text, what=f"an {event_type}")
         iid = parse_ref(ref)
         now = self.clock.now()
         async with self._tx(session) as s:
@@ -425,6 +399,7 @@ class IncidentService:
         cfg = self.cfg
         require(cfg, actor, Permission.SEND_INCIDENTS)
         iid = parse_ref(ref)
+        text = clean_text(text) or ("Resolved." if to == RESOLVED else "Fix applied; monitoring.")
         now = self.clock.now()
         async with self._tx(session) as s:
             inc = await self._load(s, iid, ref)
@@ -439,7 +414,7 @@ class IncidentService:
             cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
             s.add(IncidentStateChange(incident_id=inc.id, from_state=prev, to_state=to, actor=actor.identity,
                                       at=now, seconds_in_previous=spent))
-            msg = await self._message(s, inc, kind, text.strip(), actor, now)
+            msg = await self._message(s, inc, kind, text, actor, now)
             p = plan(cfg, self._route_event(inc, event_type), now=now, extra=self._extra(inc))
             queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=msg.body, event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",

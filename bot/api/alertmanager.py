@@ -24,13 +24,13 @@ from core.metrics import EVENTS_RECEIVED
 from core.models import Incident
 from core.rbac import Actor, Permission, require
 from core.routing import RouteEvent, plan, sev_rank
+from core.validation import TITLE_MAX
 
 log = logging.getLogger("tocsin.api.alertmanager")
 
 EVENT_TYPE = "alertmanager"
 """The event type routing rules see for Alertmanager notifications (and the metrics label)."""
 LISTED_ALERTS = 20
-TITLE_MAX = 500
 
 Decision = Literal["open", "update", "resolve", "unchanged", "ignore"]
 
@@ -102,6 +102,7 @@ def title_of(hook: AlertmanagerWebhook) -> str:
     group = _labels_text(hook.groupLabels)
     summary = hook.commonAnnotations.get("summary")
     title = name + (f" ({group})" if group else "") + (f": {summary}" if summary else "")
+    # composed by us from labels: cut to the shared limit rather than refuse a page over its length
     return title if len(title) <= TITLE_MAX else title[:TITLE_MAX - 3] + "..."
 
 

@@ -26,7 +26,6 @@ from core.routing import RouteEvent, lookup, plan
 log = logging.getLogger("tocsin.api.events")
 
 CORRELATION_MAX = 500  # incidents.correlation_key is String(500)
-TITLE_MAX = 500
 
 
 def path_value(data: dict[str, Any], path: str) -> Any:
@@ -85,8 +84,6 @@ def texts(event: InboundEvent, *, source: str) -> tuple[str, str, str]:
     """(title, description, update text) from common payload fields, with a readable fallback."""
     p = event.payload
     title = _first_text(p, "title", "summary") or f"{event.event_type} from {source}"
-    if len(title) > TITLE_MAX:
-        title = title[:TITLE_MAX - 3] + "..."
     description = _first_text(p, "description", "message") or ""
     update = (_first_text(p, "message", "summary", "description", "title")
               or f"{event.event_type} ({event.event_id})")

@@ -11,6 +11,8 @@ from bot.dispatch import Reply
 from core.appearance.slack import TEXT_MAX, read_metadata
 from core.appearance.vocabulary import escape_slack, truncate
 from core.config import SEVERITIES, Config
+from core.errors import InvalidInput
+from core.validation import check_title
 
 
 def _value(view: dict[str, Any], block: str) -> str | None:
@@ -30,10 +32,10 @@ def read_declare(view: dict[str, Any], cfg: Config) -> Command | dict[str, str]:
     """The declare form as a Command, or per-block errors to show in the modal (checked before ack)."""
     errors: dict[str, str] = {}
     title = " ".join((_value(view, "title") or "").split())
-    if not title:
-        errors["title"] = "An incident needs a title."
-    elif len(title) > 500:
-        errors["title"] = "The title is longer than 500 characters."
+    try:  # the service's own rule, said inside the modal before it closes
+        title = check_title(title)
+    except InvalidInput as exc:
+        errors["title"] = f"{str(exc)[:1].upper()}{str(exc)[1:]}."
     severity = _value(view, "severity") or ""
     if severity not in SEVERITIES:
         errors["severity"] = "Pick a severity."

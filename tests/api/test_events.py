@@ -336,3 +336,18 @@ async def test_regex_on_a_240kb_field_answers_quickly_and_healthz_stays_fast(mak
     assert latencies and max(latencies) < 0.1, sorted(latencies)[-3:]
     status, body = await post(client, event("evt-big-2", payload={"log": big + "deadline"}))
     assert status == 202 and body["result"]["rules"] == ["deadline"], body
+
+
+async def test_overlong_title_is_400_like_everywhere_and_control_characters_are_stripped(api: Any) -> None:
+    """Issue 14.6: a 10,000-character title was cut to 500 silently; now the API answers what chat and the
+    CLI answer (the service's rule), and stores nothing. Escapes and bidi overrides never get stored."""
+    client, ctx = api
+    before = await counts(ctx)
+    status, body = await post(client, event("evt-long", payload={"title": "t" * 10_000}))
+    assert status == 400 and "the title is longer than 500 characters" in json.dumps(body), body
+    assert await counts(ctx) == before
+    status, body = await post(client, event("evt-esc", payload={
+        "title": "\x1b[2JDisk \u202efull\x07", "message": "at 99%\x1b[0m\nsee graph"}))
+    assert status == 202, body
+    inc = await ctx.service.get(1)
+    assert inc.title == "Disk full" and inc.description == "at 99%\nsee graph"

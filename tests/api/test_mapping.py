@@ -133,12 +133,13 @@ def test_bad_payload_severity_names_the_field() -> None:
     assert exc.value.body.field == "payload.severity"
 
 
-def test_titles_fall_back_and_are_capped() -> None:
+def test_titles_fall_back_and_are_passed_whole() -> None:
+    """No silent cut: an over-long title reaches the service, which refuses it like everywhere else."""
     e = InboundEvent.model_validate(only({"verdict": "FAIL"}))
     assert ev.texts(e, source="scanner") == ("scan.complete from scanner", "", "scan.complete (evt-1)")
     e = InboundEvent.model_validate(only({"summary": "s" * 900, "message": "m"}))
     title, description, update = ev.texts(e, source="scanner")
-    assert len(title) == 500 and title.endswith("...") and description == "m" and update == "m"
+    assert title == "s" * 900 and description == "m" and update == "m"
 
 
 # --- boundary helpers ---------------------------------------------------------------------------------
