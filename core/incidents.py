@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableSequence, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit.log import AuditLog
-from core.clock import Clock, SystemClock, utc
+from core.clock import Clock, utc
 from core.config import Config, ConfigHolder, Targets
 from core.db import Database
 from core.delivery.queue import cancel_escalation_pages
 from core.errors import InvalidInput, InvalidTransition, NotFound
 from core.escalation_policy import first_due, next_step
 from core.events import EventBus, IncidentEvent
-from core.explain import explain_incident
 from core.fanout import FanOut
+from core.incident_store import IncidentDetail, IncidentStore  # noqa: F401 (IncidentDetail: re-exported)
+from core.incident_store import MONITORING, OPEN, RESOLVED
 from core.metrics import ESCALATIONS
 from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange
 from core.rbac import Actor, Permission, Role, contact_identities, require, role_for
@@ -38,12 +38,12 @@ from core.routing import (
     incident_extra,
     plan,
 )
-from core.validation import check_severity, check_text, check_title, clean_text, parse_ref
+from core.validation import check_contact_list, check_severity, check_text, check_title, clean_text, parse_ref
 
 log = logging.getLogger("tocsin.incidents")
 
-OPEN, MONITORING, RESOLVED = "open", "monitoring", "resolved"
-STATES = (OPEN, MONITORING, RESOLVED)
+
+
 @dataclass
 class Outcome:
     """Result of a service call: the incident (None for one-time), the message and what was queued."""
@@ -57,91 +57,20 @@ class Outcome:
     cancelled_pages: int = 0
 
 
-@dataclass
-class IncidentDetail:
-    incident: Incident
-    thread: list[IncidentMessage]
-    state_changes: list[IncidentStateChange]
-    deliveries: list[Delivery] = field(default_factory=list)
-
-
-class IncidentService:
-    """See module docstring."""
+class IncidentService(IncidentStore):
+    """See module docstring. Reads and row primitives: IncidentStore. Committed changes: `events`."""
 
     def __init__(self, db: Database, config: ConfigHolder, *, audit: AuditLog, clock: Clock | None = None,
                  surfaces: Sequence[str] = (), events: EventBus | None = None) -> None:
-        self.db = db
-        self.config = config
+        super().__init__(db, config, clock=clock)
         self.audit = audit
-        self.clock = clock or SystemClock()
         self.fanout = FanOut(config, surfaces=surfaces)
         self.events = events or EventBus()
-        """Subscribe here to hear about committed changes."""
-
-    @property
-    def cfg(self) -> Config:
-        return self.config.cfg
 
     @property
     def surfaces(self) -> list[str]:
         """Chat platforms whose incident card follows every incident (e.g. ['slack', 'telegram'])."""
         return self.fanout.surfaces
-
-    # --- reads --------------------------------------------------------------------------------
-
-    async def get(self, ref: str | int, *, actor: Actor | None = None) -> Incident:
-        if actor:
-            require(self.cfg, actor, Permission.VIEW)
-        async with self.db.sessions() as s:
-            inc = await s.get(Incident, parse_ref(ref))
-        if inc is None:
-            raise NotFound(f"no incident {_fmt_ref(ref)}")
-        return inc
-
-    async def detail(self, ref: str | int, *, actor: Actor | None = None) -> IncidentDetail:
-        if actor:
-            require(self.cfg, actor, Permission.VIEW)
-        iid = parse_ref(ref)
-        async with self.db.sessions() as s:
-            inc = await s.get(Incident, iid)
-            if inc is None:
-                raise NotFound(f"no incident {_fmt_ref(ref)}")
-            thread = (await s.execute(select(IncidentMessage).where(IncidentMessage.incident_id == iid)
-                                      .order_by(IncidentMessage.id))).scalars().all()
-            changes = (await s.execute(select(IncidentStateChange).where(IncidentStateChange.incident_id == iid)
-                                       .order_by(IncidentStateChange.id))).scalars().all()
-            dels = (await s.execute(select(Delivery).where(Delivery.incident_id == iid)
-                                    .order_by(Delivery.id))).scalars().all()
-        return IncidentDetail(inc, list(thread), list(changes), list(dels))
-
-    async def list(self, *, state: str = "open", actor: Actor | None = None, limit: int = 200) -> list[Incident]:
-        """state: 'open' (open + monitoring), 'all', or one state name."""
-        if actor:
-            require(self.cfg, actor, Permission.VIEW)
-        q = select(Incident).order_by(Incident.id.desc()).limit(limit)
-        if state == "open":
-            q = q.where(Incident.state != RESOLVED)
-        elif state in STATES:
-            q = q.where(Incident.state == state)
-        elif state != "all":
-            raise InvalidInput(f"unknown filter {state!r}: use open, all, or one of {', '.join(STATES)}")
-        async with self.db.sessions() as s:
-            return list((await s.execute(q)).scalars().all())
-
-    async def explain_route(self, ref: str | int, *, actor: Actor, event_type: str = "update") -> str:
-        """Which rule would route `event_type` for this incident, why the others would not, and the exact
-        recipient x channel list. Admins only: it reveals every contact's addresses."""
-        return await explain_incident(self, ref, event_type, actor=actor)
-
-    async def find_by_correlation(self, key: str, *, include_resolved: bool = False,
-                                  session: AsyncSession | None = None) -> Incident | None:
-        q = select(Incident).where(Incident.correlation_key == key).order_by(Incident.id.desc()).limit(1)
-        if not include_resolved:
-            q = q.where(Incident.state != RESOLVED)
-        if session is not None:
-            return (await session.execute(q)).scalars().first()
-        async with self.db.sessions() as s:
-            return (await s.execute(q)).scalars().first()
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -156,9 +85,7 @@ class IncidentService:
         sev = check_severity(severity)
         title = check_title(title)
         description = clean_text(description)
-        if contact_list and cfg.contact_list(contact_list) is None:
-            raise NotFound(f"no contact list {contact_list!r} (known: "
-                           f"{', '.join(c.name for c in cfg.contact_lists) or 'none'})")
+        check_contact_list(cfg, contact_list)
         now = self.clock.now()
         async with self._tx(session) as s:
             inc = Incident(title=title, description=description, severity=sev, state=OPEN,
@@ -168,7 +95,7 @@ class IncidentService:
                            escalation_level=0, escalation_round=0)
             s.add(inc)
             await s.flush()
-            ev = self._route_event(inc, event_type)
+            ev = incident_event(inc, event_type)
             extra = Targets(lists=[contact_list]) if contact_list else None
             p = plan(cfg, ev, now=now, extra=extra)
             pol = cfg.policy(p.escalation_policy) if p.escalation_policy else None
@@ -235,7 +162,7 @@ class IncidentService:
             await self._cas(s, inc, acknowledged_by=actor.identity, acknowledged_at=now, next_escalation_at=None)
             cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
             msg = await self._message(s, inc, "ACK", f"Acknowledged by {actor.display or actor.identity}", actor, now)
-            p = plan(cfg, self._route_event(inc, "ack"), now=now, extra=self._extra(inc))
+            p = plan(cfg, incident_event(inc, "ack"), now=now, extra=incident_extra(inc))
             queued = await self.fanout.incident(s, inc, msg, p, now, kind="ACK", body=msg.body, event_type="ack")
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.ack",
                                     resource=inc.ref, now=now,
@@ -340,9 +267,7 @@ class IncidentService:
         cfg = self.cfg
         require(cfg, actor, Permission.SEND_INCIDENTS)
         text = check_text(text, what="a notification")
-        if contact_list and cfg.contact_list(contact_list) is None:
-            raise NotFound(f"no contact list {contact_list!r} (known: "
-                           f"{', '.join(c.name for c in cfg.contact_lists) or 'none'})")
+        check_contact_list(cfg, contact_list)
         sev = check_severity(severity)
         now = self.clock.now()
         t = targets or Targets()
@@ -365,13 +290,6 @@ class IncidentService:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _tx(self, session: AsyncSession | None) -> Any:
-        """Use the caller's transaction when given (inbound events batch dedup + change), else a new one.
-        With the caller's session, listeners are told only when the caller calls events.publish_pending()."""
-        if session is not None:
-            return _Borrowed(session)
-        return self.db.transaction()
-
     async def _post(self, ref: str | int, *, actor: Actor, kind: str, event_type: str, text: str,
                     extra: dict[str, Any] | None = None, session: AsyncSession | None = None) -> Outcome:
         cfg = self.cfg
@@ -386,7 +304,7 @@ class IncidentService:
                                         "(declare a new incident instead)")
             await self._cas(s, inc)
             msg = await self._message(s, inc, kind, text, actor, now, extra=extra)
-            p = plan(cfg, self._route_event(inc, event_type), now=now, extra=self._extra(inc))
+            p = plan(cfg, incident_event(inc, event_type), now=now, extra=incident_extra(inc))
             queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=text, event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
                                     resource=inc.ref, now=now, details={"message": msg.id, "queued": queued})
@@ -415,8 +333,9 @@ class IncidentService:
             s.add(IncidentStateChange(incident_id=inc.id, from_state=prev, to_state=to, actor=actor.identity,
                                       at=now, seconds_in_previous=spent))
             msg = await self._message(s, inc, kind, text, actor, now)
-            p = plan(cfg, self._route_event(inc, event_type), now=now, extra=self._extra(inc))
-            queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=msg.body, event_type=event_type)
+            p = plan(cfg, incident_event(inc, event_type), now=now, extra=incident_extra(inc))
+            queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=msg.body,
+                                                event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
                                     resource=inc.ref, now=now, details={
                                         "from": prev, "to": to, "seconds_in_previous": spent, "queued": queued,
@@ -426,24 +345,6 @@ class IncidentService:
         await self.events.emit(session, IncidentEvent(event_type, inc.id, msg.id, actor.identity, queued,
                                                      to, prev, stop_paging=True))
         return Outcome(inc, msg, queued, p, cancelled_pages=cancelled)
-
-    async def _load(self, s: AsyncSession, iid: int, ref: str | int) -> Incident:
-        inc = (await s.execute(select(Incident).where(Incident.id == iid).with_for_update())).scalars().first()
-        if inc is None:
-            raise NotFound(f"no incident {_fmt_ref(ref)}")
-        return inc
-
-    async def _cas(self, s: AsyncSession, inc: Incident, **values: Any) -> None:
-        """Compare-and-set on `version`: the loser of a race gets a clear error, never a silent overwrite."""
-        now = self.clock.now()
-        values = {"updated_at": now, **values, "version": inc.version + 1}
-        res = await s.execute(update(Incident).where(Incident.id == inc.id, Incident.version == inc.version)
-                              .values(**values).execution_options(synchronize_session=False))
-        if res.rowcount != 1:
-            await s.refresh(inc)
-            raise InvalidTransition(f"{inc.ref} changed while you were acting (it is now {inc.state}); try again")
-        for k, v in values.items():  # already written above: no second UPDATE at the next flush
-            set_committed_value(inc, k, v)
 
     async def _require_ack(self, s: AsyncSession, cfg: Config, actor: Actor, inc: Incident) -> None:
         """OPERATOR and above may ack; so may any contact who was paged for this incident."""
@@ -455,43 +356,3 @@ class IncidentService:
             if actor.identity in contact_identities(cfg, name):
                 return
         require(cfg, actor, Permission.ACKNOWLEDGE)
-
-    async def _message(self, s: AsyncSession, inc: Incident, kind: str, body: str, actor: Actor, now: datetime,
-                       extra: dict[str, Any] | None = None) -> IncidentMessage:
-        msg = IncidentMessage(incident_id=inc.id, kind=kind, body=body, author=actor.identity, created_at=now,
-                              extra=extra or {})
-        s.add(msg)
-        await s.flush()
-        return msg
-
-    def _route_event(self, inc: Incident, event_type: str) -> RouteEvent:
-        return incident_event(inc, event_type)
-
-    @staticmethod
-    def _extra(inc: Incident) -> Targets | None:
-        return incident_extra(inc)
-
-    async def counts(self) -> dict[str, int]:
-        async with self.db.sessions() as s:
-            rows = (await s.execute(select(Incident.state, func.count()).group_by(Incident.state))).all()
-        return {state: int(n) for state, n in rows}
-
-
-class _Borrowed:
-    """Async context manager that yields a caller-owned session without committing it."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    async def __aenter__(self) -> AsyncSession:
-        return self.session
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-def _fmt_ref(ref: str | int) -> str:
-    try:
-        return f"INC-{parse_ref(ref)}"
-    except InvalidInput:
-        return str(ref)

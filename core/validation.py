@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 
-from core.config import SEVERITIES, normalize_severity
-from core.errors import InvalidInput
+from core.config import SEVERITIES, Config, normalize_severity
+from core.errors import InvalidInput, NotFound
 
 TITLE_MAX = 500
 """Characters in an incident title, after cleaning."""
@@ -70,6 +70,13 @@ def check_severity(sev: str) -> str:
     if s not in SEVERITIES:
         raise InvalidInput(f"unknown severity {sev!r}: use sev1..sev4 (or critical, high, medium, low)")
     return str(s)
+
+
+def check_contact_list(cfg: Config, name: str | None) -> None:
+    """A contact list named at declare or notify must exist in the live config (NotFound lists the known)."""
+    if name and cfg.contact_list(name) is None:
+        known = ", ".join(c.name for c in cfg.contact_lists) or "none"
+        raise NotFound(f"no contact list {name!r} (known: {known})")
 
 
 def parse_ref(ref: str | int) -> int:
