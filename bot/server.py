@@ -98,7 +98,15 @@ MOUNTS = (
     ("bot.teams.app", "mount_teams"),
     ("bot.escalation_mount", "mount_reloader"),
     ("bot.escalation_mount", "mount_escalator"),
+    ("bot.server", "mount_seen_keys"),
 )
+
+
+def mount_seen_keys(rt: Runtime) -> None:
+    """One hourly job prunes the duplicate keys of every platform and the API (core/seen.py KEEP)."""
+    from core.seen import SeenKeysPruner
+
+    rt.components.append(SeenKeysPruner(rt.ctx.seen))
 
 
 def _mounts() -> list[Mount]:

@@ -1,15 +1,72 @@
-"""Remember inbound keys (Slack retries, Telegram update_ids, event ids) so each is acted on once."""
+"""The one owner of inbound duplicate keys (`seen_keys`): Slack retries and clicks, Telegram update_ids,
+Teams activity ids, event API event ids and Alertmanager groups. Each is acted on once; keys are kept for
+their platform's replay window (KEEP) and then pruned by one periodic job for every prefix."""
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.db import Database
 from core.models import SeenKey
+
+log = logging.getLogger("tocsin.seen")
+
+KEY_MAX = 300  # seen_keys.key is String(300)
+
+KEEP: dict[str, timedelta] = {
+    "slack:": timedelta(days=1),      # Slack retries within minutes; clicks are double within seconds
+    "telegram:": timedelta(days=2),   # Telegram keeps undelivered updates for 24 hours
+    "teams:": timedelta(days=2),      # Bot Connector redelivers within minutes
+    "event:": timedelta(days=7),      # event API senders retry for hours, sometimes replay a day later
+    "am:": timedelta(days=30),        # Alertmanager group -> incident; refreshed on every notification
+}
+"""How long each kind of key is remembered after it was last written. Every prefix in use is here."""
+
+PRUNE_EVERY_S = 3600.0
+
+
+def bounded_key(prefix: str, value: str, *, limit: int = KEY_MAX) -> str:
+    """`prefix:value`, or `prefix:sha256:<hex>` when that would not fit the column."""
+    key = f"{prefix}:{value}"
+    if len(key) <= limit:
+        return key
+    return f"{prefix}:sha256:{hashlib.sha256(value.encode('utf-8')).hexdigest()}"
+
+
+async def lock_keys(session: AsyncSession, *keys: str) -> None:
+    """Hold a lock per key until the transaction ends, so two requests for the same event or group run
+    one after the other. SQLite already serializes writers (BEGIN IMMEDIATE); PostgreSQL takes
+    transaction-scoped advisory locks, in sorted order so two requests never wait on each other."""
+    if session.bind.dialect.name != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
+async def recall(session: AsyncSession, key: str) -> SeenKey | None:
+    return (await session.execute(select(SeenKey).where(SeenKey.key == key))).scalars().first()
+
+
+async def remember(session: AsyncSession, key: str, *, result: dict[str, Any], now: datetime) -> SeenKey:
+    """Store (or replace) what `key` did; the caller's transaction commits it with the change itself.
+    Replacing also refreshes the time, so a key in use (an Alertmanager group) is never pruned."""
+    row = await recall(session, key)
+    if row is None:
+        row = SeenKey(key=key, created_at=now, result=result)
+        session.add(row)
+    else:
+        row.result = result
+        row.created_at = now
+    await session.flush()
+    return row
 
 
 class SeenKeys:
@@ -29,14 +86,51 @@ class SeenKeys:
 
     async def claim(self, session: AsyncSession, key: str, result: dict[str, Any] | None = None) -> None:
         """Insert inside the caller's transaction (raises IntegrityError if seen): dedup + change commit together."""
-        await session.execute(insert(SeenKey).values(key=key[:300], created_at=self.clock.now(), result=result or {}))
+        await session.execute(insert(SeenKey).values(key=key[:KEY_MAX], created_at=self.clock.now(),
+                                                     result=result or {}))
 
     async def result(self, key: str) -> dict[str, Any] | None:
         async with self.db.sessions() as s:
-            row = (await s.execute(select(SeenKey.result).where(SeenKey.key == key[:300]))).first()
+            row = (await s.execute(select(SeenKey.result).where(SeenKey.key == key[:KEY_MAX]))).first()
         return None if row is None else dict(row[0] or {})
 
-    async def forget_older_than(self, prefix: str, cutoff: Any) -> int:
+    async def prune(self) -> dict[str, int]:
+        """Forget every key older than its prefix's KEEP, in one transaction; returns removed per prefix."""
+        now = self.clock.now()
+        removed: dict[str, int] = {}
         async with self.db.transaction() as s:
-            res = await s.execute(delete(SeenKey).where(SeenKey.key.like(prefix + "%"), SeenKey.created_at < cutoff))
-        return int(res.rowcount or 0)
+            for prefix, keep in KEEP.items():
+                res = await s.execute(delete(SeenKey).where(SeenKey.key.like(prefix + "%"),
+                                                            SeenKey.created_at < now - keep))
+                removed[prefix] = int(getattr(res, "rowcount", 0) or 0)
+        log.info("seen.pruned", extra={"removed": sum(removed.values()),
+                                       **{f"removed_{p.rstrip(':')}": n for p, n in removed.items() if n}})
+        return removed
+
+
+class SeenKeysPruner:
+    """The periodic job of `tocsin run`: prune every prefix once an hour (first run at start)."""
+
+    name = "seen-keys-pruner"
+
+    def __init__(self, seen: SeenKeys, *, every_s: float = PRUNE_EVERY_S) -> None:
+        self.seen = seen
+        self.every_s = every_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.seen.prune()
+            except Exception:  # an outage is logged by the database layer; try again next hour
+                log.warning("seen.prune.failed", exc_info=True)
+            await asyncio.sleep(self.every_s)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

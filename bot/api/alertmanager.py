@@ -14,7 +14,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.api.auth import alertmanager_actor
-from bot.api.dedup import bounded_key, lock_keys, recall, remember
+from core.seen import bounded_key, lock_keys, recall, remember
 from bot.api.http import ApiError, api_handler, context, json_response, parse_body
 from bot.api.schemas import AlertmanagerResponse, AlertmanagerResult, AlertmanagerWebhook, AmAlert
 from bot.context import Context

@@ -14,7 +14,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.api.auth import api_actor
-from bot.api.dedup import bounded_key, lock_keys, recall, remember
+from core.seen import bounded_key, lock_keys, recall, remember
 from bot.api.http import api_handler, context, field_error, json_response, parse_body
 from bot.api.schemas import EventResponse, EventResult, InboundEvent
 from bot.context import Context

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -62,8 +60,6 @@ log = logging.getLogger("tocsin.slack")
 EVENTS_PATH = "/slack/events"
 # Where chat.postEphemeral cannot reach the user (bot not in the channel, a DM): answer by DM instead.
 _UNREACHABLE = frozenset({"channel_not_found", "not_in_channel", "user_not_in_channel", "is_archived"})
-SEEN_KEEP = timedelta(days=1)
-PRUNE_EVERY_S = 3600.0
 INTERNAL_ERROR = "Something went wrong on our side and it has been logged; nothing may have changed. " \
                  "Try again."
 
@@ -129,7 +125,6 @@ class SlackAdapter:
         self.bolt.view(UPDATE_VIEW)(self._on_update_submit)
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_inflight)
-        self._pruned_at = time.monotonic()
         self._socket: Any = None
         self._connector: asyncio.Task[None] | None = None
 
@@ -295,9 +290,6 @@ class SlackAdapter:
 
     async def _first_time(self, key: str, *, retry: str | None) -> bool:
         """Exactly once per key across processes: Slack's retries and double clicks do nothing."""
-        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
-            self._pruned_at = time.monotonic()
-            self._spawn(self._prune_seen(), what="prune_seen", tell=None)
         try:
             first = await self.seen.first_time(key)
         except SQLAlchemyError:
@@ -307,11 +299,6 @@ class SlackAdapter:
         if not first:
             log.info("slack.duplicate.ignored", extra={"key": key, "retry_num": retry})
         return first
-
-    async def _prune_seen(self) -> None:
-        """Slack retries within minutes; a day of keys is plenty."""
-        removed = await self.seen.forget_older_than("slack:", self.seen.clock.now() - SEEN_KEEP)
-        log.info("slack.seen.pruned", extra={"removed": removed})
 
     # --- answering the user -----------------------------------------------------------------------------
 

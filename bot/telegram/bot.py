@@ -12,10 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
-import math
-import time
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
@@ -153,7 +150,6 @@ class TelegramBot:
     max_backoff: ClassVar[float] = 60.0
     leader_retry_seconds: ClassVar[float] = 5.0
     """How often a follower tries to take over polling from a leader that went away."""
-    seen_keep: ClassVar[timedelta] = timedelta(days=2)
     """Telegram drops an undelivered update after 24 hours: remembering update_ids twice as long is enough."""
 
     def __init__(self, cfg: TelegramConfig, *, service: IncidentService, seen: SeenKeys,
@@ -182,7 +178,6 @@ class TelegramBot:
         self.last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._poll_task: asyncio.Task[None] | None = None
-        self._pruned_at = -math.inf
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -317,13 +312,6 @@ class TelegramBot:
         if not first:
             log.info("telegram.update.duplicate", extra={"update_id": update.update_id})
             raise ApplicationHandlerStop
-        if time.monotonic() - self._pruned_at > 3600:
-            self._pruned_at = time.monotonic()
-            self._spawn(self._prune_seen(), "telegram-prune-seen")
-
-    async def _prune_seen(self) -> None:
-        removed = await self.seen.forget_older_than("telegram:", self.seen.clock.now() - self.seen_keep)
-        log.info("telegram.seen.pruned", extra={"removed": removed})
 
     async def on_command(self, update: Update, context: Context) -> None:
         msg, user = update.effective_message, update.effective_user

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from bot.api import alertmanager as am
 from bot.api import events as ev
 from bot.api.auth import match_api_key, same_secret
-from bot.api.dedup import bounded_key
+from core.seen import bounded_key
 from bot.api.http import ApiError, field_path, validation_error
 from bot.api.schemas import AlertmanagerWebhook, InboundEvent
 from core.rbac import Actor, Role, role_of

@@ -308,9 +308,6 @@ async def test_old_update_ids_are_forgotten(harness: Factory, clock: Any) -> Non
     clock.advance(days=3)
     await h.post(command(2, "/incident list"))
     await replies(h, 1)
-    for _ in range(50):
-        if await h.ctx.seen.result("telegram:123456:update:1") is None:
-            break
-        await asyncio.sleep(0.1)
+    await h.ctx.seen.prune()  # what the hourly job of `tocsin run` does
     assert await h.ctx.seen.result("telegram:123456:update:1") is None
     assert await h.ctx.seen.result("telegram:123456:update:2") is not None
