@@ -485,3 +485,15 @@ async def test_webhook_payload_names_the_routed_event_type(sqlite_url: str, peer
     finally:
         await comp.close()
         await ctx.close()
+
+
+def test_the_worker_cancels_what_the_service_says_not_what_it_guesses_from_kinds() -> None:
+    """Issue 15.2: the worker no longer keeps its own table of incident kinds that stop paging; an event
+    marked `stop_paging` by the service is what makes it drop claimed escalation pages."""
+    from core.events import IncidentEvent
+
+    w = Worker(None, None, senders={}, audit=None)  # type: ignore[arg-type]
+    w.notify(IncidentEvent("ack", 5, 1, "cli:op"))  # an ack the service did not mark: nothing to drop
+    w.notify(IncidentEvent("custom", 6, 1, "cli:op", stop_paging=True))
+    w.notify(None)  # a bare wake-up (another process's work)
+    assert w._stop_paging == {6}
