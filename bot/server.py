@@ -103,10 +103,11 @@ MOUNTS = (
 
 
 def mount_seen_keys(rt: Runtime) -> None:
-    """One hourly job prunes the duplicate keys of every platform and the API (core/seen.py KEEP)."""
-    from core.seen import SeenKeysPruner
+    """One job prunes the duplicate keys of every platform and the API (core/seen.py KEEP, config
+    `retention`), once per `retention.prune_every` across processes."""
+    from core.seen import pruner
 
-    rt.components.append(SeenKeysPruner(rt.ctx.seen))
+    rt.components.append(pruner(rt.ctx.seen, rt.ctx.holder))
 
 
 def _mounts() -> list[Mount]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -105,6 +106,38 @@ Email = Annotated[str | None, BeforeValidator(_check_email)]
 ChatId = Annotated[str, BeforeValidator(_chat_id)]
 Identity = Annotated[str, BeforeValidator(_check_identity)]
 Role = Annotated[str, BeforeValidator(_check_role)]
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`90s`, `10m`, `2h`, `7d`, `1w` (also a plain number of seconds) -> timedelta; ValueError otherwise.
+    The one duration grammar of the config, the chat command and the CLI."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(value) if isinstance(value, str) else None
+        if not m:
+            raise ValueError(f"must be a duration like 90s, 10m, 2h or 7d (got {value!r})")
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(td: timedelta) -> str:
+    """The shortest exact form parse_duration reads back (2h, 90s, 1d)."""
+    secs = int(td.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        n = _UNIT_SECONDS[unit]
+        if secs and secs % n == 0:
+            return f"{secs // n}{unit}"
+    return f"{secs}s"
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Channel = Literal["email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "outbox"]
 
 
@@ -453,6 +486,14 @@ class ApiConfig(Model):
     default_severity: Severity = "sev3"
 
 
+class WatchdogConfig(Model):
+    """Alertmanager's always-firing alert (kube-prometheus calls it Watchdog): each notification carrying it
+    counts as a ping of `heartbeat`, so a dead Prometheus pipeline pages. It never opens an incident."""
+
+    alertname: str = Field("Watchdog", min_length=1)
+    heartbeat: str | None = None
+
+
 class AlertmanagerConfig(Model):
     enabled: bool = True
     bearer_token: SecretStr | None = None
@@ -463,12 +504,66 @@ class AlertmanagerConfig(Model):
         default_factory=lambda: {"critical": "sev1", "error": "sev2", "warning": "sev3", "info": "sev4"}
     )
     default_severity: Severity = "sev3"
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
 
 
 class ConsoleConfig(Model):
     enabled: bool = True
     session_secret: SecretStr | None = None
     session_hours: float = Field(12.0, gt=0)
+
+
+class RetentionConfig(Model):
+    """How long inbound replay records are kept after their last use; pruned every `prune_every`, by one
+    process (core/timers.py)."""
+
+    alertmanager_groups: Duration = Field(default_factory=lambda: timedelta(days=30))
+    """An Alertmanager group's record (its incident, its firing set): refreshed by every notification."""
+    event_ids: Duration = Field(default_factory=lambda: timedelta(days=7))
+    """Event API event_ids remembered against replays."""
+    prune_every: Duration = Field(default_factory=lambda: timedelta(hours=1))
+
+    @field_validator("alertmanager_groups", "event_ids", "prune_every")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() < 60:
+            raise ValueError("must be at least 1m")
+        return v
+
+
+_HEARTBEAT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class Heartbeat(Model):
+    """A dead man's switch: no ping for interval + grace opens an incident (event type heartbeat.missed,
+    source heartbeat) through routing; the next ping resolves it (heartbeat.recovered)."""
+
+    name: str
+    interval: Duration
+    grace: Duration = Field(default_factory=timedelta)
+    severity: Severity = "sev2"
+    token: SecretStr | None = None
+    """Secret for `GET /api/v1/heartbeats/<name>?token=...` (a cron line with curl); unset: API key only."""
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _HEARTBEAT_NAME.match(v):
+            raise ValueError("must be letters, digits, '.', '_' or '-' (it is part of a URL), at most 100")
+        return v
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: timedelta) -> timedelta:
+        if v.total_seconds() < 1:
+            raise ValueError("must be at least 1s")
+        return v
+
+    @property
+    def allowed(self) -> timedelta:
+        """How long after a ping the next one may come before the heartbeat counts as missed."""
+        return self.interval + self.grace
 
 
 # --- the whole file ---------------------------------------------------------------------------
@@ -495,6 +590,8 @@ class Config(Model):
     api: ApiConfig = Field(default_factory=ApiConfig)
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    heartbeats: list[Heartbeat] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -525,6 +622,9 @@ class Config(Model):
     def policy(self, name: str) -> EscalationPolicy | None:
         return next((p for p in self.escalation_policies if p.name == name), None)
 
+    def heartbeat(self, name: str) -> Heartbeat | None:
+        return next((h for h in self.heartbeats if h.name == name), None)
+
 
 PathKey = tuple[str | int, ...]
 Located = tuple[PathKey, str] | tuple[PathKey, str, PathKey]
@@ -554,6 +654,10 @@ def problems(cfg: Config) -> list[Located]:
     policies = _unique(out, "escalation_policies", [p.name for p in cfg.escalation_policies])
     _unique(out, "routing.rules", [r.name for r in cfg.routing.rules])
     _unique(out, "api.keys", [k.name for k in cfg.api.keys])
+    beats = _unique(out, "heartbeats", [h.name for h in cfg.heartbeats])
+    if cfg.alertmanager.watchdog.heartbeat and cfg.alertmanager.watchdog.heartbeat not in beats:
+        out.append((("alertmanager", "watchdog", "heartbeat"),
+                    f"names unknown heartbeat {cfg.alertmanager.watchdog.heartbeat!r}"))
     for i, cl in enumerate(cfg.contact_lists):
         for j, m in enumerate(cl.members):
             if m not in contacts:

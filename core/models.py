@@ -254,3 +254,28 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TimerJob(Base):
+    """A periodic job that must run once per period across every process (pruning): whoever moves
+    `next_run_at` forward by compare-and-set runs it (core/timers.py)."""
+
+    __tablename__ = "timer_jobs"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    next_run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class HeartbeatState(Base):
+    """One configured heartbeat's clock: its deadline lives here so a restart or another process picks it up,
+    and `incident_id` (set under the row lock) makes a miss open exactly one incident."""
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_ping_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    incident_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    missed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    pings: Mapped[int] = mapped_column(BigInteger, default=0)

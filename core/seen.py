@@ -1,9 +1,9 @@
 """The one owner of inbound duplicate keys (`seen_keys`): Slack retries and clicks, Telegram update_ids,
 Teams activity ids, event API event ids and Alertmanager groups. Each is acted on once; keys are kept for
-their platform's replay window (KEEP) and then pruned by one periodic job for every prefix."""
+their platform's replay window (KEEP) and then pruned by one periodic job for every prefix
+(Alertmanager groups and event ids: configurable, config `retention`)."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from datetime import datetime, timedelta
@@ -14,8 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
+from core.config import Config, ConfigHolder
 from core.db import Database
 from core.models import SeenKey
+from core.timers import PeriodicJob
 
 log = logging.getLogger("tocsin.seen")
 
@@ -29,8 +31,6 @@ KEEP: dict[str, timedelta] = {
     "am:": timedelta(days=30),        # Alertmanager group -> incident; refreshed on every notification
 }
 """How long each kind of key is remembered after it was last written. Every prefix in use is here."""
-
-PRUNE_EVERY_S = 3600.0
 
 
 def bounded_key(prefix: str, value: str, *, limit: int = KEY_MAX) -> str:
@@ -94,43 +94,29 @@ class SeenKeys:
             row = (await s.execute(select(SeenKey.result).where(SeenKey.key == key[:KEY_MAX]))).first()
         return None if row is None else dict(row[0] or {})
 
-    async def prune(self) -> dict[str, int]:
-        """Forget every key older than its prefix's KEEP, in one transaction; returns removed per prefix."""
+    async def prune(self, keep: dict[str, timedelta] | None = None) -> dict[str, int]:
+        """Forget every key older than its prefix's window (KEEP, or `retention(cfg)`), in one transaction;
+        returns removed per prefix."""
         now = self.clock.now()
         removed: dict[str, int] = {}
         async with self.db.transaction() as s:
-            for prefix, keep in KEEP.items():
+            for prefix, window in (keep or KEEP).items():
                 res = await s.execute(delete(SeenKey).where(SeenKey.key.like(prefix + "%"),
-                                                            SeenKey.created_at < now - keep))
+                                                            SeenKey.created_at < now - window))
                 removed[prefix] = int(getattr(res, "rowcount", 0) or 0)
         log.info("seen.pruned", extra={"removed": sum(removed.values()),
                                        **{f"removed_{p.rstrip(':')}": n for p, n in removed.items() if n}})
         return removed
 
 
-class SeenKeysPruner:
-    """The periodic job of `tocsin run`: prune every prefix once an hour (first run at start)."""
+def retention(cfg: Config) -> dict[str, timedelta]:
+    """KEEP with the configurable windows of config `retention` (Alertmanager groups, event ids)."""
+    return {**KEEP, "am:": cfg.retention.alertmanager_groups, "event:": cfg.retention.event_ids}
 
-    name = "seen-keys-pruner"
 
-    def __init__(self, seen: SeenKeys, *, every_s: float = PRUNE_EVERY_S) -> None:
-        self.seen = seen
-        self.every_s = every_s
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=self.name)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.seen.prune()
-            except Exception:  # an outage is logged by the database layer; try again next hour
-                log.warning("seen.prune.failed", exc_info=True)
-            await asyncio.sleep(self.every_s)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+def pruner(seen: SeenKeys, holder: ConfigHolder, *, tick_seconds: float = 60.0) -> PeriodicJob:
+    """The pruning job of `tocsin run`: every `retention.prune_every`, in one process of however many run
+    (core/timers.py), with the windows of the live config."""
+    return PeriodicJob("prune-seen-keys", lambda: seen.prune(retention(holder.cfg)), db=seen.db,
+                       clock=seen.clock, every=lambda: holder.cfg.retention.prune_every,
+                       tick_seconds=tick_seconds)
