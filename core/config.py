@@ -397,12 +397,25 @@ class EmailChannel(ChannelBase):
 
 
 class SmsChannel(ChannelBase):
+    provider: Literal["sns", "twilio"] = "sns"
+    """Who sends the SMS: AWS SNS (region, credentials) or Twilio Messaging (account_sid, auth_token, from)."""
     region: str = "us-east-1"
     endpoint_url: str | None = None
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
     sender_id: str | None = None
     max_segments: int = Field(3, ge=1, le=10)
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+    """Twilio: also the key that checks the X-Twilio-Signature of replies posted to /twilio/sms."""
+    from_number: Phone = None
+    messaging_service_sid: str | None = None
+    """Twilio: send from a Messaging Service instead of from_number."""
+    api_url: str = "https://api.twilio.com"
+    reply_topic_arn: str | None = None
+    """SNS two-way SMS: the topic replies arrive on; /sns/sms confirms and accepts only this topic."""
+    sns_cert_hosts: list[str] = Field(default_factory=list)
+    """Extra hosts allowed to serve SNS signing certificates (tests only; sns.<region>.amazonaws.com always)."""
 
 
 class VoiceChannel(ChannelBase):
@@ -688,6 +701,26 @@ def problems(cfg: Config) -> list[Located]:
                           ("escalation_policies", i, "levels", k, "targets"), level.targets)
     out += _api_key_problems(cfg.api)
     out += platform_problems(cfg)
+    out += _sms_problems(cfg)
+    return out
+
+
+def _sms_problems(cfg: Config) -> list[Located]:
+    """An SMS provider that would fail every page is refused at load, not at 3 a.m."""
+    sms = cfg.channels.sms
+    out: list[Located] = []
+    if sms.provider == "twilio" and not sms.outbox:
+        for key, missing in (("account_sid", not sms.account_sid), ("auth_token", not _secret(sms.auth_token))):
+            if missing:
+                out.append((("channels", "sms", key), "required when channels.sms.provider is twilio",
+                            ("channels", "sms", "provider")))
+        if not sms.from_number and not sms.messaging_service_sid:
+            out.append((("channels", "sms", "from_number"), "Twilio needs from_number or messaging_service_sid",
+                        ("channels", "sms", "provider")))
+    if sms.reply_topic_arn is not None and not re.match(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}$",
+                                                        sms.reply_topic_arn):
+        out.append((("channels", "sms", "reply_topic_arn"), "must be an SNS topic ARN like "
+                    "arn:aws:sns:us-east-1:123456789012:tocsin-replies"))
     return out
 
 

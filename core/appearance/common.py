@@ -17,6 +17,12 @@ def offers_ack(n: Notification) -> str | None:
     return ack if ack and n.kind.upper() not in NO_ACK_KINDS else None
 
 
+def wants_ack(n: Notification) -> bool:
+    """A page of an incident someone can still acknowledge from the page itself (voice keypress, SMS reply
+    code, DM button): not a one-time message, not a resolution or an ack notice."""
+    return bool(n.incident) and n.kind.upper() not in (*NO_ACK_KINDS, "ONE_TIME")
+
+
 def headline(n: Notification) -> str:
     """`[SEV1] INC-12 Declared: Database down` - the one line every channel starts from."""
     parts = []

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.appearance.vocabulary import kind_label, one_line, safe_url, severity_label
-from core.appearance.common import page_fields
+from core.appearance.common import page_fields, wants_ack
 from core.delivery.message import Notification
 
 GSM7_BASIC = frozenset(
@@ -111,8 +111,20 @@ def fit_sms(head: str, tail: str = "", *, max_segments: int) -> str:
     return fit_sms(full, "", max_segments=max_segments)
 
 
+REPLY_KIND = "REPLY"
+"""The confirmation sent back for an SMS reply ("INC-12 acknowledged. Paging stopped."): its text only."""
+
+
+def reply_codes(n: Notification) -> str:
+    """`Reply 4 to ack INC-12` (GSM-7 only) on every page that can still be acknowledged."""
+    return f"Reply 4 to ack {n.incident}" if wants_ack(n) and n.incident else ""
+
+
 def render_sms(n: Notification, *, max_segments: int = 3) -> str:
-    """Compact text: severity, incident, thread position, title, body; the ack link always survives."""
+    """Compact text: severity, incident, thread position, title, body; the ack link and the reply codes
+    always survive (the head is cut first)."""
+    if n.kind.upper() == REPLY_KIND:
+        return fit_sms(" ".join(strip_symbols(gsm_friendly(n.title)).split()), max_segments=max_segments)
     bits = [b for b in (severity_label(n.severity), n.incident) if b]
     head = " ".join(bits + [f"{kind_label(n.kind)}: {one_line(n.title)}"])
     if n.state and n.kind.upper() not in ("RESOLVED", "ACK"):
@@ -123,6 +135,8 @@ def render_sms(n: Notification, *, max_segments: int = 3) -> str:
         head += f"\n{key}: {one_line(value)}"
     ack = safe_url(n.ack_url)
     tail = f"\nAck: {ack}" if ack else ""
+    codes = reply_codes(n)
+    tail += f"\n{codes}" if codes else ""
     head = "\n".join(" ".join(line.split()) for line in strip_symbols(gsm_friendly(head)).split("\n"))
     return fit_sms(head, gsm_friendly(tail), max_segments=max_segments)
 

@@ -19,6 +19,22 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Delegating:
+    """A channel whose real sender is chosen at every send from the live config (outbox switch, SMS
+    provider): subclasses say which one is `current`."""
+
+    @property
+    def current(self) -> Sender:
+        raise NotImplementedError
+
+    @property
+    def rate_per_second(self) -> float | None:
+        return getattr(self.current, "rate_per_second", None)
+
+    async def send(self, envelope: Envelope) -> DeliveryResult:
+        return await self.current.send(envelope)
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Retry-After is either delta-seconds or an HTTP date; return seconds to wait, or None."""
     if not value:

@@ -7,12 +7,11 @@ from typing import Any
 import aiohttp
 
 from core.config import CHANNELS, ConfigHolder
-from core.delivery.base import Sender
+from core.delivery.base import Delegating, Sender
 from core.delivery.email import EmailSender
-from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.policy import DEFAULT_RETRY, retry_policy
 from core.delivery.slack_webhook import SlackWebhookSender
-from core.delivery.sms_sns import SnsSmsSender
+from core.delivery.sms import SmsSender
 from core.delivery.teams_webhook import TeamsWebhookSender
 from core.delivery.telegram import TelegramSender
 from core.delivery.voice_twilio import TwilioVoiceSender
@@ -21,7 +20,7 @@ from core.errors import ConfigError
 
 SENDERS: dict[str, type[Any]] = {
     "email": EmailSender,
-    "sms": SnsSmsSender,
+    "sms": SmsSender,
     "voice": TwilioVoiceSender,
     "slack_webhook": SlackWebhookSender,
     "teams_webhook": TeamsWebhookSender,
@@ -35,7 +34,7 @@ __all__ = ["DEFAULT_RETRY", "SENDERS", "OutboxSwitch", "build_senders", "close_s
 # re-exported here.
 
 
-class OutboxSwitch:
+class OutboxSwitch(Delegating):
     """A real channel that `channels.<channel>.outbox` may point at the outbox: decided at every send from
     the live config, so flipping `outbox: false` after configuring SMTP (or back) applies on reload."""
 
@@ -48,13 +47,6 @@ class OutboxSwitch:
     @property
     def current(self) -> Sender:
         return self.outbox if getattr(self.config.cfg.channels, self.channel).outbox else self.real
-
-    @property
-    def rate_per_second(self) -> float | None:
-        return getattr(self.current, "rate_per_second", None)
-
-    async def send(self, envelope: Envelope) -> DeliveryResult:
-        return await self.current.send(envelope)
 
     async def aclose(self) -> None:
         await self.real.aclose()

@@ -94,7 +94,7 @@ def test_sms_fits_segments_and_keeps_the_ack_link(max_segments: int) -> None:
     text = render_sms(notification(body="x" * 2000), max_segments=max_segments)
     info = sms_info(text)
     assert info.encoding == "GSM-7" and info.segments <= max_segments
-    assert text.endswith("\nAck: https://tocsin.example/ack/tok123")
+    assert text.endswith("\nAck: https://tocsin.example/ack/tok123\nReply 4 to ack INC-12")
     assert "..." in text
     assert text.startswith("SEV1 INC-12 Declared: Database <primary> down & out [investigating]")
 
@@ -103,7 +103,7 @@ def test_sms_ucs2_when_the_body_needs_it() -> None:
     text = render_sms(notification(body="База данных недоступна. " * 30), max_segments=2)
     info = sms_info(text)
     assert info.encoding == "UCS-2" and info.segments <= 2
-    assert text.endswith("Ack: https://tocsin.example/ack/tok123")
+    assert text.endswith("Ack: https://tocsin.example/ack/tok123\nReply 4 to ack INC-12")
 
 
 def test_sms_keeps_gsm7_despite_typography_and_emoji() -> None:
@@ -114,7 +114,7 @@ def test_sms_keeps_gsm7_despite_typography_and_emoji() -> None:
 
 def test_sms_short_page_is_untouched() -> None:
     text = render_sms(notification(body="", fields={}, ack_url=None, title="DB down"), max_segments=1)
-    assert text == "SEV1 INC-12 Declared: DB down [investigating]"
+    assert text == "SEV1 INC-12 Declared: DB down [investigating]\nReply 4 to ack INC-12"
 
 
 # --- voice --------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from core.delivery.registry import (
     retry_policy,
 )
 from core.delivery.slack_webhook import SlackWebhookSender
+from core.delivery.sms import SmsSender
 from core.delivery.sms_sns import SnsSmsSender
 from core.delivery.teams_webhook import TeamsWebhookSender
 from core.delivery.telegram import TelegramSender
@@ -300,7 +301,7 @@ async def test_build_senders_real_and_outbox(http: aiohttp.ClientSession) -> Non
             assert hasattr(switch, attr)
     # a reload that turns the outbox off (or on) applies to the next send, no rebuild
     holder.replace(config(channels={"email": {"outbox": True}}))
-    assert isinstance(sms.current, SnsSmsSender)
+    assert isinstance(sms.current, SmsSender) and isinstance(sms.current.current, SnsSmsSender)
     assert isinstance(senders["email"].current, FakeOutbox)  # type: ignore[attr-defined]
     assert sms.rate_per_second == SnsSmsSender.rate_per_second
     await close_senders(senders)

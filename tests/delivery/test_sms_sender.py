@@ -49,7 +49,7 @@ async def test_publishes_sms_that_moto_records(sns: MotoSns) -> None:
     sms = published[0]
     assert sms["phone_number"] == PHONE
     assert sms["message"].startswith("SEV1 INC-12 Declared: Database <primary> down & out")
-    assert sms["message"].endswith("Ack: https://tocsin.example/ack/tok123")
+    assert sms["message"].endswith("Ack: https://tocsin.example/ack/tok123\nReply 4 to ack INC-12")
     assert sms_info(sms["message"]).segments <= 3
     assert sms["message_id"] in result.summary
 
