@@ -26,7 +26,8 @@ from core.errors import ConfigError
 
 SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
 SEVERITY_ALIASES = {"critical": "sev1", "high": "sev2", "medium": "sev3", "low": "sev4"}
-CHANNELS = ("email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "outbox")
+CHANNELS = ("email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "ntfy", "pagerduty",
+            "outbox")
 ROLES = ("admin", "manager", "operator", "viewer")
 
 
@@ -64,6 +65,7 @@ def _check_identity(value: Any) -> str:
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_NTFY_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def _check_time(value: Any) -> str:
@@ -138,7 +140,8 @@ def format_duration(td: timedelta) -> str:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-Channel = Literal["email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "outbox"]
+Channel = Literal["email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "ntfy", "outbox"]
+"""Channels a contact can prefer (pagerduty is a destination only: it pages its own people)."""
 
 
 class Model(BaseModel):
@@ -231,9 +234,24 @@ class Contact(Model):
     phone: Phone = None
     """E.164."""
     chat: ChatIds = Field(default_factory=ChatIds)
+    ntfy_topic: str | None = None
+    """A topic on channels.ntfy.server (`alice-pages`) or a full topic URL (`https://ntfy.example/alice`)."""
     preferences: dict[str, list[Channel]] = Field(default_factory=lambda: {"default": ["email"]})
     """Channels in order, per severity (sev1..sev4) with a `default` fallback."""
     quiet_hours: QuietHours | None = None
+
+    @field_validator("ntfy_topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is None or v.startswith(("http://", "https://")):
+            if v is not None:
+                _check_http_url(v, f"topic URL {v!r} needs a host and a topic, like https://ntfy.sh/alice",
+                                topic=True)
+            return v
+        if not _NTFY_TOPIC.match(v):
+            raise ValueError(f"ntfy topic {v!r} must be 1-64 characters of A-Z, a-z, 0-9, _ and - (or a full "
+                             "topic URL)")
+        return v
 
     @field_validator("preferences")
     @classmethod
@@ -254,20 +272,47 @@ class ContactList(Model):
     """Other contact lists included in this one (cycles are rejected)."""
 
 
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+def _check_http_url(url: str, what: str, *, topic: bool = False) -> None:
+    """An http(s) URL with a host (and, for a ntfy topic URL, a topic path): fail at load, not at page time."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or (topic and parts.path.strip("/") == ""):
+        raise ValueError(what)
+
+
 class Destination(Model):
     """A channel destination that is not a person: a Slack/Teams webhook, a Telegram chat, a webhook."""
 
     name: str = Field(min_length=1)
-    channel: Literal["slack_webhook", "teams_webhook", "telegram", "webhook", "email", "outbox"]
+    channel: Literal["slack_webhook", "teams_webhook", "telegram", "webhook", "email", "ntfy", "pagerduty", "outbox"]
     url: SecretStr | None = None
+    """The webhook URL; for ntfy the topic URL (`https://ntfy.sh/ops-pages`); for pagerduty the Events API
+    v2 URL (default https://events.pagerduty.com/v2/enqueue)."""
     chat_id: ChatId | None = None
     address: str | None = None
     method: Literal["POST", "PUT"] = "POST"
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     hmac_secret: SecretStr | None = None
+    token: SecretStr | None = None
+    """ntfy access token (sent as `Authorization: Bearer`)."""
+    routing_key: SecretStr | None = None
+    """PagerDuty integration key (Events API v2) of the service to page."""
 
     @model_validator(mode="after")
     def _needs_address(self) -> Destination:
+        if self.channel == "pagerduty":
+            if not self.routing_key or not self.routing_key.get_secret_value():
+                raise ValueError("a pagerduty destination needs routing_key")
+            if self.url is None:
+                self.url = SecretStr(PAGERDUTY_EVENTS_URL)
+            _check_http_url(self.url.get_secret_value(), "a pagerduty url must be the http(s) Events API v2 URL")
+        if self.channel == "ntfy":
+            _check_http_url(self.url.get_secret_value() if self.url else "", "a ntfy destination needs url, "
+                            "the topic URL (https://ntfy.sh/TOPIC)", topic=True)
         if self.channel in ("slack_webhook", "teams_webhook", "webhook") and not self.url:
             raise ValueError(f"a {self.channel} destination needs url")
         if self.channel == "telegram" and not self.chat_id:
@@ -433,6 +478,19 @@ class TelegramChannel(ChannelBase):
     pass
 
 
+class NtfyChannel(ChannelBase):
+    server: str = "https://ntfy.sh"
+    """Where contacts' `ntfy_topic` names live (a full topic URL in a contact overrides it)."""
+    token: SecretStr | None = None
+    """Access token for contacts' topics on `server` (destinations carry their own)."""
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, v: str) -> str:
+        _check_http_url(v, f"must be an http(s) URL like https://ntfy.sh, not {v!r}")
+        return v.rstrip("/")
+
+
 class ChannelsConfig(Model):
     email: EmailChannel = Field(default_factory=EmailChannel)
     sms: SmsChannel = Field(default_factory=SmsChannel)
@@ -441,6 +499,8 @@ class ChannelsConfig(Model):
     teams_webhook: WebhookChannel = Field(default_factory=WebhookChannel)
     webhook: WebhookChannel = Field(default_factory=WebhookChannel)
     telegram: TelegramChannel = Field(default_factory=TelegramChannel)
+    ntfy: NtfyChannel = Field(default_factory=NtfyChannel)
+    pagerduty: WebhookChannel = Field(default_factory=WebhookChannel)
     outbox: ChannelBase = Field(default_factory=ChannelBase)
 
 

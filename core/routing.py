@@ -26,7 +26,7 @@ from core.config import (
 if TYPE_CHECKING:
     from core.models import Incident
 
-PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "outbox")
+PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "ntfy", "outbox")
 _MISSING = object()
 EVENT_ALIASES = {"escalation": "escalate", "acknowledge": "ack", "acknowledged": "ack",
                  "monitoring": "monitor", "resolved": "resolve", "declared": "declare"}
@@ -321,6 +321,8 @@ def person_address(contact: Contact, channel: str) -> str | None:
         return contact.phone
     if channel == "telegram":
         return contact.chat.telegram
+    if channel == "ntfy":
+        return contact.ntfy_topic
     if channel == "outbox":
         return contact.email or contact.phone or contact.name
     return None

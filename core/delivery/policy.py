@@ -13,6 +13,8 @@ DEFAULT_RETRY: dict[str, RetryPolicy] = {
     "sms": RetryPolicy(max_retries=3, base_seconds=2.0, factor=2.0),
     "voice": RetryPolicy(max_retries=3, base_seconds=5.0, factor=2.0, timeout_seconds=20.0),
     "telegram": RetryPolicy(max_retries=3, base_seconds=1.0, factor=2.0),
+    "ntfy": RetryPolicy(max_retries=3, base_seconds=1.0, factor=2.0),
+    "pagerduty": RetryPolicy(max_retries=5, base_seconds=1.0, factor=2.0),
     "outbox": RetryPolicy(max_retries=3, base_seconds=0.5, factor=2.0),
 }
 FALLBACK = RetryPolicy(max_retries=3)

@@ -9,6 +9,8 @@ import aiohttp
 from core.config import CHANNELS, ConfigHolder
 from core.delivery.base import Delegating, Sender
 from core.delivery.email import EmailSender
+from core.delivery.ntfy import NtfySender
+from core.delivery.pagerduty import PagerDutySender
 from core.delivery.policy import DEFAULT_RETRY, retry_policy
 from core.delivery.slack_webhook import SlackWebhookSender
 from core.delivery.sms import SmsSender
@@ -26,6 +28,8 @@ SENDERS: dict[str, type[Any]] = {
     "teams_webhook": TeamsWebhookSender,
     "webhook": WebhookSender,
     "telegram": TelegramSender,
+    "ntfy": NtfySender,
+    "pagerduty": PagerDutySender,
 }
 """Every real channel; "outbox" comes from the outbox_factory given to build_senders."""
 

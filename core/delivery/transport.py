@@ -147,6 +147,7 @@ def destination_secrets(dest: Destination) -> list[str]:
     found = [url, path_query, parts.path if len(parts.path) > 1 else "", parts.query]
     found += [v.get_secret_value() for v in dest.headers.values()]
     found.append(dest.hmac_secret.get_secret_value() if dest.hmac_secret else "")
+    found += [v.get_secret_value() for v in (dest.token, dest.routing_key) if v is not None]
     return sorted({s for s in found if s}, key=len, reverse=True)
 
 

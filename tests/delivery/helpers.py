@@ -28,9 +28,9 @@ def notification(**over: Any) -> Notification:
 
 
 def envelope(channel: str, address: str, n: Notification | None = None, *, attempt: int = 1,
-             key: str | None = None) -> Envelope:
+             key: str | None = None, recipient: str = "alice") -> Envelope:
     did = next(_ids)
-    return Envelope(delivery_id=did, channel=channel, recipient="alice", address=address,
+    return Envelope(delivery_id=did, channel=channel, recipient=recipient, address=address,
                     idempotency_key=key or f"inc-12:msg-1:alice:{channel}:{did}", attempt=attempt,
                     notification=n or notification())
 

@@ -23,6 +23,8 @@ from core.delivery.registry import (
 )
 from core.delivery.slack_webhook import SlackWebhookSender
 from core.delivery.sms import SmsSender
+from core.delivery.ntfy import NtfySender
+from core.delivery.pagerduty import PagerDutySender
 from core.delivery.sms_sns import SnsSmsSender
 from core.delivery.teams_webhook import TeamsWebhookSender
 from core.delivery.telegram import TelegramSender
@@ -43,8 +45,12 @@ def http_config(peer_url: str, *, timeout: float = NORMAL_TIMEOUT, **extra: Any)
              "headers": {"Authorization": "Bearer hook-token", "X-Team": "sre"}, "hmac_secret": "s3cret"},
             {"name": "plain-hook", "channel": "webhook", "url": f"{peer_url}/plain"},
             {"name": "ops-tg", "channel": "telegram", "chat_id": "-100200"},
+            {"name": "ops-ntfy", "channel": "ntfy", "url": f"{peer_url}/ntfy/ops-pages", "token": "tk_SECRETntfy"},
+            {"name": "ops-pd", "channel": "pagerduty", "url": f"{peer_url}/v2/enqueue",
+             "routing_key": "SECRETroutingkey0000000000000001"},
         ],
-        channels={ch: retry(timeout) for ch in ("slack_webhook", "teams_webhook", "webhook", "telegram")},
+        channels={ch: retry(timeout) for ch in ("slack_webhook", "teams_webhook", "webhook", "telegram", "ntfy",
+                                                 "pagerduty")},
         telegram={"bot_token": TOKEN, "api_url": f"{peer_url}/bot"},
         **extra,
     )
@@ -56,12 +62,16 @@ HTTP_SENDERS = [
     ("teams_webhook", TeamsWebhookSender, "ops-teams", "/teams/*"),
     ("webhook", WebhookSender, "ops-hook", "/hook"),
     ("telegram", TelegramSender, "-100200", f"/bot{TOKEN}/sendMessage"),
+    ("ntfy", NtfySender, "ops-ntfy", "/ntfy/"),
+    ("pagerduty", PagerDutySender, "ops-pd", "/v2/enqueue"),
 ]
 OK_REPLY = {
     "slack_webhook": (200, "ok"),
     "teams_webhook": (202, ""),
     "webhook": (204,),
     "telegram": (200, {"ok": True, "result": {"message_id": 77}}),
+    "ntfy": (200, {"id": "abc", "event": "message"}),
+    "pagerduty": (202, {"status": "success", "message": "Event processed", "dedup_key": "INC-12"}),
 }
 
 
@@ -91,7 +101,7 @@ async def test_http_outcomes(peer: HttpStandIn, http: aiohttp.ClientSession, cha
                              after: float | None) -> None:
     peer.script(path, OK_REPLY[channel] if reply == "ok" else reply)
     sender = make(cls, http_config(peer.url), http)
-    result: DeliveryResult = await sender.send(envelope(channel, address))
+    result: DeliveryResult = await sender.send(envelope(channel, address, recipient=address))
     assert result.outcome == outcome, result
     if status is not None:
         assert result.status_code == status
@@ -105,7 +115,7 @@ async def test_http_hang_is_a_quick_retry(peer: HttpStandIn, http: aiohttp.Clien
     peer.script(path, hang(10))
     sender = make(cls, http_config(peer.url, timeout=HANG_TIMEOUT), http)
     started = time.monotonic()
-    result = await sender.send(envelope(channel, address))
+    result = await sender.send(envelope(channel, address, recipient=address))
     elapsed = time.monotonic() - started
     assert result.outcome == "retry" and "within 0.36s" in result.summary
     assert elapsed < 2.0
@@ -115,7 +125,7 @@ async def test_http_hang_is_a_quick_retry(peer: HttpStandIn, http: aiohttp.Clien
 async def test_http_connection_refused_is_retry_without_secrets(http: aiohttp.ClientSession, channel: str,
                                                                 cls: type, address: str, path: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    result = await make(cls, http_config(dead), http).send(envelope(channel, address))
+    result = await make(cls, http_config(dead), http).send(envelope(channel, address, recipient=address))
     assert result.outcome == "retry"
     assert "SECRET" not in result.summary and "XXXX" not in result.summary
 
@@ -288,7 +298,7 @@ async def test_build_senders_real_and_outbox(http: aiohttp.ClientSession) -> Non
     holder = ConfigHolder(config(channels={"sms": {"outbox": True}, "voice": {"outbox": True}}))
     senders = build_senders(holder, http=http, outbox_factory=FakeOutbox)
     assert set(senders) == {"email", "sms", "voice", "slack_webhook", "teams_webhook", "webhook", "telegram",
-                            "outbox"}
+                            "ntfy", "pagerduty", "outbox"}
     sms = senders["sms"]
     assert isinstance(sms, OutboxSwitch) and isinstance(sms.current, FakeOutbox)
     assert sms.current.for_channel == "sms"  # type: ignore[attr-defined]

@@ -1,0 +1,72 @@
+"""PagerDuty Events API v2 sender: trigger on declare, acknowledge on ack, resolve on resolve, one dedup_key
+(the incident id) for all three. 202 is success; 400 is permanent with PagerDuty's `errors`; 429 and 5xx
+retry (the shared classifier)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import ClassVar
+
+import aiohttp
+
+from core.appearance.common import json_bytes
+from core.appearance.pagerduty import pagerduty_dedup_key, render_pagerduty
+from core.config import ConfigHolder
+from core.delivery.message import DeliveryResult, Envelope
+from core.delivery.transport import (
+    HttpReply,
+    attempt_timeout,
+    log_result,
+    post_to_destination,
+    resolve_destination,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PagerDutySender:
+    """POSTs one Events v2 event to the destination's events URL with its routing_key."""
+
+    channel: ClassVar[str] = "pagerduty"
+    rate_per_second: ClassVar[float | None] = None
+
+    def __init__(self, config: ConfigHolder, *, http: aiohttp.ClientSession) -> None:
+        self._config = config
+        self._http = http
+
+    async def send(self, envelope: Envelope) -> DeliveryResult:
+        started = time.monotonic()
+        cfg = self._config.cfg
+        dest = resolve_destination(cfg, envelope.address, self.channel)
+        if isinstance(dest, DeliveryResult):
+            return log_result(log, envelope, dest, started=started)
+        assert dest.routing_key is not None  # the config model requires it
+        n = envelope.notification
+        body = json_bytes(render_pagerduty(n, routing_key=dest.routing_key.get_secret_value(),
+                                           dedup_key=pagerduty_dedup_key(n, envelope.idempotency_key)))
+        reply = await post_to_destination(self._http, dest, body=body, timeout=attempt_timeout(cfg, self.channel))
+        result = classify_pagerduty(reply) if isinstance(reply, HttpReply) else reply
+        return log_result(log, envelope, result, started=started)
+
+    async def aclose(self) -> None:
+        """Nothing to close: the aiohttp session belongs to the server."""
+
+
+def classify_pagerduty(reply: HttpReply) -> DeliveryResult:
+    """202 `{"status": "success", "dedup_key": ...}`; 400 `{"message": ..., "errors": [...]}`."""
+    try:
+        data = json.loads(reply.text) if reply.text.strip() else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    if 200 <= reply.status < 300:
+        return DeliveryResult.ok(f"HTTP {reply.status}: {data.get('message') or 'accepted'}, dedup_key "
+                                 f"{data.get('dedup_key', '?')}", reply.status)
+    errors = data.get("errors")
+    if isinstance(errors, list) and errors:
+        summary = f"{data.get('message') or 'rejected'}: " + "; ".join(str(e) for e in errors)
+    else:
+        summary = str(data.get("message") or reply.text.strip())
+    return reply.classify(summary)
