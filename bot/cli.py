@@ -68,8 +68,35 @@ async def cmd_config_check(args: argparse.Namespace) -> int:
             print(p, file=sys.stderr)
         return 1
     print(f"OK: {path} ({len(cfg.contacts)} contacts, {len(cfg.contact_lists)} lists, "
-          f"{len(cfg.routing.rules)} rules, {len(cfg.escalation_policies)} escalation policies)")
+          f"{len(cfg.routing.rules)} rules, {len(cfg.escalation_policies)} escalation policies"
+          + (f", {len(cfg.schedules)} schedules" if cfg.schedules else "") + ")")
+    for warning in coverage_warnings(cfg, path, _now()):
+        print(warning, file=sys.stderr)
     return 0
+
+
+def coverage_warnings(cfg: config_mod.Config, path: Any, now: Any, days: int = 14) -> list[str]:
+    """`file:line schedules[i]: warning: nobody on call ...` for every gap in the next `days` days (layers
+    only: overrides live in the database). A gap is not an error: the fallback is paged then."""
+    from datetime import timedelta
+
+    from core.appearance.oncall import when
+    from core.schedules.rotation import gaps
+
+    if not cfg.schedules:
+        return []
+    lines = config_mod.key_lines(path.read_text(encoding="utf-8"), str(path))
+    out = []
+    for i, sc in enumerate(cfg.schedules):
+        found = gaps(sc, now, now + timedelta(days=days))
+        fallback = ", ".join(sc.fallback.lists + sc.fallback.contacts + sc.fallback.destinations) or "none"
+        for g in found[:10]:
+            out.append(f"{path}:{config_mod.line_of(lines, ('schedules', i))} schedules[{i}]: warning: nobody "
+                       f"on call in schedule {sc.name!r} from {when(g.start, sc.timezone)} to "
+                       f"{when(g.end, sc.timezone)} (fallback: {fallback})")
+        if len(found) > 10:
+            out.append(f"{path}: schedules[{i}]: warning: ... and {len(found) - 10} more gaps in {days} days")
+    return out
 
 
 async def cmd_db_upgrade(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -373,9 +373,11 @@ class Targets(Model):
     lists: list[str] = Field(default_factory=list)
     contacts: list[str] = Field(default_factory=list)
     destinations: list[str] = Field(default_factory=list)
+    schedules: list[str] = Field(default_factory=list)
+    """On-call schedules: whoever is on call when the page is queued (core/schedules)."""
 
     def empty(self) -> bool:
-        return not (self.lists or self.contacts or self.destinations)
+        return not (self.lists or self.contacts or self.destinations or self.schedules)
 
 
 class RoutingRule(Model):
@@ -411,6 +413,87 @@ class EscalationPolicy(Model):
     levels: list[EscalationLevel] = Field(min_length=1)
     repeat: int = Field(0, ge=0)
     """How many more times the whole policy runs after its last level."""
+
+
+# --- on-call schedules --------------------------------------------------------------------
+
+_DAY_NAMES = {"monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu", "friday": "fri",
+              "saturday": "sat", "sunday": "sun"}
+
+
+def _check_day(value: Any) -> str:
+    v = value.strip().lower() if isinstance(value, str) else value
+    v = _DAY_NAMES.get(v, v)
+    if v not in _DAY_NAMES.values():
+        raise ValueError(f"{value!r} is not a day: use mon..sun (or monday..sunday)")
+    return str(v)
+
+
+def _check_zone(value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown timezone {value!r} (use an IANA name like Europe/Berlin)") from exc
+    return str(value)
+
+
+def _check_rotation(value: Any) -> str:
+    from core.schedules.rotation import parse_rotation
+
+    if not isinstance(value, str):
+        raise ValueError("must be daily, weekly or hours:<n>")
+    parse_rotation(value)
+    return value.strip().lower()
+
+
+Weekday = Annotated[str, BeforeValidator(_check_day)]
+Zone = Annotated[str, BeforeValidator(_check_zone)]
+Rotation = Annotated[str, BeforeValidator(_check_rotation)]
+
+
+class Restrict(Model):
+    """When a layer may cover: these days, from..to local time (from after to runs past midnight)."""
+
+    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                min_length=1)
+    from_: TimeOfDay | None = Field(None, alias="from")
+    to: TimeOfDay | None = None
+
+
+class ScheduleLayer(Model):
+    name: str = Field(min_length=1)
+    members: list[str] = Field(min_length=1)
+    rotation: Rotation = "weekly"
+    handoff: TimeOfDay = "09:00"
+    """Local time (in the schedule's zone) at which shifts change."""
+    handoff_day: Weekday | None = None
+    """Weekly rotations only: the day shifts change (default: the start date's day)."""
+    start: date
+    """The first member's first shift begins at this date's handoff."""
+    restrict: Restrict | None = None
+
+    @model_validator(mode="after")
+    def _weekly_only(self) -> ScheduleLayer:
+        if self.handoff_day and self.rotation != "weekly":
+            raise ValueError(f"handoff_day applies to weekly rotations only (this one is {self.rotation})")
+        if self.restrict and self.restrict.from_ and self.restrict.from_ == self.restrict.to:
+            raise ValueError("restrict.from and restrict.to are equal: the layer would never cover")
+        return self
+
+
+class Schedule(Model):
+    name: str = Field(min_length=1)
+    timezone: Zone = "UTC"
+    layers: list[ScheduleLayer] = Field(min_length=1)
+    """Later layers win where they cover."""
+    fallback: Targets = Field(default_factory=Targets)
+    """Paged when nobody is on call (an internal alert is raised too)."""
+    announce_handoffs: bool = False
+    """Also post each handoff in every chat platform's incident channel."""
+    feed_token: SecretStr | None = None
+    """Secret in the iCalendar feed URL (`/api/v1/schedules/<name>.ics?token=...`); no token, no feed."""
 
 
 # --- delivery channels -----------------------------------------------------------------------
@@ -655,6 +738,7 @@ class Config(Model):
     destinations: list[Destination] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     escalation_policies: list[EscalationPolicy] = Field(default_factory=list)
+    schedules: list[Schedule] = Field(default_factory=list)
     channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
@@ -698,6 +782,9 @@ class Config(Model):
     def heartbeat(self, name: str) -> Heartbeat | None:
         return next((h for h in self.heartbeats if h.name == name), None)
 
+    def schedule(self, name: str) -> Schedule | None:
+        return next((s for s in self.schedules if s.name == name), None)
+
 
 PathKey = tuple[str | int, ...]
 Located = tuple[PathKey, str] | tuple[PathKey, str, PathKey]
@@ -725,6 +812,7 @@ def problems(cfg: Config) -> list[Located]:
     lists = _unique(out, "contact_lists", [c.name for c in cfg.contact_lists])
     dests = _unique(out, "destinations", [d.name for d in cfg.destinations])
     policies = _unique(out, "escalation_policies", [p.name for p in cfg.escalation_policies])
+    schedules = _unique(out, "schedules", [sc.name for sc in cfg.schedules])
     _unique(out, "routing.rules", [r.name for r in cfg.routing.rules])
     _unique(out, "api.keys", [k.name for k in cfg.api.keys])
     beats = _unique(out, "heartbeats", [h.name for h in cfg.heartbeats])
@@ -744,7 +832,7 @@ def problems(cfg: Config) -> list[Located]:
 
     def check_targets(where: str, loc: PathKey, t: Targets) -> None:
         for kind, known, what in (("lists", lists, "contact list"), ("contacts", contacts, "contact"),
-                                  ("destinations", dests, "destination")):
+                                  ("destinations", dests, "destination"), ("schedules", schedules, "schedule")):
             for j, n in enumerate(getattr(t, kind)):
                 if n not in known:
                     out.append((loc + (kind, j), f"{where} names unknown {what} {n!r}"))
@@ -759,6 +847,22 @@ def problems(cfg: Config) -> list[Located]:
         for k, level in enumerate(pol.levels):
             check_targets(f"escalation policy {pol.name!r} level {k + 1}",
                           ("escalation_policies", i, "levels", k, "targets"), level.targets)
+    for i, sc in enumerate(cfg.schedules):
+        for k, layer in enumerate(sc.layers):
+            for j, m in enumerate(layer.members):
+                if m not in contacts:
+                    out.append((("schedules", i, "layers", k, "members", j),
+                                f"schedule {sc.name!r} layer {layer.name!r} names unknown contact {m!r}"))
+        seen_layers: set[str] = set()
+        for k, layer in enumerate(sc.layers):
+            if layer.name in seen_layers:
+                out.append((("schedules", i, "layers", k, "name"),
+                            f"schedule {sc.name!r} has two layers named {layer.name!r}"))
+            seen_layers.add(layer.name)
+        check_targets(f"schedule {sc.name!r} fallback", ("schedules", i, "fallback"), sc.fallback)
+        if sc.fallback.schedules:
+            out.append((("schedules", i, "fallback", "schedules"), f"schedule {sc.name!r}: a fallback "
+                        "cannot name schedules (it is who gets paged when a schedule has nobody)"))
     out += _api_key_problems(cfg.api)
     out += platform_problems(cfg)
     out += _sms_problems(cfg)
@@ -943,6 +1047,8 @@ def loads(text: str, *, filename: str = "config.yaml", env: dict[str, str] | Non
             data: Any = loader.construct_document(node)
         except yaml.YAMLError as exc:
             raise ConfigError([_yaml_problem(exc, filename)]) from None
+        except ValueError as exc:  # an impossible date like 2026-13-05: PyYAML raises a bare ValueError
+            raise ConfigError([f"{filename}:{_bad_date_line(node)}: invalid date: {exc} (write YYYY-MM-DD)"]) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -958,6 +1064,40 @@ def loads(text: str, *, filename: str = "config.yaml", env: dict[str, str] | Non
     except ConfigProblems as exc:
         raise ConfigError([f"{filename}:{_line_for(p[0] if p[0] in lines else p[-1], lines)} "  # type: ignore[misc]
                            f"{_fmt_path(p[0])}: {p[1]}" for p in exc.located]) from None
+
+
+def key_lines(text: str, filename: str = "config.yaml") -> dict[PathKey, int]:
+    """Line of every key path in a config text (for warnings about a file that already loaded)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    finally:
+        loader.dispose()
+    scan = _Scan(filename)
+    if node is not None:
+        scan.walk(node, ())
+    return scan.lines
+
+
+def line_of(lines: dict[PathKey, int], path: PathKey) -> int:
+    return _line_for(path, lines)
+
+
+def _bad_date_line(node: yaml.Node) -> int:
+    """Line of the first date-looking scalar that is not a real date."""
+    stack = [node]
+    while stack:
+        n = stack.pop(0)
+        if isinstance(n, yaml.ScalarNode) and n.tag == "tag:yaml.org,2002:timestamp":
+            try:
+                yaml.SafeLoader("").construct_yaml_timestamp(n)
+            except ValueError:
+                return n.start_mark.line + 1
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend(v for pair in n.value for v in pair)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+    return 1
 
 
 def _yaml_problem(exc: yaml.YAMLError, filename: str) -> str:

@@ -1,0 +1,1 @@
+"""On-call schedules: pure rotation math (rotation.py) and the database overrides (overrides.py)."""
