@@ -1,4 +1,4 @@
-"""Wires the escalation timer and config hot reload into `tocsin run`."""
+"""Wires the escalation timer, the heartbeat timer and config hot reload into `tocsin run`."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -17,6 +17,14 @@ def mount_escalator(rt: Runtime) -> None:
     esc = Escalator(rt.ctx.service)
     rt.components.append(esc)
     rt.health["scheduler"] = esc.health
+
+
+def mount_heartbeats(rt: Runtime) -> None:
+    """Every process checks heartbeats (core/heartbeats.py): the row lock lets one of them open each miss.
+    Mounted always, so heartbeats added by a config reload are checked without a restart."""
+    from core.heartbeats import Heartbeats, HeartbeatTimer
+
+    rt.components.append(HeartbeatTimer(Heartbeats(rt.ctx.service)))
 
 
 def mount_reloader(rt: Runtime) -> None:

@@ -14,8 +14,17 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy import func, select
 
-from core.metrics import AUDIT_ENTRIES, EVENTS_RECEIVED, INCIDENTS, QUEUE_DEPTH, REGISTRY
-from core.models import Delivery, Incident
+from core.clock import Clock, SystemClock, utc
+from core.metrics import (
+    AUDIT_ENTRIES,
+    EVENTS_RECEIVED,
+    HEARTBEAT_AGE,
+    HEARTBEAT_MISSED,
+    INCIDENTS,
+    QUEUE_DEPTH,
+    REGISTRY,
+)
+from core.models import Delivery, HeartbeatState, Incident
 
 if TYPE_CHECKING:
     from bot.server import Runtime
@@ -31,9 +40,12 @@ QUEUE_STATUSES = ("queued", "sending", "delivered", "failed", "dead", "cancelled
 INCIDENT_STATES = ("open", "monitoring", "resolved")
 
 
-async def refresh_gauges(db: Database) -> None:
+async def refresh_gauges(db: Database, clock: Clock | None = None) -> None:
     """Set the database-state gauges from one read. Statuses no longer present drop to 0."""
+    now = (clock or SystemClock()).now()
     async with db.engine.connect() as conn:
+        beats = (await conn.execute(select(HeartbeatState.name, HeartbeatState.last_ping_at,
+                                           HeartbeatState.incident_id))).all()
         queue = {status: n for status, n in (await conn.execute(
             select(Delivery.status, func.count()).group_by(Delivery.status))).all()}
         states = {state: n for state, n in (await conn.execute(
@@ -42,13 +54,20 @@ async def refresh_gauges(db: Database) -> None:
         QUEUE_DEPTH.labels(status=status).set(int(queue.get(status, 0)))
     for state in sorted(set(INCIDENT_STATES) | set(states)):
         INCIDENTS.labels(state=state).set(int(states.get(state, 0)))
+    HEARTBEAT_AGE.clear()
+    HEARTBEAT_MISSED.clear()
+    for name, last, incident_id in beats:
+        if last is not None:
+            HEARTBEAT_AGE.labels(heartbeat=name).set((now - utc(last)).total_seconds())  # type: ignore[operator]
+        HEARTBEAT_MISSED.labels(heartbeat=name).set(1 if incident_id is not None else 0)
 
 
 class MetricsEndpoint:
     """The /metrics handler. One scrape at a time refreshes the gauges (concurrent scrapes share it)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock | None = None) -> None:
         self.db = db
+        self.clock = clock
         self._lock = asyncio.Lock()
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -56,12 +75,14 @@ class MetricsEndpoint:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         async with self._lock:
             try:
-                await refresh_gauges(self.db)
+                await refresh_gauges(self.db, self.clock)
             except Exception:
                 # Stale gauges would look like real numbers: drop them, keep the counters, say why.
                 log.warning("metrics.refresh.failed", exc_info=True)
                 QUEUE_DEPTH.clear()
                 INCIDENTS.clear()
+                HEARTBEAT_AGE.clear()
+                HEARTBEAT_MISSED.clear()
             body = encoder(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
@@ -88,7 +109,7 @@ def count_audit_entries(audit: AuditLog) -> None:
 
 def mount_metrics(rt: Runtime) -> None:
     """Server mount: the /metrics route and the counter hooks on the incident service and audit log."""
-    endpoint = MetricsEndpoint(rt.ctx.db)
+    endpoint = MetricsEndpoint(rt.ctx.db, rt.ctx.clock)
     rt.app.router.add_get("/metrics", endpoint.handle)
     rt.ctx.service.events.subscribe(count_event)
     count_audit_entries(rt.ctx.audit)

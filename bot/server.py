@@ -98,6 +98,7 @@ MOUNTS = (
     ("bot.teams.app", "mount_teams"),
     ("bot.escalation_mount", "mount_reloader"),
     ("bot.escalation_mount", "mount_escalator"),
+    ("bot.escalation_mount", "mount_heartbeats"),
     ("bot.server", "mount_seen_keys"),
 )
 

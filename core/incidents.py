@@ -139,10 +139,10 @@ class IncidentService(IncidentStore):
         return await self._transition(ref, actor=actor, to=MONITORING, kind="MONITORING", event_type="monitor",
                                       text=text or "Fix applied; monitoring.", allowed_from=(OPEN,))
 
-    async def resolve(self, ref: str | int, *, actor: Actor, text: str = "",
+    async def resolve(self, ref: str | int, *, actor: Actor, text: str = "", event_type: str = "resolve",
                       session: AsyncSession | None = None) -> Outcome:
-        """Close the thread with RESOLVED."""
-        return await self._transition(ref, actor=actor, to=RESOLVED, kind="RESOLVED", event_type="resolve",
+        """Close the thread with RESOLVED (`event_type` is what routing sees, e.g. heartbeat.recovered)."""
+        return await self._transition(ref, actor=actor, to=RESOLVED, kind="RESOLVED", event_type=event_type,
                                       text=text or "Resolved.", allowed_from=(OPEN, MONITORING), session=session)
 
     async def acknowledge(self, ref: str | int, *, actor: Actor, session: AsyncSession | None = None) -> Outcome:

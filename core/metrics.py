@@ -23,3 +23,7 @@ ESCALATIONS = Counter("tocsin_escalations_total", "Escalations fired", ["level"]
 AUDIT_ENTRIES = Counter("tocsin_audit_entries_total", "Audit entries appended by this process", registry=REGISTRY)
 ALERTS = Counter("tocsin_internal_alerts_total", "Internal alerts (a page failed for good)", ["channel", "status"],
                  registry=REGISTRY)
+HEARTBEAT_AGE = Gauge("tocsin_heartbeat_last_ping_age_seconds", "Seconds since each heartbeat's last ping "
+                      "(since it was added, if it never pinged)", ["heartbeat"], registry=REGISTRY)
+HEARTBEAT_MISSED = Gauge("tocsin_heartbeat_missed", "1 while the heartbeat is missed (its incident is open)",
+                         ["heartbeat"], registry=REGISTRY)

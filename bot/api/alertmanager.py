@@ -19,6 +19,7 @@ from bot.api.http import ApiError, api_handler, context, json_response, parse_bo
 from bot.api.schemas import AlertmanagerResponse, AlertmanagerResult, AlertmanagerWebhook, AmAlert
 from bot.context import Context
 from core.config import SEVERITIES, Config, normalize_severity
+from core.heartbeats import Heartbeats
 from core.incidents import RESOLVED
 from core.metrics import EVENTS_RECEIVED
 from core.models import Incident
@@ -142,8 +143,31 @@ def _payload(hook: AlertmanagerWebhook, firing: list[AmAlert]) -> dict[str, Any]
             "truncated_alerts": hook.truncatedAlerts}
 
 
+async def watchdog(ctx: Context, hook: AlertmanagerWebhook) -> tuple[AlertmanagerWebhook, str | None]:
+    """With alertmanager.watchdog.heartbeat set: a firing Watchdog alert pings that heartbeat, and the
+    Watchdog alerts are taken out of the notification (they never open an incident). Returns the rest and
+    what was done with the Watchdog, if it was there."""
+    dog = ctx.cfg.alertmanager.watchdog
+    if not dog.heartbeat:
+        return hook, None
+    dogs = [a for a in hook.alerts if a.labels.get("alertname") == dog.alertname]
+    if not dogs:
+        return hook, None
+    rest = hook.model_copy(update={"alerts": [a for a in hook.alerts if a not in dogs]})
+    if hook.status == "firing" and any(a.status == "firing" for a in dogs):
+        result = await Heartbeats(ctx.service).ping(dog.heartbeat, via=f"alertmanager {dog.alertname}")
+        note = f"{dog.alertname} counted as a ping of heartbeat {dog.heartbeat!r}"
+        return rest, note + (f"; it recovered {result.recovered}" if result.recovered else "")
+    return rest, f"{dog.alertname} resolved: not a ping; heartbeat {dog.heartbeat!r} will be missed"
+
+
 async def receive(ctx: Context, hook: AlertmanagerWebhook, *, actor: Actor) -> AlertmanagerResponse:
     """Apply one Alertmanager notification to its group's incident."""
+    hook, dog_note = await watchdog(ctx, hook)
+    if dog_note is not None and not hook.alerts:
+        EVENTS_RECEIVED.labels(event_type=EVENT_TYPE, outcome="heartbeat").inc()
+        return AlertmanagerResponse(status="accepted", group_key=hook.groupKey,
+                                    result=AlertmanagerResult(action="heartbeat", note=dog_note))
     group_key = bounded_key("am", hook.groupKey)
     firing = firing_alerts(hook)
     log.info("notify.event.received", extra={"event_type": EVENT_TYPE, "event_id": hook.groupKey,

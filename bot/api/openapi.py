@@ -24,7 +24,7 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "description": "`alertmanager.username`/`password` (Alertmanager http_config basic_auth)."},
 }
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
-PATH_PARAM_DOCS = {"id": "Incident id: `INC-12` or `12`."}
+PATH_PARAM_DOCS = {"id": "Incident id: `INC-12` or `12`.", "name": "Heartbeat name (config `heartbeats`)."}
 
 
 def _models(routes: Sequence[Route]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from bot.api.alertmanager import post_alertmanager
 from bot.api.events import post_event
+from bot.api.heartbeats import get_heartbeat, post_heartbeat
 from bot.api.http import Route, api_handler, context
 from bot.api.incidents import get_incident, list_incidents
 from bot.api.openapi import build_document
@@ -16,6 +17,8 @@ from bot.api.schemas import (
     AlertmanagerWebhook,
     ErrorResponse,
     EventResponse,
+    HeartbeatPing,
+    HeartbeatQuery,
     InboundEvent,
     IncidentDetailOut,
     IncidentList,
@@ -59,6 +62,16 @@ ROUTES: list[Route] = [
               (200, ("Applied to the group's incident", AlertmanagerResponse)),
               _ERR_400, _ERR_401, _ERR_403, (404, ("The receiver is disabled (alertmanager.enabled)",
                                                    ErrorResponse)), _ERR_409, _ERR_413])),
+    Route("POST", f"{PREFIX}/heartbeats/{{name}}", post_heartbeat, "Ping a heartbeat (config `heartbeats`) "
+          "with an API key; a missed heartbeat recovers", security=("apiKey",), tags=("heartbeats",),
+          responses=dict([(200, ("The ping was recorded", HeartbeatPing)), _ERR_401, _ERR_403,
+                          (404, ("No such heartbeat", ErrorResponse))])),
+    Route("GET", f"{PREFIX}/heartbeats/{{name}}", get_heartbeat, "Ping a heartbeat with its own `?token=` "
+          "secret (for a cron line with curl)", query=HeartbeatQuery, tags=("heartbeats",),
+          responses=dict([(200, ("The ping was recorded", HeartbeatPing)),
+                          (400, ("The token is missing", ErrorResponse)),
+                          (403, ("The token is wrong (or the heartbeat has none)", ErrorResponse)),
+                          (404, ("No such heartbeat", ErrorResponse))])),
     Route("GET", f"{PREFIX}/incidents", list_incidents, "List incidents", query=IncidentQuery,
           security=("apiKey",), tags=("incidents",), responses=dict([
               (200, ("Incidents, newest first", IncidentList)), _ERR_400, _ERR_401, _ERR_403])),

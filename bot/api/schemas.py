@@ -14,7 +14,7 @@ def _as_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
-Action = Literal["opened", "updated", "resolved", "notified", "ignored", "unchanged"]
+Action = Literal["opened", "updated", "resolved", "notified", "ignored", "unchanged", "heartbeat"]
 
 
 # --- inbound events ----------------------------------------------------------------------------------
@@ -110,6 +110,23 @@ class AlertmanagerResponse(BaseModel):
     status: Literal["accepted"]
     group_key: str
     result: AlertmanagerResult
+
+
+class HeartbeatQuery(BaseModel):
+    """GET /api/v1/heartbeats/{name} query: the heartbeat's own secret (config heartbeats[].token)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, description="The heartbeat's `token` from config.yaml")
+
+
+class HeartbeatPing(BaseModel):
+    """A ping was recorded."""
+
+    status: Literal["ok"]
+    heartbeat: str
+    deadline_at: UtcDatetime = Field(description="A miss is declared if no ping comes by then")
+    recovered: str | None = Field(None, description="The incident this ping resolved (the heartbeat was missed)")
 
 
 # --- incident read API -----------------------------------------------------------------------------------

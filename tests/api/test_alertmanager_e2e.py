@@ -8,10 +8,11 @@ Skips when the binary is missing, except under CI (tests/setup_peers.py installs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -80,13 +81,13 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-@pytest.mark.timeout(90)
-async def test_real_alertmanager_opens_updates_and_resolves(make_client: Any, tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def running_alertmanager(tmp_path: Path, hook_url: str,
+                               config: str = AM_CONFIG) -> AsyncIterator[tuple[str, Path, aiohttp.ClientSession]]:
+    """A real Alertmanager sending to `hook_url`, ready: yields (its URL, its log file, an HTTP session)."""
     binary = require_alertmanager()
-    client, _ctx = await make_client()
-    hook_url = f"http://127.0.0.1:{client.server.port}/api/v1/alertmanager"
-    (tmp_path / "am.yml").write_text(AM_CONFIG.format(url=hook_url, token=AM_TOKEN, user=AM_USER,
-                                                      password=AM_PASSWORD))
+    (tmp_path / "am.yml").write_text(config.format(url=hook_url, token=AM_TOKEN, user=AM_USER,
+                                                   password=AM_PASSWORD))
     am_port = free_port()
     am_url = f"http://127.0.0.1:{am_port}"
     log = tmp_path / "alertmanager.log"
@@ -108,50 +109,7 @@ async def test_real_alertmanager_opens_updates_and_resolves(make_client: Any, tm
                     return False
 
             await until("alertmanager to be ready", ready, timeout=20, log=log)
-            ends = datetime.now(timezone.utc) + timedelta(seconds=7)
-
-            async def push(name: str, instance: str, **labels: str) -> None:
-                alert = {"labels": {"alertname": name, "instance": instance, "severity": "critical",
-                                    **labels},
-                         "annotations": {"summary": f"{name} on {instance}"},
-                         "startsAt": _iso(datetime.now(timezone.utc)), "endsAt": _iso(ends),
-                         "generatorURL": "http://127.0.0.1/prometheus"}
-                async with http.post(f"{am_url}/api/v2/alerts", json=[alert]) as r:
-                    assert r.status == 200, await r.text()
-
-            async def incidents() -> dict[str, dict[str, Any]]:
-                resp = await client.get("/api/v1/incidents?state=all", headers=OPS)
-                return {i["labels"]["alertname"]: i for i in (await resp.json())["incidents"]}
-
-            async def thread(iid: int) -> list[str]:
-                resp = await client.get(f"/api/v1/incidents/{iid}", headers=OPS)
-                return [m["kind"] for m in (await resp.json())["thread"]]
-
-            await push("E2EBearer", "db1")
-            await push("E2EBasic", "web1", auth="basic")
-            opened = await until("both groups to open incidents",
-                                 lambda: _both(incidents, ("E2EBearer", "E2EBasic")), timeout=15, log=log)
-            bearer_inc, basic_inc = opened["E2EBearer"], opened["E2EBasic"]
-            assert bearer_inc["source"] == "alertmanager" and bearer_inc["severity"] == "sev1"
-            assert bearer_inc["commander"] == basic_inc["commander"] == "api:alertmanager"
-            assert bearer_inc["state"] == basic_inc["state"] == "open"
-
-            # A second alert in the bearer group changes its firing set: one UPDATE.
-            await push("E2EBearer", "db2")
-
-            async def updated() -> bool:
-                return await thread(bearer_inc["id"]) == ["INITIAL", "UPDATE"]
-
-            await until("the new alert to add an UPDATE", updated, timeout=15, log=log)
-
-            async def resolved() -> bool:
-                now = await incidents()
-                return all(now[n]["state"] == "resolved" for n in ("E2EBearer", "E2EBasic"))
-
-            await until("endsAt to pass and both incidents to resolve", resolved, timeout=25, log=log)
-            assert await thread(bearer_inc["id"]) == ["INITIAL", "UPDATE", "RESOLVED"]
-            assert await thread(basic_inc["id"]) == ["INITIAL", "RESOLVED"]
-            assert len(await incidents()) == 2  # repeats never opened a second incident
+            yield am_url, log, http
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -160,6 +118,91 @@ async def test_real_alertmanager_opens_updates_and_resolves(make_client: Any, tm
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+@pytest.mark.timeout(90)
+async def test_real_alertmanager_opens_updates_and_resolves(make_client: Any, tmp_path: Path) -> None:
+    require_alertmanager()
+    client, _ctx = await make_client()
+    hook_url = f"http://127.0.0.1:{client.server.port}/api/v1/alertmanager"
+    async with running_alertmanager(tmp_path, hook_url) as (am_url, log, http):
+        ends = datetime.now(timezone.utc) + timedelta(seconds=7)
+
+        async def push(name: str, instance: str, **labels: str) -> None:
+            alert = {"labels": {"alertname": name, "instance": instance, "severity": "critical",
+                                **labels},
+                     "annotations": {"summary": f"{name} on {instance}"},
+                     "startsAt": _iso(datetime.now(timezone.utc)), "endsAt": _iso(ends),
+                     "generatorURL": "http://127.0.0.1/prometheus"}
+            async with http.post(f"{am_url}/api/v2/alerts", json=[alert]) as r:
+                assert r.status == 200, await r.text()
+
+        async def incidents() -> dict[str, dict[str, Any]]:
+            resp = await client.get("/api/v1/incidents?state=all", headers=OPS)
+            return {i["labels"]["alertname"]: i for i in (await resp.json())["incidents"]}
+
+        async def thread(iid: int) -> list[str]:
+            resp = await client.get(f"/api/v1/incidents/{iid}", headers=OPS)
+            return [m["kind"] for m in (await resp.json())["thread"]]
+
+        await push("E2EBearer", "db1")
+        await push("E2EBasic", "web1", auth="basic")
+        opened = await until("both groups to open incidents",
+                             lambda: _both(incidents, ("E2EBearer", "E2EBasic")), timeout=15, log=log)
+        bearer_inc, basic_inc = opened["E2EBearer"], opened["E2EBasic"]
+        assert bearer_inc["source"] == "alertmanager" and bearer_inc["severity"] == "sev1"
+        assert bearer_inc["commander"] == basic_inc["commander"] == "api:alertmanager"
+        assert bearer_inc["state"] == basic_inc["state"] == "open"
+
+        # A second alert in the bearer group changes its firing set: one UPDATE.
+        await push("E2EBearer", "db2")
+
+        async def updated() -> bool:
+            return await thread(bearer_inc["id"]) == ["INITIAL", "UPDATE"]
+
+        await until("the new alert to add an UPDATE", updated, timeout=15, log=log)
+
+        async def resolved() -> bool:
+            now = await incidents()
+            return all(now[n]["state"] == "resolved" for n in ("E2EBearer", "E2EBasic"))
+
+        await until("endsAt to pass and both incidents to resolve", resolved, timeout=25, log=log)
+        assert await thread(bearer_inc["id"]) == ["INITIAL", "UPDATE", "RESOLVED"]
+        assert await thread(basic_inc["id"]) == ["INITIAL", "RESOLVED"]
+        assert len(await incidents()) == 2  # repeats never opened a second incident
+
+
+@pytest.mark.timeout(90)
+async def test_real_alertmanager_watchdog_pings_the_heartbeat(make_client: Any, tmp_path: Path) -> None:
+    """kube-prometheus' always-firing Watchdog, through a real Alertmanager: each notification is a ping of
+    heartbeat `prometheus` (after a miss it recovers the incident) and it never opens an incident."""
+    require_alertmanager()
+    from core.heartbeats import Heartbeats
+    from core.models import HeartbeatState
+
+    client, ctx = await make_client(heartbeats=[{"name": "prometheus", "interval": "5m"}],
+                                    alertmanager={"watchdog": {"heartbeat": "prometheus"}})
+    beats = Heartbeats(ctx.service)
+    await beats.sync()
+    ctx.clock.advance(minutes=6)  # the pipeline was silent: missed
+    [missed] = await beats.check()
+    hook_url = f"http://127.0.0.1:{client.server.port}/api/v1/alertmanager"
+    async with running_alertmanager(tmp_path, hook_url) as (am_url, log, http):
+        alert = {"labels": {"alertname": "Watchdog", "severity": "none"},
+                 "annotations": {"summary": "always firing"}, "startsAt": _iso(datetime.now(timezone.utc)),
+                 "endsAt": _iso(datetime.now(timezone.utc) + timedelta(hours=1))}
+        async with http.post(f"{am_url}/api/v2/alerts", json=[alert]) as r:
+            assert r.status == 200, await r.text()
+
+        async def pinged() -> int:
+            async with ctx.db.sessions() as s:
+                row = await s.get(HeartbeatState, "prometheus")
+            return int(row.pings) if row is not None and row.pings else 0
+
+        await until("the Watchdog notification to ping the heartbeat", pinged, timeout=15, log=log)
+        resp = await client.get("/api/v1/incidents?state=all", headers=OPS)
+        incidents = (await resp.json())["incidents"]
+        assert [(i["ref"], i["state"]) for i in incidents] == [(missed, "resolved")]
 
 
 async def _both(incidents: Callable[[], Awaitable[dict[str, dict[str, Any]]]],

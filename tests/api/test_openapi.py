@@ -96,3 +96,8 @@ async def test_real_answers_match_the_document(api: Any) -> None:
     await check("GET", one, "/api/v1/incidents/INC-77", headers=VIEWER)
     await check("GET", one, "/api/v1/incidents/x", headers=VIEWER)
     await check("GET", "/api/v1/openapi.json", "/api/v1/openapi.json")
+    hb = "/api/v1/heartbeats/{name}"
+    await check("POST", hb, "/api/v1/heartbeats/nope", headers=OPS)                 # 404
+    await check("POST", hb, "/api/v1/heartbeats/nope")                              # 401
+    await check("GET", hb, "/api/v1/heartbeats/nope?token=x")                       # 404
+    await check("GET", hb, "/api/v1/heartbeats/nope")                               # 400
