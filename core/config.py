@@ -56,9 +56,9 @@ def _check_role(value: Any) -> str:
 def _check_identity(value: Any) -> str:
     ident = str(value)
     platform, sep, user = ident.partition(":")
-    if not sep or not user or platform not in ("slack", "teams", "telegram", "cli", "api", "web"):
+    if not sep or not user or platform not in ("slack", "teams", "telegram", "cli", "api", "web", "sms"):
         raise ValueError(f"identity {ident!r} must look like platform:user_id "
-                         "(slack, teams, telegram, cli, api, web; user may be * for everyone)")
+                         "(slack, teams, telegram, cli, api, web, sms; user may be * for everyone)")
     return ident
 
 

@@ -98,6 +98,8 @@ def contact_identities(cfg: Config, contact_name: str) -> set[str]:
     if not c:
         return set()
     out = {f"contact:{c.name}"}
+    if c.phone:
+        out.add(f"sms:{c.phone}")  # an SMS reply acts as the number it came from
     for platform in ("slack", "teams", "telegram"):
         uid = getattr(c.chat, platform)
         if uid:

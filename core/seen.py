@@ -28,6 +28,7 @@ KEEP: dict[str, timedelta] = {
     "telegram:": timedelta(days=2),   # Telegram keeps undelivered updates for 24 hours
     "teams:": timedelta(days=2),      # Bot Connector redelivers within minutes
     "event:": timedelta(days=7),      # event API senders retry for hours, sometimes replay a day later
+    "sms:": timedelta(days=2),        # SNS retries a notification for up to an hour; Twilio resends rarely
     "am:": timedelta(days=30),        # Alertmanager group -> incident; refreshed on every notification
 }
 """How long each kind of key is remembered after it was last written. Every prefix in use is here."""

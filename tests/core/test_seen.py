@@ -17,7 +17,7 @@ from core.seen import KEEP, SeenKeys, pruner, remember, retention
 async def test_every_prefix_is_pruned_after_its_window_and_not_before(ctx: Context) -> None:
     seen: SeenKeys = ctx.seen
     keys = {"slack:": "slack:command:T1", "telegram:": "telegram:7:update:1", "teams:": "teams:c1:a1",
-            "event:": "event:default:e-1", "am:": "am:{}:{alertname=\"X\"}"}
+            "event:": "event:default:e-1", "am:": "am:{}:{alertname=\"X\"}", "sms:": "sms:twilio:SM1"}
     assert set(keys) == set(KEEP)  # a new prefix must get a window here, or its keys live forever
     born = ctx.clock.now()
     for key in keys.values():
