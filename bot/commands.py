@@ -19,6 +19,7 @@ USAGE: dict[str, str] = {
     "status": "/incident status <INC-n>",
     "list": "/incident list [open|all]",
     "route": "/incident route <INC-n> [declare|update|ack|resolve|...]",
+    "test": "/incident test <channel> <contact or destination>",
     "help": "/incident help",
 }
 ALIASES = {"new": "declare", "open": "declare", "acknowledge": "ack", "close": "resolve", "show": "status",
@@ -39,7 +40,7 @@ class Command:
     title: str = ""
     text: str = ""
     target: str | None = None
-    """Contact list (notify), bridge details (bridge) or event type (route)."""
+    """Contact list (notify), bridge details (bridge), event type (route) or channel (test)."""
     filter: str = "open"
 
 
@@ -115,6 +116,10 @@ def parse(text: str) -> Command:
         if len(rest) < 2:
             raise UsageError("`notify` needs a contact list and the text to send.", verb)
         return Command("notify", target=rest[0], text=_take(after, 1)[1])
+    if verb == "test":
+        if len(rest) != 2:
+            raise UsageError("`test` needs a channel and one contact or destination.", verb)
+        return Command("test", target=rest[0].lower(), text=rest[1])
     ref = _ref(rest[0] if rest else None, verb)
     tail = _take(after, 1)[1]
     if verb in ("ack", "escalate", "status"):

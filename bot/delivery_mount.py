@@ -65,3 +65,11 @@ def mount_worker(rt: Runtime) -> None:
     comp = build_worker(rt.ctx, http=rt.http, chat_senders=rt.chat_senders)
     rt.components.append(comp)
     rt.health["worker"] = comp.worker.health
+
+
+def mount_channel_tests(rt: Runtime) -> None:
+    """`/incident test` from chat sends through this process's HTTP session (with or without the worker)."""
+    from core.channel_test import ChannelTests
+
+    ctx = rt.ctx
+    ctx.service.channel_tests = ChannelTests(ctx.db, ctx.holder, audit=ctx.audit, clock=ctx.clock, http=rt.http)

@@ -112,6 +112,12 @@ async def _execute(service: IncidentService, actor: Actor, cmd: Command) -> Repl
     if v == "route":
         text = await service.explain_route(cmd.incident or "", actor=actor, event_type=cmd.target or "update")
         return Reply(text)
+    if v == "test":
+        tests = service.channel_tests
+        if tests is None:
+            return Reply("Channel tests run in the `tocsin run` server or with `tocsin channel test`.", ok=False)
+        result = await tests.run(actor=actor, channel=cmd.target or "", target=cmd.text)
+        return Reply(result.text(), ok=result.ok)
     raise UsageError(f"Unknown command {v!r}.")
 
 

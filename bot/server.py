@@ -90,6 +90,7 @@ STOP: web.AppKey[asyncio.Event] = web.AppKey("stop_event", asyncio.Event)
 MOUNTS = (
     ("bot.metrics_http", "mount_metrics"),
     ("bot.delivery_mount", "mount_worker"),
+    ("bot.delivery_mount", "mount_channel_tests"),
     ("bot.api", "mount"),
     ("bot.twilio_mount", "mount_twilio"),
     ("bot.web.app", "mount_console"),

@@ -66,6 +66,9 @@ class IncidentService(IncidentStore):
         self.audit = audit
         self.fanout = FanOut(config, surfaces=surfaces)
         self.events = events or EventBus()
+        self.channel_tests: Any = None
+        """core.channel_test.ChannelTests, set by the process that can send; `/incident test` uses it (typed
+        Any: channel_test reads appearance, which reads incidents)."""
 
     @property
     def surfaces(self) -> list[str]:

@@ -77,6 +77,8 @@ class _Secrets:
 
 
 set_secret_values = _Secrets.set
+redact_secrets = _Secrets.redact
+"""Every configured secret value in `text` replaced (for answers shown to people, e.g. a channel test)."""
 
 
 RESERVED = ("ts", "level", "event", "logger", "exc")

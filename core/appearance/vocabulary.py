@@ -18,6 +18,7 @@ KIND_LABELS: dict[str, str] = {
     "MONITORING": "Monitoring",
     "ESCALATION": "Escalation",
     "ALERT": "Alert",
+    "TEST": "Test",
 }
 """Thread positions as people read them. INITIAL is "Declared", the verb of `/incident declare`."""
 STATE_LABELS: dict[str, str] = {"open": "Open", "monitoring": "Monitoring", "resolved": "Resolved"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import ClassVar
 
 import aiohttp
@@ -43,10 +44,18 @@ class PagerDutySender:
             return log_result(log, envelope, dest, started=started)
         assert dest.routing_key is not None  # the config model requires it
         n = envelope.notification
-        body = json_bytes(render_pagerduty(n, routing_key=dest.routing_key.get_secret_value(),
-                                           dedup_key=pagerduty_dedup_key(n, envelope.idempotency_key)))
+        key = pagerduty_dedup_key(n, envelope.idempotency_key)
+        body = json_bytes(render_pagerduty(n, routing_key=dest.routing_key.get_secret_value(), dedup_key=key))
         reply = await post_to_destination(self._http, dest, body=body, timeout=attempt_timeout(cfg, self.channel))
         result = classify_pagerduty(reply) if isinstance(reply, HttpReply) else reply
+        if n.kind.upper() == "TEST" and result.outcome == "delivered":
+            # A channel test proves the key works without leaving an alert open that pages someone.
+            done = json_bytes(render_pagerduty(replace(n, kind="RESOLVED"),
+                                               routing_key=dest.routing_key.get_secret_value(), dedup_key=key))
+            again = await post_to_destination(self._http, dest, body=done,
+                                              timeout=attempt_timeout(cfg, self.channel))
+            closed = classify_pagerduty(again) if isinstance(again, HttpReply) else again
+            result = replace(result, summary=f"{result.summary}; test alert resolved again: {closed.summary}")
         return log_result(log, envelope, result, started=started)
 
     async def aclose(self) -> None:

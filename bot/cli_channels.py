@@ -1,0 +1,37 @@
+"""`tocsin channel test CHANNEL --to NAME`: the chat command `/incident test`, run from the terminal through
+the same Command and dispatcher, with this process's own HTTP session."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import aiohttp
+
+from bot.commands import Command
+from bot.context import Context
+
+
+async def cmd_channel_test(args: argparse.Namespace) -> int:
+    from bot.cli import _with_ctx, actor_of
+    from bot.dispatch import execute
+    from core.channel_test import ChannelTests
+
+    async def run(ctx: Context) -> int:
+        async with aiohttp.ClientSession() as http:
+            ctx.service.channel_tests = ChannelTests(ctx.db, ctx.holder, audit=ctx.audit, clock=ctx.clock,
+                                                     http=http)
+            reply = await execute(ctx.service, actor_of(args), Command("test", target=args.channel,
+                                                                       text=args.to))
+        print(reply.text, file=sys.stdout if reply.ok else sys.stderr)
+        return 0 if reply.ok else 1
+
+    return await _with_ctx(args, run)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ch = sub.add_parser("channel", help="delivery channels").add_subparsers(dest="op", required=True, metavar="OP")
+    t = ch.add_parser("test", help="send a marked test message through a channel's real sender (admin)")
+    t.add_argument("channel", help="email, sms, voice, slack_webhook, teams_webhook, webhook, telegram, ntfy, "
+                                   "pagerduty")
+    t.add_argument("--to", required=True, help="a contact or destination name")
+    t.set_defaults(func=cmd_channel_test)
