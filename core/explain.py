@@ -10,9 +10,11 @@ from core.config import Config, Targets
 from core.escalation_policy import next_step
 from core.rbac import Actor, Permission, require
 from core.routing import RouteEvent, canonical_event_type, escalation_plan, incident_event, incident_extra, plan
+from core.schedules.service import overrides_in_force
 
 if TYPE_CHECKING:
     from core.clock import Clock
+    from core.db import Database
     from core.models import Incident
 
 
@@ -24,6 +26,7 @@ class _ServiceLike(Protocol):
 
     clock: Clock
     surfaces: list[str]
+    db: Database
 
     async def get(self, ref: str | int, *, actor: Actor | None = None) -> Incident: ...
 
@@ -40,6 +43,8 @@ async def explain_incident(service: _ServiceLike, ref: str | int, event_type: st
     etype = canonical_event_type(event_type)
     head = f"{inc.ref} [{inc.severity}] {inc.state}: {inc.title}"
     notes: list[str] = []
+    async with service.db.sessions() as s:  # schedules resolve with the overrides in force now
+        ov = await overrides_in_force(s, cfg, now)
     if etype == "escalate":
         step = next_step(inc.escalation_snapshot, level=inc.escalation_level, round=inc.escalation_round,
                          manual=True)
@@ -48,9 +53,10 @@ async def explain_incident(service: _ServiceLike, ref: str | int, event_type: st
                     "/incident escalate would be refused.")
         notes.append(f"Escalation policy {inc.escalation_policy} (snapshot taken at open): next is level "
                      f"{step.level} of {step.levels}, round {step.round + 1} of {step.rounds}")
-        p = escalation_plan(cfg, inc, level=step.level, targets=Targets.model_validate(step.targets), now=now)
+        p = escalation_plan(cfg, inc, level=step.level, targets=Targets.model_validate(step.targets), now=now,
+                            overrides=ov)
     else:
-        p = plan(cfg, incident_event(inc, etype), now=now, extra=incident_extra(inc))
+        p = plan(cfg, incident_event(inc, etype), now=now, extra=incident_extra(inc), overrides=ov)
     if inc.contact_list and etype != "escalate":
         notes.append(f"Contact list {inc.contact_list} was named at declare: it is paged on every event.")
     if service.surfaces:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.delivery.message import Notification
 from core.delivery.queue import NewDelivery, enqueue
+from core.metrics import ALERTS
 from core.models import Incident, IncidentMessage
 from core.routing import Plan, RouteEvent, incident_event
 
@@ -44,17 +45,26 @@ class FanOut:
                             ack_url=f"{base}/incidents/{inc.id}" if inc.state == "open" else None,
                             event=incident_event(inc, event_type).as_dict())
 
+    @staticmethod
+    def nobody_on_call(p: Plan, *, incident: str | None) -> None:
+        """A schedule with nobody on call paged its fallback: that is an internal alert (ERROR + metric),
+        never a silent drop."""
+        for note in p.nobody_on_call:
+            ALERTS.labels(channel="schedule", status="nobody_on_call").inc()
+            log.error("schedule.nobody_on_call", extra={"incident": incident, "why": note, "alert": True})
+
     async def incident(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, p: Plan, now: datetime, *,
                        kind: str, body: str, event_type: str, purpose: str = "page") -> int:
         """Queue the plan's pages plus one card sync per subscribed chat surface; returns the pages queued.
         The notification carries the event type routing matched (declare, monitor, resolve, escalate...),
         as webhooks document it."""
         note = self.notification(inc, kind=kind, body=body, event_type=event_type)
-        items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose) for d in p.deliveries]
+        items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose, d.reason) for d in p.deliveries]
         for platform in self.surfaces:
             items.append(NewDelivery(f"surface:{platform}", f"chat:{platform}", str(inc.id), note, "surface"))
         log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,
                                                  "actor": msg.author})
+        self.nobody_on_call(p, incident=inc.ref)
         if not p.deliveries:
             log.warning("notify.unrouted", extra={"incident": inc.ref, "kind": kind,
                                                  "why": "no rule, contact list or default target reaches anyone"})
@@ -69,8 +79,9 @@ class FanOut:
     async def one_time(self, s: AsyncSession, msg: IncidentMessage, p: Plan, ev: RouteEvent, *, severity: str,
                        now: datetime) -> int:
         """A ONE-TIME message's pages (no incident, so no chat card); returns how many were queued."""
+        self.nobody_on_call(p, incident=None)
         note = Notification(kind="ONE_TIME", title=msg.body.splitlines()[0][:200], body=msg.body,
                             severity=severity, event=ev.as_dict())
         rows = await enqueue(s, self.cfg, incident_id=None, message_id=msg.id, now=now, items=[
-            NewDelivery(d.recipient, d.channel, d.address, note) for d in p.deliveries])
+            NewDelivery(d.recipient, d.channel, d.address, note, reason=d.reason) for d in p.deliveries])
         return len(rows)

@@ -29,6 +29,7 @@ from core.incident_store import IncidentDetail, IncidentStore  # noqa: F401 (Inc
 from core.incident_store import MONITORING, OPEN, RESOLVED
 from core.metrics import ESCALATIONS
 from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange
+from core.schedules.service import ScheduleService, overrides_in_force
 from core.rbac import Actor, Permission, Role, contact_identities, require, role_for
 from core.routing import (
     Plan,
@@ -69,6 +70,8 @@ class IncidentService(IncidentStore):
         self.channel_tests: Any = None
         """core.channel_test.ChannelTests, set by the process that can send; `/incident test` uses it (typed
         Any: channel_test reads appearance, which reads incidents)."""
+        self.schedules = ScheduleService(db, config, audit=audit, clock=self.clock)
+        """On-call schedules and overrides (every entry point reaches them through the service it has)."""
 
     @property
     def surfaces(self) -> list[str]:
@@ -100,7 +103,8 @@ class IncidentService(IncidentStore):
             await s.flush()
             ev = incident_event(inc, event_type)
             extra = Targets(lists=[contact_list]) if contact_list else None
-            p = plan(cfg, ev, now=now, extra=extra)
+            p = plan(cfg, ev, now=now, extra=extra,
+                     overrides=await overrides_in_force(s, cfg, now))
             pol = cfg.policy(p.escalation_policy) if p.escalation_policy else None
             if pol:
                 inc.escalation_policy = pol.name
@@ -165,7 +169,8 @@ class IncidentService(IncidentStore):
             await self._cas(s, inc, acknowledged_by=actor.identity, acknowledged_at=now, next_escalation_at=None)
             cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
             msg = await self._message(s, inc, "ACK", f"Acknowledged by {actor.display or actor.identity}", actor, now)
-            p = plan(cfg, incident_event(inc, "ack"), now=now, extra=incident_extra(inc))
+            p = plan(cfg, incident_event(inc, "ack"), now=now, extra=incident_extra(inc),
+                     overrides=await overrides_in_force(s, cfg, now))
             queued = await self.fanout.incident(s, inc, msg, p, now, kind="ACK", body=msg.body, event_type="ack")
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.ack",
                                     resource=inc.ref, now=now,
@@ -232,7 +237,8 @@ class IncidentService(IncidentStore):
             msg = await self._message(s, inc, "ESCALATION", body, actor, now, extra={
                 "level": step.level, "round": step.round, "policy": inc.escalation_policy})
             targets = Targets.model_validate(dict(step.targets))
-            p = escalation_plan(cfg, inc, level=step.level, targets=targets, now=now)
+            p = escalation_plan(cfg, inc, level=step.level, targets=targets, now=now,
+                                overrides=await overrides_in_force(s, cfg, now))
             queued = await self.fanout.incident(s, inc, msg, p, now, kind="ESCALATION", body=body,
                                          event_type="escalate", purpose="escalation")
             entry: dict[str, Any] = {
@@ -283,7 +289,8 @@ class IncidentService(IncidentStore):
             await s.flush()
             ev = RouteEvent(event_type=event_type, severity=sev, source=source or actor.platform,
                             payload=payload or {}, labels=labels or {}, metadata=metadata or {})
-            p = plan(cfg, ev, now=now, extra=t)
+            p = plan(cfg, ev, now=now, extra=t,
+                     overrides=await overrides_in_force(s, cfg, now))
             queued = await self.fanout.one_time(s, msg, p, ev, severity=sev, now=now)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="notify.one_time",
                                     resource=f"message:{msg.id}", now=now,
@@ -307,7 +314,8 @@ class IncidentService(IncidentStore):
                                         "(declare a new incident instead)")
             await self._cas(s, inc)
             msg = await self._message(s, inc, kind, text, actor, now, extra=extra)
-            p = plan(cfg, incident_event(inc, event_type), now=now, extra=incident_extra(inc))
+            p = plan(cfg, incident_event(inc, event_type), now=now, extra=incident_extra(inc),
+                     overrides=await overrides_in_force(s, cfg, now))
             queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=text, event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
                                     resource=inc.ref, now=now, details={"message": msg.id, "queued": queued})
@@ -336,7 +344,8 @@ class IncidentService(IncidentStore):
             s.add(IncidentStateChange(incident_id=inc.id, from_state=prev, to_state=to, actor=actor.identity,
                                       at=now, seconds_in_previous=spent))
             msg = await self._message(s, inc, kind, text, actor, now)
-            p = plan(cfg, incident_event(inc, event_type), now=now, extra=incident_extra(inc))
+            p = plan(cfg, incident_event(inc, event_type), now=now, extra=incident_extra(inc),
+                     overrides=await overrides_in_force(s, cfg, now))
             queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=msg.body,
                                                 event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",

@@ -154,6 +154,8 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Why this recipient was paged (rule, default targets, escalation level; a schedule names its shift)."""
 
 
 class DeliveryAttempt(Base):
@@ -279,3 +281,34 @@ class HeartbeatState(Base):
     incident_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     missed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     pings: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ScheduleOverride(Base):
+    """Someone covers an on-call schedule for a while, whatever its layers say. Cancelled rows stay (audit)."""
+
+    __tablename__ = "schedule_overrides"
+    __table_args__ = (Index("ix_schedule_overrides_window", "schedule", "ends_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    schedule: Mapped[str] = mapped_column(String(200))
+    contact: Mapped[str] = mapped_column(String(200))
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancelled_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class ScheduleHandoff(Base):
+    """One handoff that was announced: the unique (schedule, at) makes it happen once across processes."""
+
+    __tablename__ = "schedule_handoffs"
+    __table_args__ = (UniqueConstraint("schedule", "at", name="uq_schedule_handoffs_schedule_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    schedule: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    outgoing: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    incoming: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -9,8 +9,11 @@ from __future__ import annotations
 import reprlib
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+from core.appearance.oncall import fallback_reason, shift_reason
 
 from core.config import (
     SEVERITIES,
@@ -22,6 +25,7 @@ from core.config import (
     normalize_severity,
     user_regex,
 )
+from core.schedules.rotation import Override, who_at
 
 if TYPE_CHECKING:
     from core.models import Incident
@@ -111,6 +115,11 @@ class Plan:
     @property
     def severity(self) -> str | None:
         return next((r.severity for r in self.matched_rules if r.severity), None)
+
+    @property
+    def nobody_on_call(self) -> list[str]:
+        """Notes of schedules that had nobody on call (their fallback was paged): an internal alert each."""
+        return [n for n in self.skipped if n.startswith(NOBODY_ON_CALL)]
 
     @property
     def action(self) -> str:
@@ -351,18 +360,37 @@ def expand_lists(cfg: Config, names: list[str]) -> list[str]:
     return out
 
 
+NOBODY_ON_CALL = "nobody on call in schedule "
+"""Prefix of the `skipped` note a schedule with nobody on call leaves (Plan.nobody_on_call reads it)."""
+
+Overrides = Mapping[str, Sequence[Override]]
+"""schedule name -> its overrides in force (read from the database by the caller, core/schedules/store.py)."""
+
+
 def resolve_targets(cfg: Config, targets: Targets, *, severity: str | None, now: datetime,
-                    reason: str) -> tuple[list[PlannedDelivery], list[str]]:
+                    reason: str, overrides: Overrides | None = None) -> tuple[list[PlannedDelivery], list[str]]:
     deliveries: list[PlannedDelivery] = []
     skipped: list[str] = []
-    people = expand_lists(cfg, targets.lists)
-    for c in targets.contacts:
-        if c not in people:
-            people.append(c)
+    listed = expand_lists(cfg, targets.lists)
+    named = set(listed)
+    people = [(n, reason) for n in listed] + [(c, reason) for c in dict.fromkeys(targets.contacts) if c not in named]
+    for sname in targets.schedules:  # whoever is on call at `now`, else the schedule's fallback
+        sc = cfg.schedule(sname)
+        if sc is None:
+            skipped.append(f"{sname}: unknown schedule")
+            continue
+        who = who_at(sc, now, (overrides or {}).get(sname, ()))
+        if who.contact is not None:
+            people.append((who.contact, shift_reason(sname, sc.timezone, who)))
+            continue
+        skipped.append(f"{NOBODY_ON_CALL}{sname} at {now.isoformat(timespec='seconds')}; fallback paged")
+        d, s = resolve_targets(cfg, sc.fallback, severity=severity, now=now, reason=fallback_reason(sname))
+        deliveries += d
+        skipped += s
     for lname in targets.lists:
         if cfg.contact_list(lname) is None:  # possible for a snapshot taken before a reload removed it
             skipped.append(f"{lname}: unknown contact list")
-    for name in people:
+    for name, why in people:
         contact = cfg.contact(name)
         if contact is None:
             skipped.append(f"{name}: unknown contact")
@@ -374,7 +402,7 @@ def resolve_targets(cfg: Config, targets: Targets, *, severity: str | None, now:
             if not addr:
                 skipped.append(f"{name}/{ch}: contact has no address for {ch}")
                 continue
-            deliveries.append(PlannedDelivery(name, ch, addr, reason))
+            deliveries.append(PlannedDelivery(name, ch, addr, why))
     for dname in targets.destinations:
         dest = cfg.destination(dname)
         if dest is None:
@@ -398,7 +426,8 @@ def dedupe(items: list[PlannedDelivery]) -> list[PlannedDelivery]:
 
 
 def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = None,
-         extra_reason: str = "named on the command", extra_first: bool = False) -> Plan:
+         extra_reason: str = "named on the command", extra_first: bool = False,
+         overrides: Overrides | None = None) -> Plan:
     """Match rules in order (first match wins unless the rule says `continue`); unrouted events go to
     default_targets. `extra` targets (a contact list named on declare, a one-time notify, an escalation
     level) are added; `extra_first` lists them before the rules' so their reason is the one kept."""
@@ -417,20 +446,21 @@ def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = 
         if ok:
             matched.append(rule)
             d, s = resolve_targets(cfg, rule.targets, severity=ev.severity, now=now,
-                                   reason=f"rule {rule.name}")
+                                   reason=f"rule {rule.name}", overrides=overrides)
             deliveries += d
             skipped += s
             if not rule.continue_:
                 stopped = True
     if extra and not extra.empty():
-        d, s = resolve_targets(cfg, extra, severity=ev.severity, now=now, reason=extra_reason)
+        d, s = resolve_targets(cfg, extra, severity=ev.severity, now=now, reason=extra_reason,
+                               overrides=overrides)
         deliveries = d + deliveries if extra_first else deliveries + d
         skipped += s
     used_default = False
     if not matched and not deliveries:
         used_default = True
         d, s = resolve_targets(cfg, cfg.routing.default_targets, severity=ev.severity, now=now,
-                               reason="default_targets")
+                               reason="default_targets", overrides=overrides)
         deliveries += d
         skipped += s
     return Plan(dedupe(deliveries), picks, matched, skipped, used_default, ev)
@@ -451,8 +481,9 @@ def incident_extra(inc: Incident) -> Targets | None:
     return Targets(lists=[inc.contact_list]) if inc.contact_list else None
 
 
-def escalation_plan(cfg: Config, inc: Incident, *, level: int, targets: Targets, now: datetime) -> Plan:
+def escalation_plan(cfg: Config, inc: Incident, *, level: int, targets: Targets, now: datetime,
+                    overrides: Overrides | None = None) -> Plan:
     """An escalation pages the level's targets plus whatever rules route `escalate` events to;
     default_targets only when neither reaches anyone."""
     return plan(cfg, incident_event(inc, "escalate"), now=now, extra=targets,
-                extra_reason=f"escalation level {level}", extra_first=True)
+                extra_reason=f"escalation level {level}", extra_first=True, overrides=overrides)

@@ -223,6 +223,8 @@ def mount_console(rt: Any) -> None:
             cell["status"] = x.status
             if x.last_error:
                 cell["last_error"] = x.last_error
+            if x.reason:
+                cell["reason"] = x.reason
         inc = d.incident
         tta, ttr = inc.time_to_ack, inc.time_to_resolve
         can_act = request[SESSION].role in ("admin", "manager", "operator")

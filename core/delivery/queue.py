@@ -34,6 +34,8 @@ class NewDelivery:
     address: str
     notification: Notification
     purpose: str = "page"
+    reason: str | None = None
+    """Why (rule, escalation level, schedule shift): stored on the row, shown in the delivery matrix."""
 
 
 def idempotency_key(*, message_id: int | str, recipient: str, channel: str) -> str:
@@ -68,7 +70,7 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
         values.append({
             "incident_id": incident_id, "message_id": message_id, "recipient": it.recipient,
             "channel": it.channel, "address": it.address, "purpose": it.purpose, "payload": payload,
-            "idempotency_key": key, "status": "queued", "attempts": 0,
+            "reason": it.reason, "idempotency_key": key, "status": "queued", "attempts": 0,
             "max_attempts": max_attempts[it.channel], "next_attempt_at": now, "created_at": now,
             "updated_at": now})
     if not values:
