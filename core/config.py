@@ -439,9 +439,20 @@ def _check_zone(value: Any) -> str:
     return str(value)
 
 
-def _check_rotation(value: Any) -> str:
-    from core.schedules.rotation import parse_rotation
+def parse_rotation(rotation: str) -> tuple[str, int]:
+    """('daily', 1) | ('weekly', 1) | ('hours', n); raises ValueError with a clear reason."""
+    r = rotation.strip().lower()
+    if r in ("daily", "weekly"):
+        return r, 1
+    if r.startswith("hours:"):
+        n = r.partition(":")[2]
+        if n.isdigit() and 1 <= int(n) <= 24 * 366:
+            return "hours", int(n)
+        raise ValueError(f"rotation {rotation!r}: hours:<n> needs a whole number of hours from 1 to 8784")
+    raise ValueError(f"rotation {rotation!r} must be daily, weekly or hours:<n>")
 
+
+def _check_rotation(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be daily, weekly or hours:<n>")
     parse_rotation(value)

@@ -13,6 +13,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from core.config import parse_rotation
+
 if TYPE_CHECKING:
     from core.config import Schedule, ScheduleLayer
 
@@ -70,19 +72,6 @@ def _local(naive: datetime, tz: ZoneInfo) -> datetime:
     """A wall-clock time in `tz` as UTC. A time skipped by a spring-forward change is taken as the first
     instant after the gap (fold=0 read through UTC); a repeated one is the first of the two."""
     return naive.replace(tzinfo=tz).astimezone(timezone.utc)
-
-
-def parse_rotation(rotation: str) -> tuple[str, int]:
-    """('daily', 1) | ('weekly', 1) | ('hours', n); raises ValueError with a clear reason."""
-    r = rotation.strip().lower()
-    if r in ("daily", "weekly"):
-        return r, 1
-    if r.startswith("hours:"):
-        n = r.partition(":")[2]
-        if n.isdigit() and 1 <= int(n) <= 24 * 366:
-            return "hours", int(n)
-        raise ValueError(f"rotation {rotation!r}: hours:<n> needs a whole number of hours from 1 to 8784")
-    raise ValueError(f"rotation {rotation!r} must be daily, weekly or hours:<n>")
 
 
 class LayerClock:
