@@ -93,6 +93,7 @@ MOUNTS = (
     ("bot.delivery_mount", "mount_channel_tests"),
     ("bot.api", "mount"),
     ("bot.twilio_mount", "mount_twilio"),
+    ("bot.sns_mount", "mount_sns_sms"),
     ("bot.web.app", "mount_console"),
     ("bot.telegram.bot", "mount"),
     ("bot.slack.app", "mount"),
