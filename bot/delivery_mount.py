@@ -73,3 +73,11 @@ def mount_channel_tests(rt: Runtime) -> None:
 
     ctx = rt.ctx
     ctx.service.channel_tests = ChannelTests(ctx.db, ctx.holder, audit=ctx.audit, clock=ctx.clock, http=rt.http)
+
+
+def mount_digests(rt: Runtime) -> None:
+    """The digest timer (config `digests`): every process ticks, one sends each run (core/digests.py)."""
+    from core.digests import Digests, DigestTimer
+
+    ctx = rt.ctx
+    rt.components.append(DigestTimer(Digests(ctx.db, ctx.holder, audit=ctx.audit, clock=ctx.clock)))

@@ -91,6 +91,7 @@ MOUNTS = (
     ("bot.metrics_http", "mount_metrics"),
     ("bot.delivery_mount", "mount_worker"),
     ("bot.delivery_mount", "mount_channel_tests"),
+    ("bot.delivery_mount", "mount_digests"),
     ("bot.api", "mount"),
     ("bot.twilio_mount", "mount_twilio"),
     ("bot.sns_mount", "mount_sns_sms"),

@@ -507,6 +507,32 @@ class Schedule(Model):
     """Secret in the iCalendar feed URL (`/api/v1/schedules/<name>.ics?token=...`); no token, no feed."""
 
 
+class Digest(Model):
+    """A scheduled summary: an event of `event_type` that routing rules match like any other."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]{1,60}$")
+    cron: str
+    """Five crontab fields (minute hour day month weekday), e.g. "0 9 * * mon-fri"."""
+    timezone: str = "UTC"
+    event_type: str = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return QuietHours._tz(v)  # type: ignore[operator]
+
+    @model_validator(mode="after")
+    def _cron(self) -> Digest:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        except ValueError as exc:
+            raise ValueError(f"cron {self.cron!r}: {exc} (five fields: minute hour day month weekday, "
+                             'like "0 9 * * mon-fri")') from None
+        return self
+
+
 # --- delivery channels -----------------------------------------------------------------------
 
 
@@ -750,6 +776,7 @@ class Config(Model):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     escalation_policies: list[EscalationPolicy] = Field(default_factory=list)
     schedules: list[Schedule] = Field(default_factory=list)
+    digests: list[Digest] = Field(default_factory=list)
     channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
@@ -786,6 +813,9 @@ class Config(Model):
             idx = self._destination_index = (id(self.destinations), len(self.destinations),
                                              {d.name: d for d in self.destinations})
         return idx[2].get(name)
+
+    def digest(self, name: str) -> Digest | None:
+        return next((d for d in self.digests if d.name == name), None)
 
     def policy(self, name: str) -> EscalationPolicy | None:
         return next((p for p in self.escalation_policies if p.name == name), None)
@@ -826,6 +856,7 @@ def problems(cfg: Config) -> list[Located]:
     schedules = _unique(out, "schedules", [sc.name for sc in cfg.schedules])
     _unique(out, "routing.rules", [r.name for r in cfg.routing.rules])
     _unique(out, "api.keys", [k.name for k in cfg.api.keys])
+    _unique(out, "digests", [d.name for d in cfg.digests])
     beats = _unique(out, "heartbeats", [h.name for h in cfg.heartbeats])
     if cfg.alertmanager.watchdog.heartbeat and cfg.alertmanager.watchdog.heartbeat not in beats:
         out.append((("alertmanager", "watchdog", "heartbeat"),

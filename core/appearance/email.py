@@ -8,6 +8,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from core.appearance.digest import digest_data, digest_html
 from core.appearance.common import headline, offers_ack, page_fields, page_links
 from core.appearance.vocabulary import SEVERITY_WORDS, kind_label, one_line, severity_label
 from core.delivery.message import Notification
@@ -69,7 +70,10 @@ def render_text_part(n: Notification) -> str:
 
 
 def render_email(n: Notification) -> EmailContent:
-    """Subject, plain text and HTML."""
+    """Subject, plain text and HTML (a digest's HTML is its tables, core/appearance/digest.py)."""
+    data = digest_data(n.event) if n.kind.upper() == "DIGEST" else None
+    if data is not None:
+        return EmailContent(subject=email_subject(n), text=render_text_part(n), html=digest_html(data))
     ctx = template_context(n)
     env = jinja()
     return EmailContent(

@@ -19,6 +19,7 @@ KIND_LABELS: dict[str, str] = {
     "ESCALATION": "Escalation",
     "ALERT": "Alert",
     "TEST": "Test",
+    "DIGEST": "Digest",
 }
 """Thread positions as people read them. INITIAL is "Declared", the verb of `/incident declare`."""
 STATE_LABELS: dict[str, str] = {"open": "Open", "monitoring": "Monitoring", "resolved": "Resolved"}

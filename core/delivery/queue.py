@@ -57,7 +57,7 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
     for it in items:
         # Only the generic webhook sends the routed event (up to server.max_body_bytes of payload); every
         # other row leaves it out, so an event's size is not stored and written again per recipient.
-        with_event = it.channel in EVENT_CHANNELS
+        with_event = it.channel in EVENT_CHANNELS or it.notification.kind == "DIGEST"  # figures in the event
         payload = payloads.get((id(it.notification), with_event))
         if payload is None:
             payload = it.notification.to_json()
