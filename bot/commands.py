@@ -20,6 +20,8 @@ USAGE: dict[str, str] = {
     "list": "/incident list [open|all]",
     "route": "/incident route <INC-n> [declare|update|ack|resolve|...]",
     "test": "/incident test <channel> <contact or destination>",
+    "oncall": "/incident oncall [schedule] | oncall override <schedule> <contact> <duration> | "
+              "oncall take <schedule> <duration> | oncall cancel <override id>",
     "help": "/incident help",
 }
 ALIASES = {"new": "declare", "open": "declare", "acknowledge": "ack", "close": "resolve", "show": "status",
@@ -42,6 +44,13 @@ class Command:
     target: str | None = None
     """Contact list (notify), bridge details (bridge), event type (route) or channel (test)."""
     filter: str = "open"
+    schedule: str | None = None
+    """On-call verbs: the schedule, and what the sub-command (in `target`) works on."""
+    contact: str | None = None
+    duration: str | None = None
+    start: str | None = None
+    until: str | None = None
+    week: bool = False
 
 
 class UsageError(Exception):
@@ -112,6 +121,8 @@ def parse(text: str) -> Command:
         if flt not in ("open", "all") or len(rest) > 1:
             raise UsageError(f"`list` takes `open` or `all`, not {' '.join(rest)!r}.", verb)
         return Command("list", filter=flt)
+    if verb == "oncall":
+        return _oncall(rest)
     if verb == "notify":
         if len(rest) < 2:
             raise UsageError("`notify` needs a contact list and the text to send.", verb)
@@ -138,3 +149,24 @@ def parse(text: str) -> Command:
         kind = rest[1].lower() if len(rest) > 1 else "update"
         return Command(verb, incident=ref, target=kind)
     return Command(verb, incident=ref, text=tail)  # monitor, resolve
+
+
+def _oncall(rest: list[str]) -> Command:
+    """`oncall [schedule]`, `oncall override <schedule> <contact> <duration>`, `oncall take <schedule>
+    <duration>`, `oncall cancel <id>` (durations like 30m, 2h, 1d)."""
+    op = rest[0].lower() if rest else ""
+    if op == "override":
+        if len(rest) != 4:
+            raise UsageError("`oncall override` needs a schedule, a contact and a duration like 2h.", "oncall")
+        return Command("oncall", target="override", schedule=rest[1], contact=rest[2], duration=rest[3])
+    if op == "take":
+        if len(rest) != 3:
+            raise UsageError("`oncall take` needs a schedule and a duration like 2h.", "oncall")
+        return Command("oncall", target="take", schedule=rest[1], duration=rest[2])
+    if op == "cancel":
+        if len(rest) != 2 or not rest[1].lstrip("#").isdigit():
+            raise UsageError("`oncall cancel` needs an override id like 12.", "oncall")
+        return Command("oncall", target="cancel", text=rest[1].lstrip("#"))
+    if len(rest) > 1:
+        raise UsageError(f"`oncall` takes at most one schedule name, not {' '.join(rest)!r}.", "oncall")
+    return Command("oncall", target="show", schedule=rest[0] if rest else None)

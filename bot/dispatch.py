@@ -112,6 +112,8 @@ async def _execute(service: IncidentService, actor: Actor, cmd: Command) -> Repl
     if v == "route":
         text = await service.explain_route(cmd.incident or "", actor=actor, event_type=cmd.target or "update")
         return Reply(text)
+    if v == "oncall":
+        return await oncall(service, actor, cmd)
     if v == "test":
         tests = service.channel_tests
         if tests is None:
@@ -124,3 +126,50 @@ async def _execute(service: IncidentService, actor: Actor, cmd: Command) -> Repl
 def _done(inc: Incident | None, what: str) -> Reply:
     assert inc is not None
     return Reply(f"{inc.ref}: {what}.", ephemeral=False, incident_id=inc.id)
+
+
+async def oncall(service: IncidentService, actor: Actor, cmd: Command) -> Reply:
+    """Who is on call (now and next, or a week), and overrides: set, take, cancel, list."""
+    from core.appearance import oncall as words
+    from core.schedules.service import duration, parse_time
+
+    sched = service.schedules
+    op = cmd.target or "show"
+    if op == "show":
+        names = [cmd.schedule] if cmd.schedule else [s.name for s in service.cfg.schedules]
+        if not names:
+            return Reply("No on-call schedules are configured (see `schedules:` in config.yaml).")
+        out = []
+        for name in names:
+            sc = sched.schedule(name)
+            at = parse_time(cmd.start, tz=sc.timezone, what="--at") if cmd.start else None
+            sc, segs, _ = await sched.timeline(name, actor=actor, start=at, days=7 if cmd.week else 30)
+            out.append(words.week_table(name, sc.timezone, segs) if cmd.week
+                       else words.now_and_next(name, sc.timezone, segs))
+        return Reply("\n\n".join(out))
+    if op == "overrides":
+        rows = await sched.overrides(cmd.schedule, actor=actor)
+        if not rows:
+            return Reply(f"No current or future overrides{' for ' + cmd.schedule if cmd.schedule else ''}.")
+        return Reply("\n".join(words.override_line(r.id, r.schedule, r.contact, r.starts_at, r.ends_at,
+                                                    _tz(service, r.schedule), r.created_by) for r in rows))
+    if op == "cancel":
+        row = await sched.cancel(int(cmd.text), actor=actor)
+        return Reply(f"Cancelled override #{row.id} ({row.contact} on {row.schedule}).", ephemeral=False)
+    sc = sched.schedule(cmd.schedule or "")
+    start = parse_time(cmd.start, tz=sc.timezone, what="--from") if cmd.start else None
+    until = parse_time(cmd.until, tz=sc.timezone, what="--until") if cmd.until else None
+    length = duration(cmd.duration) if cmd.duration else None
+    if length is None and until is None:
+        raise UsageError("give a duration like 2h (or --until).", "oncall")
+    if op == "take":
+        row = await sched.take(sc.name, actor=actor, length=length)  # type: ignore[arg-type]
+    else:
+        row = await sched.override(sc.name, cmd.contact or "", actor=actor, start=start, end=until, length=length)
+    return Reply(words.override_line(row.id, row.schedule, row.contact, row.starts_at, row.ends_at, sc.timezone,
+                                     row.created_by), ephemeral=False)
+
+
+def _tz(service: IncidentService, name: str) -> str:
+    sc = service.cfg.schedule(name)
+    return sc.timezone if sc else "UTC"

@@ -46,6 +46,15 @@ def now_and_next(schedule: str, tz: str, segments: Sequence[Segment]) -> str:
     return "\n".join(lines)
 
 
+def week_table(schedule: str, tz: str, segments: Sequence[Segment]) -> str:
+    """`--week`: one line per stretch, aligned, with who decided it."""
+    rows = week_rows(tz, segments)
+    width = max([len(r[2]) for r in rows] + [6])
+    lines = [f"{schedule} ({tz}), next 7 days", f"  {'from':<20} {'to':<20} {'who':<{width}}  decided by"]
+    lines += [f"  {a:<20} {b:<20} {who:<{width}}  {src}" for a, b, who, src in rows]
+    return "\n".join(lines)
+
+
 def week_rows(tz: str, segments: Sequence[Segment]) -> list[tuple[str, str, str, str]]:
     """(from, to, who, decided by) rows for `tocsin oncall show --week`."""
     return [(when(s.start, tz), when(s.end, tz), clean(s.contact) if s.contact else "nobody", s.source)

@@ -16,10 +16,10 @@ BERLIN = ZoneInfo("Europe/Berlin")
 SCHEDULES: dict[str, Any] = {
     "contacts": [
         {"name": "alice", "email": "alice@example.com", "phone": "+15550100001",
-         "chat": {"slack": "UALICE", "telegram": "4242", "teams": "29:alice"},
+         "chat": {"slack": "UALICE", "telegram": "4242", "teams": "aad-alice"},
          "preferences": {"default": ["email"]}},
         {"name": "bob", "email": "bob@example.com", "phone": "+15550100002",
-         "chat": {"slack": "UBOB", "telegram": "4343", "teams": "29:bob"},
+         "chat": {"slack": "UBOB", "telegram": "4343", "teams": "aad-bob"},
          "preferences": {"default": ["email"]}},
         {"name": "carol", "email": "carol@example.com", "preferences": {"default": ["email"]}},
         {"name": "dave", "email": "dave@example.com", "chat": {"slack": "UDAVE"},
@@ -28,7 +28,8 @@ SCHEDULES: dict[str, Any] = {
     "access": {"cli:admin": "admin", "cli:manager": "manager", "cli:op": "operator", "cli:viewer": "viewer",
                "slack:UADMIN": "admin", "slack:UOP": "operator", "cli:alice": "operator",
                "slack:UALICE": "operator", "slack:UBOB": "operator", "telegram:4242": "operator",
-               "telegram:4343": "operator", "teams:29:alice": "operator", "teams:29:bob": "operator",
+               "telegram:4343": "operator", "teams:aad-alice": "operator", "teams:aad-bob": "operator",
+               "telegram:7": "admin", "teams:aad-admin": "admin",
                "slack:UDAVE": "operator", "cli:bob": "viewer"},
     "schedules": [{
         "name": "primary", "timezone": "Europe/Berlin",

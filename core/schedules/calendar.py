@@ -1,0 +1,56 @@
+"""iCalendar (.ics) feeds of a schedule's final timeline, built with the `icalendar` library, so people can
+subscribe from their calendar app (GET /api/v1/schedules/{name}.ics?token=...) or export a file."""
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING
+
+from icalendar import Calendar, Event
+
+from core.errors import Forbidden, NotFound
+
+if TYPE_CHECKING:
+    from core.rbac import Actor
+    from core.schedules.service import ScheduleService
+
+
+async def feed(service: ScheduleService, name: str, *, actor: Actor, weeks: int = 4,
+               contact: str | None = None) -> bytes:
+    """One VEVENT per on-call stretch (overrides marked) from now for `weeks`; `contact` keeps only theirs."""
+    if contact is not None and service.cfg.contact(contact) is None:
+        raise NotFound(f"unknown contact {contact!r}")
+    sc, segments, _ = await service.timeline(name, actor=actor, days=7 * weeks)
+    cal = Calendar()
+    cal.add("prodid", "-//Tocsin//on-call schedules//EN")
+    cal.add("version", "2.0")
+    cal.add("x-wr-calname", f"On call: {name}" + (f" ({contact})" if contact else ""))
+    cal.add("x-wr-timezone", sc.timezone)
+    stamp = service.clock.now()
+    for seg in segments:
+        if seg.contact is None or (contact is not None and seg.contact != contact):
+            continue
+        ev = Event()
+        # Stable per stretch: a calendar app updates the event instead of adding a twin on every refresh.
+        ev.add("uid", f"{name}-{int(seg.start.timestamp())}-{seg.contact}@tocsin")
+        ev.add("dtstamp", stamp)
+        ev.add("dtstart", seg.start)
+        ev.add("dtend", seg.end)
+        override = seg.override_id is not None
+        ev.add("summary", f"On call: {seg.contact}" + (" (override)" if override else ""))
+        ev.add("description", f"Schedule {name}, {seg.source}")
+        if override:
+            ev.add("categories", ["override"])
+        cal.add_component(ev)
+    return cal.to_ical()
+
+
+def check_token(service: ScheduleService, name: str, token: str) -> None:
+    """The per-feed secret (schedules[].feed_token), compared in constant time; no token configured: no feed."""
+    sc = service.schedule(name)
+    want = sc.feed_token.get_secret_value() if sc.feed_token else ""
+    if not want or not hmac.compare_digest(want.encode(), token.encode()):
+        raise Forbidden(f"wrong or missing token for the {name} calendar feed"
+                        + ("" if want else " (schedules[].feed_token is not set, so the feed is off)"))
+
+
+FEED_WEEKS_MAX = 52
