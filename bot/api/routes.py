@@ -12,6 +12,7 @@ from bot.api.heartbeats import get_heartbeat, post_heartbeat
 from bot.api.http import Route, api_handler, context
 from bot.api.incidents import get_incident, list_incidents
 from bot.api.openapi import build_document
+from bot.api.schedules import get_schedule_ics
 from bot.api.schemas import (
     AlertmanagerResponse,
     AlertmanagerWebhook,
@@ -23,6 +24,7 @@ from bot.api.schemas import (
     IncidentDetailOut,
     IncidentList,
     IncidentQuery,
+    ScheduleFeedQuery,
 )
 
 if TYPE_CHECKING:
@@ -80,6 +82,13 @@ ROUTES: list[Route] = [
               (200, ("The incident", IncidentDetailOut)),
               (400, ("Not an incident id", ErrorResponse)), _ERR_401, _ERR_403,
               (404, ("No such incident", ErrorResponse))])),
+    Route("GET", f"{PREFIX}/schedules/{{name}}.ics", get_schedule_ics, "A schedule's on-call shifts as "
+          "iCalendar, for calendar apps (authorized by the feed's own `?token=`)", query=ScheduleFeedQuery,
+          tags=("schedules",), responses=dict([
+              (200, ("text/calendar", None)), (400, ("The token is missing or a value is malformed",
+                                                     ErrorResponse)),
+              (403, ("The token is wrong (or the schedule has none)", ErrorResponse)),
+              (404, ("No such schedule or contact", ErrorResponse))])),
     Route("GET", f"{PREFIX}/openapi.json", get_openapi, "This OpenAPI document", tags=("meta",),
           responses={200: ("OpenAPI 3.1 document", None)}),
 ]

@@ -234,3 +234,13 @@ class ErrorResponse(BaseModel):
     message: str
     field: str | None = None
     details: list[FieldProblem] = Field(default_factory=list)
+
+
+class ScheduleFeedQuery(BaseModel):
+    """GET /api/v1/schedules/{name}.ics query: the feed's secret, and what to include."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, description="The schedule's `feed_token` from config.yaml")
+    weeks: int = Field(4, ge=1, le=52, description="How many weeks ahead")
+    contact: str | None = Field(None, description="Only this contact's shifts (a personal feed)")

@@ -2,12 +2,11 @@
 subscribe from their calendar app (GET /api/v1/schedules/{name}.ics?token=...) or export a file."""
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING
 
 from icalendar import Calendar, Event
 
-from core.errors import Forbidden, NotFound
+from core.errors import NotFound
 
 if TYPE_CHECKING:
     from core.rbac import Actor
@@ -42,15 +41,3 @@ async def feed(service: ScheduleService, name: str, *, actor: Actor, weeks: int 
             ev.add("categories", ["override"])
         cal.add_component(ev)
     return cal.to_ical()
-
-
-def check_token(service: ScheduleService, name: str, token: str) -> None:
-    """The per-feed secret (schedules[].feed_token), compared in constant time; no token configured: no feed."""
-    sc = service.schedule(name)
-    want = sc.feed_token.get_secret_value() if sc.feed_token else ""
-    if not want or not hmac.compare_digest(want.encode(), token.encode()):
-        raise Forbidden(f"wrong or missing token for the {name} calendar feed"
-                        + ("" if want else " (schedules[].feed_token is not set, so the feed is off)"))
-
-
-FEED_WEEKS_MAX = 52
