@@ -48,7 +48,7 @@ def build_worker(ctx: Context, *, http: aiohttp.ClientSession, chat_senders: dic
     work. The server mounts it; tests and the benchmark build the same thing."""
     gate = asyncio.Lock()  # one queue for this process's SQLite writes (worker + outbox)
     outbox = OutboxStore(ctx.db, clock=ctx.clock, write_gate=gate)
-    built = build_senders(ctx.holder, http=http, outbox_factory=outbox.sender)
+    built = build_senders(ctx.holder, http=http, db=ctx.db, outbox_factory=outbox.sender)
     # A live view: chat adapters mounted after us add `chat:<platform>` senders before anything starts.
     senders: Mapping[str, Sender] = built if chat_senders is None else ChainMap(chat_senders, built)
     worker = Worker(ctx.db, ctx.holder, senders=senders, audit=ctx.audit, clock=ctx.clock, write_gate=gate,

@@ -15,7 +15,7 @@ from core.appearance.terminal import render_text
 from core.config import CHANNELS, Config, ConfigHolder
 from core.delivery.message import DeliveryResult, Envelope, Notification
 from core.delivery.policy import retry_policy
-from core.delivery.registry import SENDERS
+from core.delivery.registry import make_sender
 from core.delivery.transport import destination_secrets, mask_address, redact
 from core.errors import InvalidInput, NotFound
 from core.logs import redact_secrets
@@ -132,7 +132,7 @@ class ChannelTests:
         return out
 
     async def _send(self, cfg: Config, envelope: Envelope) -> DeliveryResult:
-        sender = SENDERS[envelope.channel](self.config, http=self.http)
+        sender = make_sender(envelope.channel, self.config, http=self.http, db=self.db)
         limit = retry_policy(cfg, envelope.channel).timeout_seconds
         try:
             return await asyncio.wait_for(sender.send(envelope), limit)

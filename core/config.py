@@ -27,7 +27,7 @@ from core.errors import ConfigError
 SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
 SEVERITY_ALIASES = {"critical": "sev1", "high": "sev2", "medium": "sev3", "low": "sev4"}
 CHANNELS = ("email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "ntfy", "pagerduty",
-            "outbox")
+            "webpush", "outbox")
 ROLES = ("admin", "manager", "operator", "viewer")
 
 
@@ -140,7 +140,8 @@ def format_duration(td: timedelta) -> str:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-Channel = Literal["email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "ntfy", "outbox"]
+Channel = Literal["email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "ntfy", "webpush",
+                  "outbox"]
 """Channels a contact can prefer (pagerduty is a destination only: it pages its own people)."""
 
 
@@ -235,6 +236,8 @@ class Contact(Model):
     """E.164."""
     chat: ChatIds = Field(default_factory=ChatIds)
     ntfy_topic: str | None = None
+    console_user: str | None = None
+    """The console user this contact signs in as: the bell shows their pages, `webpush` reaches their browsers."""
     """A topic on channels.ntfy.server (`alice-pages`) or a full topic URL (`https://ntfy.example/alice`)."""
     preferences: dict[str, list[Channel]] = Field(default_factory=lambda: {"default": ["email"]})
     """Channels in order, per severity (sev1..sev4) with a `default` fallback."""
@@ -611,6 +614,20 @@ class NtfyChannel(ChannelBase):
         return v.rstrip("/")
 
 
+class WebPushChannel(ChannelBase):
+    subject: str = "mailto:tocsin@localhost"
+    """VAPID `sub` claim: how a push service can reach the operator (mailto: or https:)."""
+    ttl_seconds: int = Field(3600, ge=0)
+    """How long a push service keeps a page for a browser that is offline."""
+
+    @field_validator("subject")
+    @classmethod
+    def _sub(cls, v: str) -> str:
+        if not v.startswith(("mailto:", "https://")):
+            raise ValueError("must start with mailto: or https:// (the VAPID sub claim)")
+        return v
+
+
 class ChannelsConfig(Model):
     email: EmailChannel = Field(default_factory=EmailChannel)
     sms: SmsChannel = Field(default_factory=SmsChannel)
@@ -621,6 +638,7 @@ class ChannelsConfig(Model):
     telegram: TelegramChannel = Field(default_factory=TelegramChannel)
     ntfy: NtfyChannel = Field(default_factory=NtfyChannel)
     pagerduty: WebhookChannel = Field(default_factory=WebhookChannel)
+    webpush: WebPushChannel = Field(default_factory=WebPushChannel)
     outbox: ChannelBase = Field(default_factory=ChannelBase)
 
 

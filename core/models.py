@@ -258,6 +258,33 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class WebPushKey(Base):
+    """The VAPID key pair, generated on first start and kept here (not in config): one row, id 1."""
+
+    __tablename__ = "webpush_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    private_key: Mapped[str] = mapped_column(Text)
+    """Raw P-256 private key, base64url (what py_vapid's from_string reads)."""
+    public_key: Mapped[str] = mapped_column(Text)
+    """Uncompressed point, base64url: the browser's applicationServerKey."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PushSubscription(Base):
+    """One browser of one console user that opted in to push; removed on unsubscribe or a 404/410."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(200), index=True)
+    endpoint: Mapped[str] = mapped_column(String(1000), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(200))
+    auth: Mapped[str] = mapped_column(String(100))
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class TimerJob(Base):
     """A periodic job that must run once per period across every process (pruning): whoever moves
     `next_run_at` forward by compare-and-set runs it (core/timers.py)."""

@@ -30,7 +30,7 @@ from core.schedules.rotation import Override, who_at
 if TYPE_CHECKING:
     from core.models import Incident
 
-PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "ntfy", "outbox")
+PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "ntfy", "webpush", "outbox")
 _MISSING = object()
 EVENT_ALIASES = {"escalation": "escalate", "acknowledge": "ack", "acknowledged": "ack",
                  "monitoring": "monitor", "resolved": "resolve", "declared": "declare"}
@@ -332,6 +332,8 @@ def person_address(contact: Contact, channel: str) -> str | None:
         return contact.chat.telegram
     if channel == "ntfy":
         return contact.ntfy_topic
+    if channel == "webpush":
+        return contact.console_user
     if channel == "outbox":
         return contact.email or contact.phone or contact.name
     return None

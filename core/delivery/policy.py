@@ -15,6 +15,7 @@ DEFAULT_RETRY: dict[str, RetryPolicy] = {
     "telegram": RetryPolicy(max_retries=3, base_seconds=1.0, factor=2.0),
     "ntfy": RetryPolicy(max_retries=3, base_seconds=1.0, factor=2.0),
     "pagerduty": RetryPolicy(max_retries=5, base_seconds=1.0, factor=2.0),
+    "webpush": RetryPolicy(max_retries=3, base_seconds=1.0, factor=2.0),
     "outbox": RetryPolicy(max_retries=3, base_seconds=0.5, factor=2.0),
 }
 FALLBACK = RetryPolicy(max_retries=3)

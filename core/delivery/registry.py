@@ -11,6 +11,7 @@ from core.delivery.base import Delegating, Sender
 from core.delivery.email import EmailSender
 from core.delivery.ntfy import NtfySender
 from core.delivery.pagerduty import PagerDutySender
+from core.delivery.webpush import WebPushSender
 from core.delivery.policy import DEFAULT_RETRY, retry_policy
 from core.delivery.slack_webhook import SlackWebhookSender
 from core.delivery.sms import SmsSender
@@ -30,6 +31,7 @@ SENDERS: dict[str, type[Any]] = {
     "telegram": TelegramSender,
     "ntfy": NtfySender,
     "pagerduty": PagerDutySender,
+    "webpush": WebPushSender,
 }
 """Every real channel; "outbox" comes from the outbox_factory given to build_senders."""
 
@@ -57,7 +59,13 @@ class OutboxSwitch(Delegating):
         await self.outbox.aclose()
 
 
-def build_senders(config: ConfigHolder, *, http: aiohttp.ClientSession,
+def make_sender(channel: str, config: ConfigHolder, *, http: aiohttp.ClientSession, db: Any = None) -> Sender:
+    """The real sender of `channel`; the few that keep state in the database (web push) also get `db`."""
+    cls = SENDERS[channel]
+    return cls(config, http=http, db=db) if getattr(cls, "needs_db", False) else cls(config, http=http)
+
+
+def build_senders(config: ConfigHolder, *, http: aiohttp.ClientSession, db: Any = None,
                   outbox_factory: Callable[[str], Sender] | None = None) -> dict[str, Sender]:
     """One sender per channel, each reading the live config at send time. With an `outbox_factory`, every
     real channel can switch to the outbox and back on reload (`channels.<ch>.outbox`).
@@ -72,7 +80,7 @@ def build_senders(config: ConfigHolder, *, http: aiohttp.ClientSession,
             if outbox_factory is not None:
                 senders[channel] = outbox_factory(channel)
             continue
-        real = SENDERS[channel](config, http=http)
+        real = make_sender(channel, config, http=http, db=db)
         if outbox_factory is not None:
             senders[channel] = OutboxSwitch(channel, config=config, real=real, outbox=outbox_factory(channel))
         elif getattr(config.cfg.channels, channel).outbox:

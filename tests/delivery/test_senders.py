@@ -298,7 +298,7 @@ async def test_build_senders_real_and_outbox(http: aiohttp.ClientSession) -> Non
     holder = ConfigHolder(config(channels={"sms": {"outbox": True}, "voice": {"outbox": True}}))
     senders = build_senders(holder, http=http, outbox_factory=FakeOutbox)
     assert set(senders) == {"email", "sms", "voice", "slack_webhook", "teams_webhook", "webhook", "telegram",
-                            "ntfy", "pagerduty", "outbox"}
+                            "ntfy", "pagerduty", "webpush", "outbox"}
     sms = senders["sms"]
     assert isinstance(sms, OutboxSwitch) and isinstance(sms.current, FakeOutbox)
     assert sms.current.for_channel == "sms"  # type: ignore[attr-defined]
