@@ -1,4 +1,4 @@
-"""Wires the escalation timer, the heartbeat timer and config hot reload into `tocsin run`."""
+"""Wires the escalation timer, the heartbeat and handoff timers and config hot reload into `tocsin run`."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -25,6 +25,14 @@ def mount_heartbeats(rt: Runtime) -> None:
     from core.heartbeats import Heartbeats, HeartbeatTimer
 
     rt.components.append(HeartbeatTimer(Heartbeats(rt.ctx.service)))
+
+
+def mount_handoffs(rt: Runtime) -> None:
+    """Every process ticks the handoff timer (core/schedules/handoffs.py): the unique (schedule, time) row
+    lets one of them announce each handoff. Mounted always, so schedules added by a reload are followed."""
+    from core.schedules.handoffs import HandoffTimer
+
+    rt.components.append(HandoffTimer(rt.ctx.service))
 
 
 def mount_reloader(rt: Runtime) -> None:

@@ -102,6 +102,7 @@ MOUNTS = (
     ("bot.escalation_mount", "mount_reloader"),
     ("bot.escalation_mount", "mount_escalator"),
     ("bot.escalation_mount", "mount_heartbeats"),
+    ("bot.escalation_mount", "mount_handoffs"),
     ("bot.server", "mount_seen_keys"),
 )
 

@@ -504,8 +504,8 @@ class Schedule(Model):
     """Later layers win where they cover."""
     fallback: Targets = Field(default_factory=Targets)
     """Paged when nobody is on call (an internal alert is raised too)."""
-    announce_handoffs: bool = False
-    """Also post each handoff in every chat platform's incident channel."""
+    announce: Targets = Field(default_factory=Targets)
+    """Where each handoff is also announced (e.g. a Slack/Teams webhook or Telegram chat destination)."""
     feed_token: SecretStr | None = None
     """Secret in the iCalendar feed URL (`/api/v1/schedules/<name>.ics?token=...`); no token, no feed."""
 
@@ -920,6 +920,7 @@ def problems(cfg: Config) -> list[Located]:
                             f"schedule {sc.name!r} has two layers named {layer.name!r}"))
             seen_layers.add(layer.name)
         check_targets(f"schedule {sc.name!r} fallback", ("schedules", i, "fallback"), sc.fallback)
+        check_targets(f"schedule {sc.name!r} announce", ("schedules", i, "announce"), sc.announce)
         if sc.fallback.schedules:
             out.append((("schedules", i, "fallback", "schedules"), f"schedule {sc.name!r}: a fallback "
                         "cannot name schedules (it is who gets paged when a schedule has nobody)"))

@@ -14,6 +14,7 @@ KIND_LABELS: dict[str, str] = {
     "BRIDGE": "Bridge",
     "RESOLVED": "Resolved",
     "ONE_TIME": "Notice",
+    "HANDOFF": "On-call handoff",
     "ACK": "Acknowledged",
     "MONITORING": "Monitoring",
     "ESCALATION": "Escalation",
