@@ -9,16 +9,18 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
-from bot.web.charts import SEV_COLORS, hbars, stacked_bars
+from bot.web.charts import SEV_COLORS, hbars, oncall_timeline, stacked_bars
 from bot.web.session import COOKIE, LOGIN_COOKIE, Session, SessionCodec
 from bot.web.throttle import LoginThrottle, retry_after
+from core.appearance.oncall import now_and_next, override_line, when
 from core.appearance.vocabulary import BUTTON_LABELS, fmt_duration, state_label
 from core.audit.log import AuditLog, verify
 from core.clock import utc
@@ -196,8 +198,31 @@ def mount_console(rt: Any) -> None:
         incidents.sort(key=lambda i: (order.get(i.state, 3), i.severity, -i.id))
         return [{"i": i, "age": fmt_duration(i.time_open(now))} for i in incidents]
 
+    async def oncall_now(request: web.Request) -> list[dict[str, Any]]:
+        """Who is on call now per schedule, for the board (nothing when no schedule is configured)."""
+        out = []
+        for sc in svc.cfg.schedules:
+            _, segs, _ = await svc.schedules.timeline(sc.name, actor=c.actor(request), days=14)
+            cur = segs[0] if segs else None
+            out.append({"name": sc.name, "who": cur.contact if cur else None, "source": cur.source if cur else "",
+                        "until": when(cur.end if cur else None, sc.timezone)})
+        return out
+
     async def board(request: web.Request) -> web.Response:
-        return c.render("board.html", request, rows=await board_rows(request))
+        return c.render("board.html", request, rows=await board_rows(request), oncall=await oncall_now(request))
+
+    async def schedules_page(request: web.Request) -> web.Response:
+        """Each schedule as a two-week timeline (overrides marked), with its overrides listed."""
+        names = [request.match_info["name"]] if "name" in request.match_info else [s.name for s in svc.cfg.schedules]
+        items = []
+        for name in names:
+            sc, segs, rows = await svc.schedules.timeline(name, actor=c.actor(request), days=14)
+            start = svc.clock.now()
+            svg = oncall_timeline(segs, utc(start), utc(start) + timedelta(days=14), sc.timezone)  # type: ignore[arg-type]
+            items.append({"sc": sc, "svg": Markup(svg), "now": now_and_next(name, sc.timezone, segs),
+                          "overrides": [override_line(o.id, o.schedule, o.contact, o.starts_at, o.ends_at,
+                                                      sc.timezone, o.created_by) for o in rows]})
+        return c.render("schedules.html", request, items=items)
 
     async def board_fragment(request: web.Request) -> web.Response:
         return c.render("board_rows.html", request, rows=await board_rows(request))
@@ -312,6 +337,8 @@ def mount_console(rt: Any) -> None:
     r.add_get("/audit", auth(audit_page))
     r.add_post("/audit/verify", auth(audit_verify))
     r.add_get("/stats", auth(stats))
+    r.add_get("/schedules", auth(schedules_page))
+    r.add_get("/schedules/{name}", auth(schedules_page))
     r.add_get("/events", auth(events))
     r.add_static("/static/", STATIC, show_index=False)
 
