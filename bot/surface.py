@@ -8,7 +8,9 @@ blocks the incident, and incidents declared anywhere (CLI, API, another chat) ap
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections.abc import Callable
 from typing import ClassVar, Protocol
 
 from core.appearance.card import IncidentCard
@@ -53,39 +55,46 @@ class SurfaceSender:
         self.service = service
         self.cards = cards
         self.channel = f"chat:{surface.platform}"
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
 
     async def send(self, envelope: Envelope) -> DeliveryResult:
-        note = envelope.notification
         try:
             incident_id = int(envelope.address)
+        except ValueError as exc:
+            return DeliveryResult.permanent(f"no incident for card delivery: {exc}")
+        return await self._sync(self.surface, self.surface.platform, incident_id, envelope.notification)
+
+    async def _sync(self, surface: ChatSurface, key: str, incident_id: int, note: Notification) -> DeliveryResult:
+        """Post the card the first time (under `key`), then edit it and reply in its thread."""
+        try:
             inc = await self.service.get(incident_id)
-        except (ValueError, NotFound) as exc:
+        except NotFound as exc:
             return DeliveryResult.permanent(f"no incident for card delivery: {exc}")
         card = IncidentCard.of(inc, self.service.cfg.server.public_url)
         # One incident's card changes are applied in order within this process (post before reply).
-        lock = self._locks.setdefault(incident_id, asyncio.Lock())
+        lock = self._locks.setdefault((incident_id, key), asyncio.Lock())
         try:
             async with lock:
-                ref = await self.cards.get(incident_id, self.surface.platform)
+                ref = await self.cards.get(incident_id, key)
                 if ref is not None and ref.message_ref == PENDING:
                     # Another process is posting the first card: come back when it exists.
                     return DeliveryResult.retry("card is being posted by another process", after=1.0)
                 if ref is None:
-                    if not await self.cards.reserve(incident_id, self.surface.platform):
+                    if not await self.cards.reserve(incident_id, key):
                         return DeliveryResult.retry("card is being posted by another process", after=1.0)
                     try:
-                        ref = await self.surface.post_card(card)
+                        ref = await surface.post_card(card)
                     except BaseException:
-                        await self.cards.release(incident_id, self.surface.platform)
+                        await self.cards.release(incident_id, key)
                         raise
-                    await self.cards.save(incident_id, ref)
+                    await self.cards.save(incident_id, CardRef(key, ref.channel, ref.message_ref, ref.thread_ref,
+                                                               ref.extra))
                     if note.kind != "INITIAL":
-                        await self.surface.reply(ref, card, note)
+                        await surface.reply(ref, card, note)
                     return DeliveryResult.ok(f"card posted {ref.channel}/{ref.message_ref}")
-                await self.surface.update_card(ref, card)
+                await surface.update_card(ref, card)
                 if note.kind != "INITIAL":
-                    await self.surface.reply(ref, card, note)
+                    await surface.reply(ref, card, note)
                 return DeliveryResult.ok(f"card updated {ref.channel}/{ref.message_ref}")
         except SurfaceError as exc:
             if exc.retry:
@@ -93,7 +102,48 @@ class SurfaceSender:
             return DeliveryResult.permanent(str(exc), exc.status)
         finally:
             if not lock.locked() and len(self._locks) > 1000:
-                self._locks.pop(incident_id, None)
+                self._locks.pop((incident_id, key), None)
 
     async def aclose(self) -> None:
         return None
+
+
+def dm_card_key(platform: str, user: str) -> str:
+    """Where a person's DM card of an incident is recorded (chat_cards.platform holds 16 characters):
+    `dm` + 14 hex digits of a hash of platform and user, distinct from the platform names of channel cards."""
+    return "dm" + hashlib.sha256(f"{platform}:{user}".encode()).hexdigest()[:14]
+
+
+class DirectMessageSender(SurfaceSender):
+    """A Sender for `<platform>_dm` pages: the incident card (Acknowledge / Open incident buttons) as a
+    direct message to one person (envelope.address: their chat id), edited on every later change, which
+    is also answered in that DM's thread. Pressing Acknowledge goes through the platform's card-button
+    handler and acts as that person (a paged contact may always ack)."""
+
+    def __init__(self, platform: str, surface_for: Callable[[str], ChatSurface], *, service: IncidentService,
+                 cards: CardStore, never_opened: frozenset[str]) -> None:
+        # No channel-card surface of its own: `surface_for(user)` gives the surface of one person's DM.
+        self.service = service
+        self.cards = cards
+        self._locks = {}
+        self.platform = platform
+        self.channel = f"{platform}_dm"
+        self.surface_for = surface_for
+        self.never_opened = never_opened
+
+    async def send(self, envelope: Envelope) -> DeliveryResult:
+        ref = envelope.notification.incident or ""
+        if not ref.upper().startswith("INC-") or not ref[4:].isdigit():
+            return DeliveryResult.permanent("a direct-message page needs an incident (one-time messages "
+                                            "are not sent as DMs)")
+        user = envelope.address
+        try:
+            result = await self._sync(self.surface_for(user), dm_card_key(self.platform, user), int(ref[4:]),
+                                      envelope.notification)
+        except SurfaceError as exc:  # raised by surface_for itself (e.g. no conversation reference)
+            result = DeliveryResult.permanent(str(exc), exc.status)
+        if result.outcome == "permanent" and any(code in result.summary for code in self.never_opened):
+            # The person has to open a DM with the bot once; until then the next channel pages them.
+            result = DeliveryResult.permanent(f"never opened a direct message with the bot: {result.summary}",
+                                              result.status_code)
+        return result

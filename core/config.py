@@ -28,6 +28,9 @@ SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
 SEVERITY_ALIASES = {"critical": "sev1", "high": "sev2", "medium": "sev3", "low": "sev4"}
 CHANNELS = ("email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "ntfy", "pagerduty",
             "webpush", "outbox")
+DM_CHANNELS = ("slack_dm", "teams_dm", "telegram_dm")
+"""Pages as a direct chat message from the bot to the contact's `chat` id; their senders come from the chat
+adapters (bot/surface.py DirectMessageSender), not from core/delivery/registry.py."""
 ROLES = ("admin", "manager", "operator", "viewer")
 
 
@@ -141,7 +144,7 @@ def format_duration(td: timedelta) -> str:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Channel = Literal["email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram", "webhook", "ntfy", "webpush",
-                  "outbox"]
+                  "outbox", "slack_dm", "teams_dm", "telegram_dm"]
 """Channels a contact can prefer (pagerduty is a destination only: it pages its own people)."""
 
 
@@ -640,6 +643,9 @@ class ChannelsConfig(Model):
     pagerduty: WebhookChannel = Field(default_factory=WebhookChannel)
     webpush: WebPushChannel = Field(default_factory=WebPushChannel)
     outbox: ChannelBase = Field(default_factory=ChannelBase)
+    slack_dm: ChannelBase = Field(default_factory=ChannelBase)
+    teams_dm: ChannelBase = Field(default_factory=ChannelBase)
+    telegram_dm: ChannelBase = Field(default_factory=ChannelBase)
 
 
 class WorkerConfig(Model):
@@ -927,6 +933,23 @@ def problems(cfg: Config) -> list[Located]:
     out += _api_key_problems(cfg.api)
     out += platform_problems(cfg)
     out += _sms_problems(cfg)
+    out += _dm_problems(cfg)
+    return out
+
+
+def _dm_problems(cfg: Config) -> list[Located]:
+    """A DM channel in someone's preferences needs its chat platform running, or every such page would fail."""
+    out: list[Located] = []
+    enabled = {"slack_dm": cfg.slack.enabled, "telegram_dm": cfg.telegram.enabled}
+    for i, c in enumerate(cfg.contacts):
+        for sev, chans in c.preferences.items():
+            for j, ch in enumerate(chans):
+                where: PathKey = ("contacts", i, "preferences", sev, j)
+                if ch == "teams_dm":
+                    out.append((where, "teams_dm pages are not available yet; use teams_webhook or email"))
+                elif ch in enabled and not enabled[ch]:
+                    platform = ch[:-3]
+                    out.append((where, f"{ch} needs {platform}.enabled: true (the bot sends the DM)"))
     return out
 
 

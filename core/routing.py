@@ -30,7 +30,8 @@ from core.schedules.rotation import Override, who_at
 if TYPE_CHECKING:
     from core.models import Incident
 
-PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "ntfy", "webpush", "outbox")
+PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "ntfy", "webpush", "outbox", "slack_dm", "teams_dm",
+                   "telegram_dm")
 _MISSING = object()
 EVENT_ALIASES = {"escalation": "escalate", "acknowledge": "ack", "acknowledged": "ack",
                  "monitoring": "monitor", "resolved": "resolve", "declared": "declare"}
@@ -330,6 +331,8 @@ def person_address(contact: Contact, channel: str) -> str | None:
         return contact.phone
     if channel == "telegram":
         return contact.chat.telegram
+    if channel.endswith("_dm"):  # slack_dm, teams_dm, telegram_dm: the person's id on that platform
+        return getattr(contact.chat, channel[:-3], None)
     if channel == "ntfy":
         return contact.ntfy_topic
     if channel == "webpush":

@@ -32,7 +32,7 @@ from telegram.ext import (
 
 from bot.commands import HELP, Command
 from bot.dispatch import execute, run_text
-from bot.surface import SurfaceSender
+from bot.surface import DirectMessageSender, SurfaceSender
 from bot.telegram.surface import ChatPacer, TelegramSurface
 from core.appearance.telegram import parse_callback, plain, toast
 from core.config import TelegramConfig
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tocsin.telegram")
 
 WEBHOOK_PATH = "/telegram/webhook"
+NEVER_OPENED_DM = frozenset({"bot can't initiate conversation", "bot was blocked by the user", "chat not found",
+                             "user is deactivated"})
+"""Bot API errors meaning the bot cannot write to this person (they never started a chat with it)."""
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 Context = ContextTypes.DEFAULT_TYPE
@@ -385,3 +388,7 @@ def mount(rt: Runtime) -> None:
     if cfg.incident_chat_id:
         surface = TelegramSurface(tg.app.bot, chat_id=cfg.incident_chat_id, topic_id=cfg.topic_id)
         rt.chat_senders["chat:telegram"] = SurfaceSender(surface, service=rt.ctx.service, cards=rt.ctx.cards)
+    # telegram_dm pages: sendMessage to the person's private chat (its id is their user id).
+    rt.chat_senders["telegram_dm"] = DirectMessageSender(
+        "telegram", lambda user: TelegramSurface(tg.app.bot, chat_id=user), service=rt.ctx.service,
+        cards=rt.ctx.cards, never_opened=NEVER_OPENED_DM)

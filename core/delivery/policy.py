@@ -26,7 +26,7 @@ def retry_policy(cfg: Config, channel: str) -> RetryPolicy:
     section = getattr(cfg.channels, channel, None)
     if section is not None and section.retry is not None:
         return section.retry
-    if channel.startswith("chat:"):
+    if channel.startswith("chat:") or channel.endswith("_dm"):
         return DEFAULT_RETRY["slack_webhook"]
     return DEFAULT_RETRY.get(channel, FALLBACK)
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.clock import Clock, SystemClock
 from core.delivery import queue
+from core.delivery.fallback import page_next_channel
 from core.delivery.message import DeliveryResult
 from core.delivery.policy import backoff_seconds, retry_policy
 from core.delivery.queue import Claimed, Completion
@@ -533,6 +534,8 @@ class Worker:
                             "delivery": c.id, "recipient": c.recipient, "channel": c.channel,
                             "purpose": c.purpose, "attempts": c.attempt,
                             "error": (d.completion.last_error or "")[:500]})
+                    if d.completion.status in ("failed", "dead"):
+                        await page_next_channel(s, self.cfg, c, now=d.completion.at)
         return moved
 
     def _after_commit(self, batch: list[_Done], alerts: set[int]) -> None:

@@ -87,11 +87,12 @@ class SlackEnv:
                      view_id: str | None = None) -> tuple[int, str]:
         return await self.post(view_body(view, values, user=user, view_id=view_id or f"V{self.next_id()}"))
 
-    async def sync_cards(self) -> list[DeliveryResult]:
-        """Do what the delivery worker does with queued `chat:slack` rows: hand each row's Envelope to the
-        registered SurfaceSender, then record the outcome on the row."""
+    async def sync_cards(self, channel: str = "chat:slack") -> list[DeliveryResult]:
+        """Do what the delivery worker does with queued `chat:slack` (or `slack_dm`) rows: hand each row's
+        Envelope to the registered sender, then record the outcome on the row."""
+        sender = self.rt.chat_senders[channel]
         async with self.ctx.db.sessions() as s:
-            rows = (await s.execute(select(Delivery).where(Delivery.channel == "chat:slack",
+            rows = (await s.execute(select(Delivery).where(Delivery.channel == channel,
                                                            Delivery.status == "queued")
                                     .order_by(Delivery.id))).scalars().all()
         results = []
@@ -99,7 +100,7 @@ class SlackEnv:
             env = Envelope(delivery_id=row.id, channel=row.channel, recipient=row.recipient,
                            address=row.address, idempotency_key=row.idempotency_key, attempt=row.attempts + 1,
                            notification=Notification.from_json(row.payload))
-            result = await self.sender.send(env)
+            result = await sender.send(env)
             results.append(result)
             status = {"delivered": "delivered", "permanent": "failed"}.get(result.outcome, "queued")
             async with self.ctx.db.transaction() as s:
