@@ -95,7 +95,8 @@ async def test_cannot_dm_is_permanent_with_the_reason(make_slack_env: Callable[.
 async def test_the_next_preferred_channel_pages_after_a_dm_fails(make_ctx: Callable[..., Any]) -> None:
     """page_next_channel, as the worker calls it when it records the failure: bob's next channel (sms)
     gets the page once; a channel already paged for the message is not paged twice."""
-    ctx = await make_ctx(**paging_config(contacts=dm_contacts()))
+    ctx = await make_ctx(**paging_config(contacts=dm_contacts()),
+                         slack={"enabled": True, "bot_token": "xoxb-test", "signing_secret": "test-secret"})
     out = await ctx.service.declare(actor=OP, title="DB down", severity="sev1")
     [dm] = await deliveries(ctx, channel="slack_dm", recipient="bob")
     async with ctx.db.transaction() as s:  # as if routing had paged only the DM
