@@ -1,7 +1,6 @@
 """Wires the delivery worker into `tocsin run`: senders from config, the outbox, chat senders, wake-up."""
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import ChainMap
 from collections.abc import Mapping
@@ -46,7 +45,7 @@ def build_worker(ctx: Context, *, http: aiohttp.ClientSession, chat_senders: dic
                  **worker_kw: Any) -> WorkerComponent:
     """Senders from config (outbox where configured) plus chat senders behind one worker that wakes on new
     work. The server mounts it; tests and the benchmark build the same thing."""
-    gate = asyncio.Lock()  # one queue for this process's SQLite writes (worker + outbox)
+    gate = ctx.db.write_gate  # one queue for this process's SQLite writes (groups, worker, outbox)
     outbox = OutboxStore(ctx.db, clock=ctx.clock, write_gate=gate)
     built = build_senders(ctx.holder, http=http, db=ctx.db, outbox_factory=outbox.sender)
     # A live view: chat adapters mounted after us add `chat:<platform>` senders before anything starts.

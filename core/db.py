@@ -6,11 +6,13 @@ reported as stored that was not), and the first fault of an outage raises an int
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,11 @@ class Database:
         self.fault_since: float | None = None
         self.on_recovered: list[Any] = []
         """Callables (problem, since_epoch) -> awaitable, run when a fault clears (e.g. write the audit entry)."""
+        self.write_gate = asyncio.Lock()
+        """Serializes this process's SQLite write transactions (groups, worker, outbox): writers queue here,
+        not in SQLite's busy handler, which sleeps up to 100 ms between tries while the lock sits unused."""
+        self.groups = GroupCommit(self)
+        """Group commit for service operations: see `grouped()`."""
 
     # --- storage identity (SQLite) ----------------------------------------------------------------------
 
@@ -232,6 +239,12 @@ class Database:
             raise self._fault(f"{problem}; the last change was not stored")
         await self._cleared()
 
+    def grouped(self) -> Any:
+        """A write unit that shares one transaction with the service operations arriving with it (group
+        commit), in its own SAVEPOINT: see GroupCommit. Yields the session; the caller's block returns only
+        once the group has committed, and raises what made its own savepoint or the group's commit fail."""
+        return self.groups.operation()
+
     async def check(self) -> str | None:
         """Readiness of the storage: None when writes would work, else what is wrong (naming the database).
         Also raises the alert when a fault is found here first, and clears it when it is gone."""
@@ -285,3 +298,148 @@ class Database:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock; the file stays (removing it would race a new holder)
             self._lock_fd = None
+
+
+# --- group commit ----------------------------------------------------------------------------------------
+
+_IN_GROUP: ContextVar[AsyncSession | None] = ContextVar("tocsin_group_session", default=None)
+
+
+class _Group:
+    """One transaction shared by the operations that joined it while it was open."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        """Operations run one after another on the shared session (an AsyncSession is not concurrent)."""
+        self.pending = 0
+        """Joined and not yet finished: the last one to finish commits."""
+        self.members = 0
+        self.closed = False
+        """No more joiners (committing, or full)."""
+        self.session: AsyncSession | None = None
+        self.cm: Any = None
+        self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class GroupCommit:
+    """Group commit: operations that arrive while one transaction is open (or while the previous group
+    commits) share the next one, each in its own SAVEPOINT, in arrival order.
+
+    * A failing operation rolls back to its savepoint and raises to its caller; the others still commit.
+    * Results are handed back only after the commit: an operation's block returns once the group's COMMIT
+      succeeded; if the commit fails, every operation that had succeeded in it gets that error (nothing
+      was answered as accepted that is not stored).
+    * Groups run one at a time per process (on SQLite behind `Database.write_gate`, shared with the
+      worker), so a storm's writers queue here and the per-transaction cost (BEGIN IMMEDIATE, COMMIT, the
+      WAL sync, the pool's reset) is paid once per group instead of once per operation.
+    * Inside an operation a nested `grouped()` joins the same transaction in a nested savepoint.
+    """
+
+    def __init__(self, db: Database, *, max_members: int = 64) -> None:
+        self.db = db
+        self.max_members = max_members
+        self._open: _Group | None = None
+        self._serial = asyncio.Lock()
+        """One group in its transaction at a time (PostgreSQL; SQLite uses db.write_gate)."""
+        self._live: set[AsyncSession] = set()
+        self.stats = {"groups": 0, "operations": 0, "largest": 0}
+
+    def _join(self) -> _Group:
+        g = self._open
+        if g is None or g.closed:
+            g = self._open = _Group()
+        g.pending += 1
+        g.members += 1
+        if g.members >= self.max_members:
+            g.closed = True
+        return g
+
+    async def _begin(self, g: _Group) -> None:
+        gate = self.db.write_gate if self.db.sqlite else self._serial
+        await gate.acquire()
+        try:
+            g.cm = self.db.transaction()
+            g.session = await g.cm.__aenter__()
+            self._live.add(g.session)
+        except BaseException:
+            gate.release()
+            raise
+
+    async def _commit(self, g: _Group) -> None:
+        """Close the group to joiners and commit it; the outcome goes to every member waiting on it."""
+        g.closed = True
+        if self._open is g:
+            self._open = None
+        gate = self.db.write_gate if self.db.sqlite else self._serial
+        assert g.session is not None
+        self._live.discard(g.session)
+        try:
+            await g.cm.__aexit__(None, None, None)
+        except BaseException as exc:
+            if not g.committed.done():
+                g.committed.set_exception(exc)
+                g.committed.exception()  # retrieved here: members that failed on their own never await it
+        else:
+            g.committed.set_result(None)
+            self.stats["groups"] += 1
+            self.stats["largest"] = max(self.stats["largest"], g.members)
+        finally:
+            gate.release()
+
+    @asynccontextmanager
+    async def operation(self) -> AsyncIterator[AsyncSession]:
+        outer = _IN_GROUP.get()
+        if outer is not None and outer in self._live:  # re-entrant: the caller's transaction, own savepoint
+            async with outer.begin_nested():
+                yield outer
+            return
+        g = self._join()
+        failed: BaseException | None = None
+        async with g.lock:
+            try:
+                if g.session is None:
+                    await self._begin(g)
+                s = g.session
+                assert s is not None
+                snapshot = _info_snapshot(s)
+                token = _IN_GROUP.set(s)
+                try:
+                    async with s.begin_nested():
+                        yield s
+                except BaseException:
+                    _info_restore(s, snapshot)
+                    raise
+                finally:
+                    _IN_GROUP.reset(token)
+                self.stats["operations"] += 1
+            except BaseException as exc:
+                failed = exc
+                if isinstance(exc, Exception) and unavailable(exc) and not isinstance(exc, StorageUnavailable):
+                    raise self.db.unavailable_error(exc) from exc
+                raise
+            finally:
+                g.pending -= 1
+                if g.pending == 0 or g.closed:
+                    g.closed = True
+                    if self._open is g:
+                        self._open = None
+                if g.pending == 0 and g.session is not None:
+                    await self._commit(g)
+                elif g.pending == 0 and not g.committed.done():
+                    g.committed.set_result(None)  # nobody got as far as a transaction
+        if failed is None:
+            await g.committed  # raises the commit's error: this operation was not stored
+
+
+def _info_snapshot(s: AsyncSession) -> dict[str, int | None]:
+    """What session.info held before an operation (pending after-commit events are lists there)."""
+    return {k: (len(v) if isinstance(v, list) else None) for k, v in s.info.items()}
+
+
+def _info_restore(s: AsyncSession, snap: dict[str, int | None]) -> None:
+    """Forget what a rolled-back operation queued in session.info (its after-commit events)."""
+    for k in list(s.info):
+        if k not in snap:
+            del s.info[k]
+        elif snap[k] is not None and isinstance(s.info[k], list):
+            del s.info[k][snap[k]:]

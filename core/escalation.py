@@ -238,7 +238,7 @@ class Escalator:
         refused: list[tuple[int, Exception]] = []
         audit: list[dict[str, Any]] = []
         try:
-            async with self.service.db.transaction() as s:
+            async with self.service.db.grouped() as s:
                 for iid, due in group:
                     try:
                         out = await self.service.escalate(iid, actor=self.actor, due_at=due, session=s,

@@ -109,11 +109,13 @@ class IncidentStore:
     # --- write primitives (in the caller's transaction) ---------------------------------------------
 
     def _tx(self, session: AsyncSession | None) -> Any:
-        """Use the caller's transaction when given (inbound events batch dedup + change), else a new one.
-        With the caller's session, listeners are told only when the caller calls events.publish_pending()."""
+        """Use the caller's transaction when given (inbound events batch dedup + change), else one shared
+        with the operations arriving together (group commit, core/db.py: own savepoint, answered after the
+        commit). With the caller's session, listeners are told only when the caller calls
+        events.publish_pending()."""
         if session is not None:
             return _Borrowed(session)
-        return self.db.transaction()
+        return self.db.grouped()
 
     async def _load(self, s: AsyncSession, iid: int, ref: str | int) -> Incident:
         inc = (await s.execute(select(Incident).where(Incident.id == iid).with_for_update())).scalars().first()

@@ -173,7 +173,7 @@ async def receive(ctx: Context, hook: AlertmanagerWebhook, *, actor: Actor) -> A
     log.info("notify.event.received", extra={"event_type": EVENT_TYPE, "event_id": hook.groupKey,
                                              "source": "alertmanager", "status": hook.status,
                                              "alerts": len(hook.alerts), "actor": actor.identity})
-    async with ctx.db.transaction() as s:
+    async with ctx.db.grouped() as s:  # group commit: shares a transaction with concurrent writes
         await lock_keys(s, group_key)
         result = await _apply(ctx, hook, firing, actor=actor, group_key=group_key, session=s)
     await ctx.service.events.publish_pending(s)

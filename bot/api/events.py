@@ -109,7 +109,7 @@ async def ingest(ctx: Context, event: InboundEvent, *, actor: Actor) -> EventRes
     log.info("notify.event.received", extra={
         "event_type": event.event_type, "event_id": event.event_id, "source": source,
         "tenant": event.tenant_id, "actor": actor.identity})
-    async with ctx.db.transaction() as s:
+    async with ctx.db.grouped() as s:  # group commit: shares a transaction with concurrent events
         await lock_keys(s, seen_key, *([correlation] if correlation else []))
         seen = await recall(s, seen_key)
         if seen is not None:

@@ -106,7 +106,7 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.drain_seconds = drain_seconds
         self.rng = rng or random.Random()
-        self.write_gate = write_gate or asyncio.Lock()
+        self.write_gate = write_gate or db.write_gate
         """Serializes this process's SQLite write transactions (share it with the outbox store)."""
         self._channels: dict[str, _ChannelState] = {}
         self._sends: set[asyncio.Task[None]] = set()
