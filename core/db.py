@@ -329,9 +329,11 @@ class GroupCommit:
     * Results are handed back only after the commit: an operation's block returns once the group's COMMIT
       succeeded; if the commit fails, every operation that had succeeded in it gets that error (nothing
       was answered as accepted that is not stored).
-    * Groups run one at a time per process (on SQLite behind `Database.write_gate`, shared with the
-      worker), so a storm's writers queue here and the per-transaction cost (BEGIN IMMEDIATE, COMMIT, the
-      WAL sync, the pool's reset) is paid once per group instead of once per operation.
+    * Groups run one at a time per process behind `Database.write_gate` (shared with the worker and the
+      outbox), so a storm's writers queue here, not in SQLite's busy handler, and the per-transaction cost
+      (BEGIN IMMEDIATE, COMMIT, the WAL sync, the pool's reset) is paid once per group, not per operation.
+    * SQLite only (one process per file). On PostgreSQL each operation keeps its own transaction: several
+      processes write there, and groups locking rows in arrival order could deadlock each other.
     * Inside an operation a nested `grouped()` joins the same transaction in a nested savepoint.
     """
 
@@ -339,8 +341,6 @@ class GroupCommit:
         self.db = db
         self.max_members = max_members
         self._open: _Group | None = None
-        self._serial = asyncio.Lock()
-        """One group in its transaction at a time (PostgreSQL; SQLite uses db.write_gate)."""
         self._live: set[AsyncSession] = set()
         self.stats = {"groups": 0, "operations": 0, "largest": 0}
 
@@ -355,7 +355,7 @@ class GroupCommit:
         return g
 
     async def _begin(self, g: _Group) -> None:
-        gate = self.db.write_gate if self.db.sqlite else self._serial
+        gate = self.db.write_gate
         await gate.acquire()
         try:
             g.cm = self.db.transaction()
@@ -370,7 +370,7 @@ class GroupCommit:
         g.closed = True
         if self._open is g:
             self._open = None
-        gate = self.db.write_gate if self.db.sqlite else self._serial
+        gate = self.db.write_gate
         assert g.session is not None
         self._live.discard(g.session)
         try:
@@ -388,6 +388,12 @@ class GroupCommit:
 
     @asynccontextmanager
     async def operation(self) -> AsyncIterator[AsyncSession]:
+        if not self.db.sqlite:
+            # PostgreSQL: one transaction per operation, as before. It has no single write lock to amortize,
+            # and a group locks incident rows in arrival order, so two processes' groups could deadlock.
+            async with self.db.transaction() as s:
+                yield s
+            return
         outer = _IN_GROUP.get()
         if outer is not None and outer in self._live:  # re-entrant: the caller's transaction, own savepoint
             async with outer.begin_nested():

@@ -261,7 +261,7 @@ class IncidentService(IncidentStore):
         if session is None:
             record()
         else:  # only once the caller's transaction really commits
-            sa_event.listen(session.sync_session, "after_commit", record, once=True)
+            _after_commit(session, record)
         await self.events.emit(session, IncidentEvent("escalate", inc.id, msg.id, actor.identity, queued,
                                                      inc.state, inc.state))
         return Outcome(inc, msg, queued, p)
@@ -368,3 +368,21 @@ class IncidentService(IncidentStore):
             if actor.identity in contact_identities(cfg, name):
                 return
         require(cfg, actor, Permission.ACKNOWLEDGE)
+
+
+_AFTER_COMMIT = "tocsin_after_commit"
+
+
+def _after_commit(session: AsyncSession, hook: Any) -> None:
+    """Run `hook` once `session`'s transaction commits. Kept in session.info, so an operation that rolls
+    back to its savepoint (group commit, core/db.py) takes its hooks with it."""
+    hooks = session.info.get(_AFTER_COMMIT)
+    if not hooks:
+        hooks = session.info[_AFTER_COMMIT] = []
+
+        def run(sync_session: Any) -> None:
+            for h in sync_session.info.pop(_AFTER_COMMIT, []):
+                h()
+
+        sa_event.listen(session.sync_session, "after_commit", run, once=True)
+    hooks.append(hook)

@@ -1,11 +1,13 @@
-"""Group commit (core/db.py GroupCommit) on SQLite and PostgreSQL: operations that arrive together share one
-transaction, each in its own savepoint; a failing one leaves the others committed; a failed commit answers
-every member with the error, so nothing answered as accepted is lost."""
+"""Group commit (core/db.py GroupCommit): on SQLite operations that arrive together share one transaction,
+each in its own savepoint; a failing one leaves the others committed; a failed commit answers every member
+with the error, so nothing answered as accepted is lost. On PostgreSQL (one transaction per operation) the
+same guarantees are checked against the same storms."""
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, text
 
 from bot.context import Context
@@ -37,7 +39,8 @@ async def test_failing_operation_leaves_the_rest_of_its_group_committed(ctx: Con
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert isinstance(results[5], RuntimeError)
     assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 5)
-    assert ctx.db.groups.stats["largest"] >= 3, ctx.db.groups.stats  # they really shared a transaction
+    if ctx.db.sqlite:  # they really shared a transaction (PostgreSQL keeps one per operation)
+        assert ctx.db.groups.stats["largest"] >= 3, ctx.db.groups.stats
     titles = await _titles(ctx)
     assert sorted(titles) == sorted(f"storm {i}" for i in range(10))
     # audit entries in arrival order, one per accepted declare, and the chain intact
@@ -45,7 +48,8 @@ async def test_failing_operation_leaves_the_rest_of_its_group_committed(ctx: Con
         declared = (await s.execute(select(AuditEntry.details).where(AuditEntry.action == "incident.declare")
                                     .order_by(AuditEntry.seq))).scalars().all()
     assert [d for d in declared if "doomed" in d] == []
-    assert [int(d.split('"storm ')[1].split('"')[0]) for d in declared] == list(range(10))
+    order = [int(d.split('"storm ')[1].split('"')[0]) for d in declared]
+    assert order == list(range(10)) if ctx.db.sqlite else sorted(order) == list(range(10))
     assert (await verify(ctx.db.engine)).ok
     # listeners heard each committed incident once, never the rolled-back one
     stored = {r.incident.id for r in results if not isinstance(r, BaseException) and r is not None}
@@ -73,8 +77,9 @@ async def test_failed_group_commit_answers_every_member_with_the_error(ctx: Cont
     results = await asyncio.gather(*tasks, return_exceptions=True)
     accepted = [r for r in results if not isinstance(r, BaseException)]
     failed = [r for r in results if isinstance(r, BaseException)]
-    assert failed, "the group's commit failed: its members must hear it"
-    assert all(isinstance(results[i], BaseException) for i in range(4))  # they were in the failed commit
+    assert failed, "the commit failed: its members must hear it"
+    if ctx.db.sqlite:
+        assert all(isinstance(results[i], BaseException) for i in range(4))  # they were in the failed commit
     titles = await _titles(ctx)
     # nothing answered as accepted is missing; nothing that raised was stored
     for i, r in enumerate(results):
@@ -90,6 +95,8 @@ async def test_failed_group_commit_answers_every_member_with_the_error(ctx: Cont
 
 
 async def test_nested_grouped_call_joins_the_same_transaction(ctx: Context) -> None:
+    if not ctx.db.sqlite:
+        pytest.skip("PostgreSQL keeps one transaction per operation: nothing to join")
     async with ctx.db.grouped() as s:
         out = await ctx.service.declare(actor=OP, title="outer", severity="high")  # no session passed
         async with ctx.db.sessions() as r:  # not visible outside yet: same, uncommitted transaction
