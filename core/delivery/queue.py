@@ -43,6 +43,9 @@ def idempotency_key(*, message_id: int | str, recipient: str, channel: str) -> s
     return f"tocsin-{message_id}-{channel}-{recipient}"[:200]
 
 
+ENQUEUE_CHUNK = 1000
+"""Rows per INSERT when a fan-out queues many: bounds how long one statement's Python work holds the loop."""
+
 EVENT_CHANNELS = frozenset({"webhook"})
 """Channels whose rendering uses Notification.event (core.appearance.webhook's body)."""
 
@@ -75,9 +78,13 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
             "updated_at": now})
     if not values:
         return []
-    # One multi-row INSERT ... RETURNING (a unit-of-work flush would send one INSERT per row). Only the ids
-    # come back, matched on the unique key; the rows handed back are built from what we wrote.
-    ids = dict((await session.execute(insert(_T).returning(_T.c.idempotency_key, _T.c.id), values)).all())
+    # Multi-row INSERT ... RETURNING (a unit-of-work flush would send one INSERT per row), in chunks: each
+    # chunk's round trip hands the event loop back, so 20,000 recipients do not hold it for a second. Only
+    # the ids come back, matched on the unique key; the rows handed back are built from what we wrote.
+    ids: dict[str, int] = {}
+    stmt = insert(_T).returning(_T.c.idempotency_key, _T.c.id)
+    for i in range(0, len(values), ENQUEUE_CHUNK):
+        ids.update((await session.execute(stmt, values[i:i + ENQUEUE_CHUNK])).all())
     rows = sorted((Delivery(id=ids[v["idempotency_key"]], **v) for v in values), key=lambda r: r.id)
     if rows and session.bind.dialect.name == "postgresql":
         # Delivered at commit (and dropped on rollback): workers in other processes wake at once.
