@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.appearance.vocabulary import kind_label, one_line, safe_url, severity_label
+from core.appearance.vocabulary import kind_label, one_line, safe_url, severity_label, severity_long, state_label
 from core.delivery.message import Notification
 
 NO_ACK_KINDS = ("RESOLVED", "ACK")
@@ -19,8 +19,9 @@ def offers_ack(n: Notification) -> str | None:
 
 def wants_ack(n: Notification) -> bool:
     """A page of an incident someone can still acknowledge from the page itself (voice keypress, SMS reply
-    code, DM button): not a one-time message, not a resolution or an ack notice."""
-    return bool(n.incident) and n.kind.upper() not in (*NO_ACK_KINDS, "ONE_TIME")
+    code, DM button): not a one-time message, not a resolution or an ack notice, and nothing sent once the
+    incident was acknowledged (the core leaves ack_url out then)."""
+    return bool(n.incident) and n.kind.upper() not in (*NO_ACK_KINDS, "ONE_TIME") and offers_ack(n) is not None
 
 
 def headline(n: Notification) -> str:
@@ -37,6 +38,24 @@ def headline(n: Notification) -> str:
 def page_fields(n: Notification) -> list[tuple[str, str]]:
     """Field pairs as strings (a notification read back from JSON may carry numbers)."""
     return [(str(k), "" if v is None else str(v)) for k, v in n.fields.items()]
+
+
+def shown_state(n: Notification) -> str | None:
+    """The state worth printing: none when the headline's kind already says it (Resolved, Monitoring)."""
+    if not n.state:
+        return None
+    label = state_label(n.state)
+    return None if label == kind_label(n.kind) else label
+
+
+def page_facts(n: Notification) -> list[tuple[str, str]]:
+    """Severity (with its word), state and the notification's own fields: each once, in that order."""
+    out = []
+    if n.severity:
+        out.append(("Severity", severity_long(n.severity)))
+    if (state := shown_state(n)):
+        out.append(("State", state))
+    return out + [(k, v) for k, v in page_fields(n) if k not in ("Severity", "State")]
 
 
 def page_links(n: Notification) -> list[tuple[str, str]]:

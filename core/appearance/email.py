@@ -9,7 +9,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from core.appearance.digest import digest_data, digest_html
-from core.appearance.common import headline, offers_ack, page_fields, page_links
+from core.appearance.common import headline, offers_ack, page_facts, page_fields, page_links
 from core.appearance.vocabulary import SEVERITY_WORDS, kind_label, one_line, severity_label
 from core.delivery.message import Notification
 
@@ -55,6 +55,8 @@ def template_context(n: Notification) -> dict[str, Any]:
         "severity_word": SEVERITY_WORDS.get(n.severity or "", ""),
         "color": color,
         "fields": page_fields(n),
+        "facts": (facts := page_facts(n)),
+        "width": max((len(k) + 1 for k, _ in facts), default=0),
         "links": page_links(n),
         "ack_url": offers_ack(n),
     }

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from core.appearance.card import IncidentCard
-from core.appearance.common import headline, offers_ack, page_fields, page_links
+from core.appearance.common import headline, offers_ack, page_fields, page_links, shown_state
 from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
@@ -56,8 +56,8 @@ def render_slack(n: Notification) -> dict[str, Any]:
     context = [f"*{kind_label(n.kind)}*"]
     if n.severity:
         context.append(f"{SEVERITY_EMOJI.get(n.severity, '')} {severity_label(n.severity)}".strip())
-    if n.state:
-        context.append(f"state: *{escape_slack(n.state)}*")
+    if (state := shown_state(n)):
+        context.append(f"state: *{escape_slack(state)}*")
     blocks: list[dict[str, Any]] = [
         {"type": "header",
          "text": {"type": "plain_text", "text": truncate(head, HEADER_MAX), "emoji": True}},

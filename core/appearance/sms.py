@@ -5,8 +5,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from core.appearance.vocabulary import kind_label, one_line, safe_url, severity_label
-from core.appearance.common import page_fields, wants_ack
+from core.appearance.common import offers_ack, page_fields, shown_state, wants_ack
+from core.appearance.vocabulary import kind_label, one_line, severity_label
 from core.delivery.message import Notification
 
 GSM7_BASIC = frozenset(
@@ -120,25 +120,63 @@ def reply_codes(n: Notification) -> str:
     return f"Reply 4 to ack {n.incident}" if wants_ack(n) and n.incident else ""
 
 
+def _sms_clean(text: str) -> str:
+    """GSM-friendly typography, no pictographs, one space between words, line breaks kept."""
+    return "\n".join(" ".join(line.split()) for line in strip_symbols(gsm_friendly(text)).split("\n"))
+
+
 def render_sms(n: Notification, *, max_segments: int = 3) -> str:
-    """Compact text: severity, incident, thread position, title, body; the ack link and the reply codes
-    always survive (the head is cut first)."""
+    """What a phone shows first is what matters: severity, id, thread position and title, then how to ack
+    (link and reply code); state (when the kind does not say it), body and fields follow and are cut first
+    to stay within `max_segments`. If even the lead does not fit, the title is cut and how to ack survives."""
     if n.kind.upper() == REPLY_KIND:
         return fit_sms(" ".join(strip_symbols(gsm_friendly(n.title)).split()), max_segments=max_segments)
     bits = [b for b in (severity_label(n.severity), n.incident) if b]
-    head = " ".join(bits + [f"{kind_label(n.kind)}: {one_line(n.title)}"])
-    if n.state and n.kind.upper() not in ("RESOLVED", "ACK"):
-        head += f" [{n.state}]"
-    if n.body.strip():
-        head += "\n" + one_line(n.body)
-    for key, value in page_fields(n):
-        head += f"\n{key}: {one_line(value)}"
-    ack = safe_url(n.ack_url)
-    tail = f"\nAck: {ack}" if ack else ""
+    lead = _sms_clean(" ".join(bits + [f"{kind_label(n.kind)}: {one_line(n.title)}"]))
+    ack = offers_ack(n)
+    ack_line = gsm_friendly(f"\nAck: {ack}") if ack else ""
     codes = reply_codes(n)
-    tail += f"\n{codes}" if codes else ""
-    head = "\n".join(" ".join(line.split()) for line in strip_symbols(gsm_friendly(head)).split("\n"))
-    return fit_sms(head, gsm_friendly(tail), max_segments=max_segments)
+    ack_line += f"\n{codes}" if codes else ""
+    rest = ""
+    if (state := shown_state(n)) and state != "Open":
+        rest += f"\nState: {state}"
+    if n.body.strip():
+        rest += "\n" + one_line(n.body)
+    for key, value in page_fields(n):
+        rest += f"\n{key}: {one_line(value)}"
+    rest = _sms_clean(rest)
+    if sms_info(lead + ack_line).segments > max_segments:
+        return fit_sms(lead, ack_line, max_segments=max_segments)
+    if sms_info(lead + ack_line + rest).segments <= max_segments:
+        return lead + ack_line + rest
+    return lead + ack_line + _cut_to_fit(lead + ack_line, rest, max_segments=max_segments)
+
+
+def _cut_to_fit(kept: str, rest: str, *, max_segments: int) -> str:
+    """The longest prefix of `rest` (marked "...") that fits after `kept`. Segments grow with the prefix
+    except where its first non-GSM-7 character switches the whole text to UCS-2, so search each side of
+    that point on its own and prefer the longer."""
+    marker = "..."
+
+    def fits(k: int) -> bool:
+        return sms_info(kept + rest[:k].rstrip() + marker).segments <= max_segments
+
+    def longest(lo: int, hi: int) -> int | None:
+        if lo > hi or not fits(lo):
+            return None
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    switch = next((i for i, c in enumerate(rest) if not is_gsm7(c)), len(rest))
+    k = longest(switch + 1, len(rest))
+    if k is None:
+        k = longest(0, switch)
+    return rest[:k].rstrip() + marker if k else ""
 
 
 def strip_symbols(text: str) -> str:

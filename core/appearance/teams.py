@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from core.appearance.card import IncidentCard
-from core.appearance.common import json_bytes, offers_ack, page_fields, page_links
+from core.appearance.common import json_bytes, offers_ack, page_fields, page_links, shown_state
 from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
@@ -50,8 +50,8 @@ def _teams_card(n: Notification, body_text: str) -> dict[str, Any]:
         meta.insert(0, n.incident)
     if n.severity:
         meta.append(severity_long(n.severity))
-    if n.state:
-        meta.append(f"state: {n.state}")
+    if (state := shown_state(n)):
+        meta.append(f"state: {state}")
     body: list[dict[str, Any]] = [
         {"type": "TextBlock", "text": " · ".join(meta), "weight": "Bolder",
          "color": _color(n.severity, resolved=n.kind.upper() == "RESOLVED"),

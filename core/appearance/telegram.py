@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.appearance.card import IncidentCard
-from core.appearance.common import offers_ack, page_fields, page_links
+from core.appearance.common import offers_ack, page_fields, page_links, shown_state
 from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
@@ -73,10 +73,11 @@ def _telegram_html(n: Notification, body: str) -> str:
     lines = [f"<b>{escape_telegram(' · '.join(meta))}</b>", f"<b>{escape_telegram(one_line(n.title))}</b>"]
     if body:
         lines += ["", escape_telegram(body)]
-    if n.state:
-        lines += ["", f"State: <i>{escape_telegram(n.state)}</i>"]
+    state = shown_state(n)
+    if state:
+        lines += ["", f"State: <i>{escape_telegram(state)}</i>"]
     if n.fields:
-        if not n.state:
+        if not state:
             lines.append("")
         lines += [f"<b>{escape_telegram(k)}:</b> {escape_telegram(v)}" for k, v in page_fields(n)]
     links = [f'<a href="{escape_html(url)}">{escape_telegram(name)}</a>' for name, url in page_links(n)]

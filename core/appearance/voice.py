@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from core.appearance.common import shown_state
 from core.appearance.sms import strip_symbols
 from core.appearance.vocabulary import SEVERITY_WORDS, kind_label, truncate
 from core.delivery.message import Notification
@@ -56,6 +57,6 @@ def render_voice(n: Notification) -> str:
     if n.body.strip():
         body = truncate(speakable(n.body), VOICE_BODY_MAX, ellipsis="")
         parts.append(body.rstrip(".…") + ".")
-    if n.state and n.kind.upper() not in ("RESOLVED",):
-        parts.append(f"State: {speakable(n.state)}.")
+    if (state := shown_state(n)) and state != "Open":
+        parts.append(f"State: {speakable(state)}.")
     return " ".join(p for p in parts if p.strip(" ."))

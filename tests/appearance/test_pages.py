@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -15,6 +16,7 @@ from core.appearance.telegram import render_telegram
 from core.appearance.terminal import render_text
 from core.appearance.voice import render_voice, speakable
 from core.appearance.webhook import render_webhook
+from core.delivery.message import Notification
 from tests.delivery.helpers import notification
 
 # --- email -----------------------------------------------------------------------------------------------
@@ -25,7 +27,7 @@ def test_email_subject_text_and_html_carry_the_page() -> None:
     assert e.subject == "[SEV1] INC-12 Declared: Database <primary> down & out"
     # plain text is not HTML-escaped
     assert "Database <primary> down & out" in e.text
-    for part in ("Writes fail since 10:02.", "State:     investigating", "service: db", "region: eu-west-1",
+    for part in ("Writes fail since 10:02.", "State:    Investigating", "service:  db", "region:   eu-west-1",
                  "runbook: https://runbooks.example/db", "Acknowledge: https://tocsin.example/ack/tok123",
                  "SEV1 (critical)", "Declared"):
         assert part in e.text
@@ -94,16 +96,18 @@ def test_sms_fits_segments_and_keeps_the_ack_link(max_segments: int) -> None:
     text = render_sms(notification(body="x" * 2000), max_segments=max_segments)
     info = sms_info(text)
     assert info.encoding == "GSM-7" and info.segments <= max_segments
-    assert text.endswith("\nAck: https://tocsin.example/ack/tok123\nReply 4 to ack INC-12")
-    assert "..." in text
-    assert text.startswith("SEV1 INC-12 Declared: Database <primary> down & out [investigating]")
+    # What matters leads: severity, id, kind, title, then how to ack; the body is what gets cut.
+    assert text.startswith("SEV1 INC-12 Declared: Database <primary> down & out\n"
+                           "Ack: https://tocsin.example/ack/tok123\nReply 4 to ack INC-12\n")
+    assert text.endswith("...")
 
 
 def test_sms_ucs2_when_the_body_needs_it() -> None:
-    text = render_sms(notification(body="База данных недоступна. " * 30), max_segments=2)
+    text = render_sms(notification(body="База данных недоступна. " * 30), max_segments=3)
     info = sms_info(text)
-    assert info.encoding == "UCS-2" and info.segments <= 2
-    assert text.endswith("Ack: https://tocsin.example/ack/tok123\nReply 4 to ack INC-12")
+    assert info.encoding == "UCS-2" and info.segments == 3 and "База" in text and text.endswith("...")
+    assert text.startswith("SEV1 INC-12 Declared: Database <primary> down & out\n"
+                           "Ack: https://tocsin.example/ack/tok123\nReply 4 to ack INC-12\n")
 
 
 def test_sms_keeps_gsm7_despite_typography_and_emoji() -> None:
@@ -114,7 +118,8 @@ def test_sms_keeps_gsm7_despite_typography_and_emoji() -> None:
 
 def test_sms_short_page_is_untouched() -> None:
     text = render_sms(notification(body="", fields={}, ack_url=None, title="DB down"), max_segments=1)
-    assert text == "SEV1 INC-12 Declared: DB down [investigating]\nReply 4 to ack INC-12"
+    # no ack_url: the core's sign that nothing is left to acknowledge, so no reply code either
+    assert text == "SEV1 INC-12 Declared: DB down\nState: Investigating"
 
 
 # --- voice --------------------------------------------------------------------------------------------------
@@ -136,7 +141,7 @@ def test_voice_script_speaks_incident_and_severity() -> None:
     text = render_voice(notification())
     assert text.startswith("This is Tocsin. Declared for incident 12, severity 1, critical.")
     assert "INC-12" not in text and "*" not in text and "http" not in text
-    assert "State: investigating." in text
+    assert text.endswith("State: Investigating.")
     assert len(render_voice(notification(body="word " * 1000, title="t" * 1000))) < 1100
 
 
@@ -151,7 +156,7 @@ def test_slack_blocks() -> None:
     header = msg["blocks"][0]["text"]
     assert header["type"] == "plain_text" and header["text"] == "INC-12 · Database <primary> down & out"
     assert "SEV1" in msg["blocks"][1]["elements"][0]["text"]
-    assert "investigating" in msg["blocks"][1]["elements"][0]["text"]
+    assert msg["blocks"][1]["elements"][0]["text"] == "*Declared* · \U0001F534 SEV1 · state: *Investigating*"
     fields = msg["blocks"][3]["fields"]
     assert fields[0]["text"] == "*service*\ndb"
     buttons = msg["blocks"][4]["elements"]
@@ -181,7 +186,7 @@ def test_teams_adaptive_card_envelope() -> None:
     card = att["content"]
     assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
     texts = [b.get("text", "") for b in card["body"]]
-    assert any("INC-12" in t and "SEV1" in t and "investigating" in t for t in texts)
+    assert texts[0] == "INC-12 · Declared · SEV1 (critical) · state: Investigating"
     assert card["body"][0]["color"] == "Attention"
     facts = next(b for b in card["body"] if b["type"] == "FactSet")["facts"]
     assert {"title": "service", "value": "db"} in facts
@@ -216,7 +221,7 @@ def test_telegram_html_is_escaped() -> None:
     assert '<a href="https://tocsin.example/ack/tok123">Acknowledge</a>' in text
     assert '<a href="https://runbooks.example/db">runbook</a>' in text
     assert "javascript" not in text
-    assert "State: <i>investigating</i>" in text
+    assert "State: <i>Investigating</i>" in text
 
 
 def test_telegram_link_with_quotes_is_attribute_escaped() -> None:
@@ -259,8 +264,59 @@ def test_render_text_for_every_channel(channel: str) -> None:
 
 def test_non_string_field_values_from_json_render_everywhere() -> None:
     n = notification(fields={"count": 3, "ratio": 0.5, "none": None})  # type: ignore[dict-item]
-    assert "count: 3" in render_sms(n) and "count: 3" in render_email(n).text
+    assert "count: 3" in render_sms(n) and "count: 3" in " ".join(render_email(n).text.split())
     assert "<b>count:</b> 3" in render_telegram(n)
     facts = next(b for b in render_teams(n)["attachments"][0]["content"]["body"] if b["type"] == "FactSet")
     assert {"title": "count", "value": "3"} in facts["facts"]
     assert any("*count*\n3" == f["text"] for b in render_slack(n)["blocks"] for f in b.get("fields", []))
+
+
+# --- each thing once (issue 17) -------------------------------------------------------------------------------
+
+
+def _checkout(**over: object) -> Notification:
+    data: dict[str, object] = dict(
+        kind="INITIAL", title="Checkout is failing", body="Payments time out.", severity="sev2", state="open",
+        incident="INC-1", fields={"Commander": "cli:alice"}, links={"Incident": "https://t.example/incidents/1"},
+        ack_url="https://t.example/ack/tok")
+    data.update(over)
+    return Notification(**data)  # type: ignore[arg-type]
+
+
+def test_email_says_each_thing_once() -> None:
+    e = render_email(_checkout())
+    assert e.subject == "[SEV2] INC-1 Declared: Checkout is failing"
+    assert e.text == (
+        "[SEV2] INC-1 Declared: Checkout is failing\n\n"
+        "Payments time out.\n\n"
+        "Severity:  SEV2 (high)\n"
+        "State:     Open\n"
+        "Commander: cli:alice\n\n"
+        "Links:\n- Incident: https://t.example/incidents/1\n\n"
+        "Acknowledge: https://t.example/ack/tok\n\n"
+        "-- \nSent by Tocsin. Reply in your incident channel, not to this email.\n")
+    body = e.html.split("<body", 1)[1]
+    assert body.count("SEV2") == 1 and body.count("INC-1") == 1 and body.count("Checkout is failing") == 1
+
+
+def test_sms_and_voice_say_each_thing_once() -> None:
+    assert render_sms(_checkout()) == ("SEV2 INC-1 Declared: Checkout is failing\nAck: https://t.example/ack/tok\n"
+                                       "Reply 4 to ack INC-1\nPayments time out.\nCommander: cli:alice")
+    assert render_voice(_checkout()) == ("This is Tocsin. Declared for incident 1, severity 2, high. "
+                                         "Checkout is failing. Payments time out.")
+    resolved = _checkout(kind="RESOLVED", state="resolved", body="")
+    assert render_sms(resolved) == "SEV2 INC-1 Resolved: Checkout is failing\nCommander: cli:alice"
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "slack", "teams", "telegram", "voice"])
+def test_no_acknowledge_once_acknowledged(channel: str) -> None:
+    """The core leaves ack_url out once someone acknowledged; no channel invents an Acknowledge then."""
+    from core.delivery.voice_twilio import build_twiml
+    after = _checkout(kind="UPDATE", ack_url=None, fields={"Commander": "cli:alice", "Acknowledged by": "cli:bob"})
+    rendered = {"email": lambda n: render_email(n).text + render_email(n).html, "sms": render_sms,
+                "slack": lambda n: json.dumps(render_slack(n)), "teams": lambda n: json.dumps(render_teams(n)),
+                "telegram": render_telegram, "voice": lambda n: build_twiml(n, action_url="https://t.example/v")}
+    text = rendered[channel](after)
+    offer = re.compile(r"Acknowledge(?!d)|Press 1|/ack/")
+    assert not offer.search(text)
+    assert offer.search(rendered[channel](_checkout()))
