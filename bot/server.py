@@ -96,6 +96,7 @@ MOUNTS = (
     ("bot.twilio_mount", "mount_twilio"),
     ("bot.sns_mount", "mount_sns_sms"),
     ("bot.web.app", "mount_console"),
+    ("bot.web.ack", "mount_ack_links"),
     ("bot.telegram.bot", "mount"),
     ("bot.slack.app", "mount"),
     ("bot.teams.app", "mount_teams"),

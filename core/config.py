@@ -163,6 +163,19 @@ class ServerConfig(Model):
     public_url: str = "http://127.0.0.1:8080"
     """Base URL people and providers reach us at (ack links, Twilio callbacks)."""
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    ack_link_secret: SecretStr | None = None
+    """HMAC key of the signed, single-use `/ack/<token>` links in pages (at least 32 characters). Unset: pages
+    link to the console incident page instead, which needs a console account."""
+    ack_link_hours: float = Field(24.0, gt=0, le=24 * 30)
+    """How long an ack link works after the page was queued."""
+
+    @field_validator("ack_link_secret")
+    @classmethod
+    def _ack_secret_long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        """A short key makes links guessable offline; refuse it at load, not at the first page."""
+        if v is not None and v.get_secret_value() and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return v
 
 
 SUPPORTED_DATABASES = ("sqlite+aiosqlite:///path/to/tocsin.db", "postgresql+asyncpg://user@host:5432/tocsin")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.acklinks import ack_link
 from core.delivery.message import Notification
 from core.delivery.queue import NewDelivery, enqueue
 from core.metrics import ALERTS
@@ -36,13 +37,16 @@ class FanOut:
 
     def notification(self, inc: Incident, *, kind: str, body: str, event_type: str) -> Notification:
         base = self.cfg.server.public_url.rstrip("/")
-        fields = {"Severity": inc.severity.upper(), "State": inc.state.capitalize(), "Commander": inc.commander}
+        # Severity, state, id and title have their own places on every page: fields hold only the rest.
+        fields = {"Commander": inc.commander}
         if inc.acknowledged_by:
             fields["Acknowledged by"] = inc.acknowledged_by
-        return Notification(kind=kind, title=f"{inc.ref}: {inc.title}", body=body, severity=inc.severity,
+        # No Acknowledge on anything sent once someone acknowledged (or the incident left `open`).
+        ackable = inc.state == "open" and inc.acknowledged_at is None
+        return Notification(kind=kind, title=inc.title, body=body, severity=inc.severity,
                             state=inc.state, incident=inc.ref, fields=fields,
                             links={"Incident": f"{base}/incidents/{inc.id}"},
-                            ack_url=f"{base}/incidents/{inc.id}" if inc.state == "open" else None,
+                            ack_url=f"{base}/incidents/{inc.id}" if ackable else None,
                             event=incident_event(inc, event_type).as_dict())
 
     @staticmethod
@@ -59,7 +63,12 @@ class FanOut:
         The notification carries the event type routing matched (declare, monitor, resolve, escalate...),
         as webhooks document it."""
         note = self.notification(inc, kind=kind, body=body, event_type=event_type)
-        items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose, d.reason) for d in p.deliveries]
+        # Each person's page gets its own signed, single-use ack link (core.acklinks), made here with the page.
+        cfg, ackable = self.cfg, note.ack_url is not None
+        items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose, d.reason,
+                             ack_url=ack_link(cfg, message_id=msg.id, channel=d.channel, recipient=d.recipient,
+                                              now=now) if ackable else None)
+                 for d in p.deliveries]
         for platform in self.surfaces:
             items.append(NewDelivery(f"surface:{platform}", f"chat:{platform}", str(inc.id), note, "surface"))
         log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,

@@ -189,6 +189,22 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AckLinkUse(Base):
+    """The one use of a signed ack link (core/acklinks.py): a second click finds this row and is refused."""
+
+    __tablename__ = "ack_link_uses"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    """SHA-256 of the token: the link itself (a credential until it expires) is never stored."""
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    contact: Mapped[str] = mapped_column(String(200))
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    outcome: Mapped[str] = mapped_column(String(32))
+    """acknowledged | already_acknowledged"""
+    used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AuditEntry(Base):
     """One link of the SHA-256 hash chain; `seq` is dense (1, 2, 3, ...) so deletions show."""
 

@@ -36,6 +36,8 @@ class NewDelivery:
     purpose: str = "page"
     reason: str | None = None
     """Why (rule, escalation level, schedule shift): stored on the row, shown in the delivery matrix."""
+    ack_url: str | None = None
+    """This recipient's own ack link (core.acklinks), in place of the shared notification's."""
 
 
 def idempotency_key(*, message_id: int | str, recipient: str, channel: str) -> str:
@@ -67,6 +69,8 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
             if not with_event:
                 payload["event"] = {}
             payloads[(id(it.notification), with_event)] = payload
+        if it.ack_url is not None:
+            payload = {**payload, "ack_url": it.ack_url}
         if it.channel not in max_attempts:
             max_attempts[it.channel] = retry_policy(cfg, it.channel).max_retries + 1
         key = idempotency_key(message_id=message_id, recipient=it.recipient, channel=it.channel)
