@@ -1,8 +1,14 @@
-"""`tocsin outbox [--limit N] [--follow]`: what the outbox channel "sent", exactly as rendered."""
+"""`tocsin outbox [--limit N] [--follow] [--json]`: what each channel would really have sent.
+
+The outbox stores, per message, the request the real sender builds (core.delivery.base.Wire): webhooks' method,
+masked URL, headers and JSON body; Slack Block Kit; Teams Adaptive Card; Telegram HTML; email subject and both
+parts; SMS text with encoding and segments; voice TwiML. `--json` prints one JSON object per message.
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from typing import Any, TextIO
 
 from sqlalchemy import select
@@ -10,6 +16,15 @@ from sqlalchemy import select
 from core.clock import utc
 from core.models import OutboxMessage
 from core.rbac import Permission, require
+
+
+def message_json(m: OutboxMessage) -> str:
+    """One line of `--json`: the row's addressing plus the payload the real sender would send."""
+    return json.dumps({
+        "id": m.id, "created_at": utc(m.created_at).isoformat(), "channel": m.channel, "recipient": m.recipient,
+        "address": m.address, "delivery_id": m.delivery_id, "subject": m.subject,
+        "payload": m.payload, **({} if m.payload is not None else {"text": m.body}),
+    }, ensure_ascii=False)
 
 
 def format_message(m: OutboxMessage) -> str:
@@ -36,17 +51,18 @@ async def cmd_outbox(args: argparse.Namespace, *, out: TextIO | None = None) -> 
                                          .limit(args.limit))).scalars().all())
         rows.reverse()
         last = rows[-1].id if rows else 0
-        if not rows and not args.follow:
+        show = message_json if args.json else (lambda m: format_message(m) + "\n")
+        if not rows and not args.follow and not args.json:
             print("the outbox is empty", file=stream)
         for m in rows:
-            print(format_message(m) + "\n", file=stream, flush=True)
+            print(show(m), file=stream, flush=True)
         while args.follow:
             await asyncio.sleep(args.interval)
             async with ctx.db.sessions() as s:
                 new = (await s.execute(select(OutboxMessage).where(OutboxMessage.id > last)
                                        .order_by(OutboxMessage.id).limit(1000))).scalars().all()
             for m in new:
-                print(format_message(m) + "\n", file=stream, flush=True)
+                print(show(m), file=stream, flush=True)
                 last = m.id
         return 0
 
@@ -60,5 +76,6 @@ def register(sub: Any) -> None:
     p = sub.add_parser("outbox", help="show what the outbox channel stored (the embedded default)")
     p.add_argument("--limit", "-n", type=positive_int, default=20, help="how many of the latest messages (default 20)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new messages as they arrive")
+    p.add_argument("--json", action="store_true", help="one JSON object per message (for scripts)")
     p.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_outbox)

@@ -186,6 +186,9 @@ class OutboxMessage(Base):
     address: Mapped[str] = mapped_column(Text, default="")
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")
+    """The message as a person reads it on a terminal (core.appearance.terminal.wire_text)."""
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """What the real sender would have sent (core.delivery.base.Wire.data), secrets masked."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

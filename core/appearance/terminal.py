@@ -5,8 +5,9 @@ incident never prints raw control characters, ANSI escapes or bidi overrides (is
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.appearance.email import email_subject, render_text_part
 from core.appearance.sms import render_sms
@@ -93,3 +94,31 @@ def render_text(channel: str, notification: Notification) -> tuple[str, str]:
     if channel == "voice":
         return subject, render_voice(notification)
     return subject, render_text_part(notification)
+
+
+def wire_text(channel: str, data: dict[str, Any]) -> str:
+    """What a real sender would send (core.delivery.base.Wire.data), laid out for `tocsin outbox`: the HTTP
+    request line, headers and JSON body; email headers and both parts; SMS text with its encoding and
+    segments; the voice call's TwiML. Values from outside are cleaned of terminal control sequences."""
+    if channel == "email":
+        head = [f"{k}: {clean(str(v))}" for k, v in data.get("headers", {}).items()]
+        return "\n".join([*head, "", "--- text/plain ---", clean(data.get("text", ""), lines=True).rstrip("\n"),
+                          "--- text/html ---", clean(data.get("html", ""), lines=True).rstrip("\n")])
+    if channel == "sms":
+        return "\n".join([
+            f"To: {clean(str(data.get('PhoneNumber', '')))}",
+            f"{data.get('encoding')}, {data.get('segments')} of {data.get('max_segments')} segments, "
+            f"{data.get('units')} {'septets' if data.get('encoding') == 'GSM-7' else 'UTF-16 units'}",
+            "", clean(str(data.get("Message", "")), lines=True)])
+    if channel == "voice":
+        return "\n".join([f"To: {clean(str(data.get('To', '')))}", f"From: {clean(str(data.get('From') or '-'))}",
+                          f"Timeout: {data.get('Timeout')}", "", clean(str(data.get("Twiml", "")), lines=True)])
+    if "method" in data:
+        lines = [f"{data['method']} {clean(str(data.get('url', '')))}"]
+        lines += [f"{k}: {clean(str(v))}" for k, v in data.get("headers", {}).items()]
+        lines += ["", clean(json.dumps(data.get("body"), ensure_ascii=False, indent=2), lines=True)]
+        body = data.get("body")
+        if channel == "telegram" and isinstance(body, dict) and isinstance(body.get("text"), str):
+            lines += ["", "--- text (HTML) ---", clean(body["text"], lines=True)]
+        return "\n".join(lines)
+    return clean(json.dumps(data, ensure_ascii=False, indent=2), lines=True)

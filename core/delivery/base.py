@@ -3,9 +3,21 @@ from __future__ import annotations
 
 import email.utils
 from datetime import datetime, timezone
-from typing import ClassVar, Protocol
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 from core.delivery.message import DeliveryResult, Envelope
+
+
+@dataclass(frozen=True)
+class Wire:
+    """What a sender would put on the wire for one envelope, secrets masked: built by the same code that
+    sends (each sender's `wire()`), stored by the outbox and shown by `tocsin outbox`."""
+
+    subject: str
+    """One line saying what it is (the email subject, or the page headline)."""
+    data: dict[str, Any] = field(default_factory=dict)
+    """JSON-ready request: method, url, headers, body (webhooks, chat); subject and parts (email); ..."""
 
 
 class Sender(Protocol):
@@ -33,6 +45,11 @@ class Delegating:
 
     async def send(self, envelope: Envelope) -> DeliveryResult:
         return await self.current.send(envelope)
+
+    def wire(self, envelope: Envelope) -> Wire | DeliveryResult | None:
+        """What the current sender would send (None if it cannot say)."""
+        current = self.current
+        return current.wire(envelope) if hasattr(current, "wire") else None  # type: ignore[no-any-return]
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -16,6 +16,7 @@ import aiosmtplib
 
 from core.appearance.email import render_email
 from core.config import ConfigHolder, EmailChannel
+from core.delivery.base import Wire
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.transport import attempt_timeout, log_result
 
@@ -88,6 +89,14 @@ class EmailSender:
         msg.set_content(content.text)
         msg.add_alternative(content.html, subtype="html")
         return msg
+
+    def wire(self, envelope: Envelope) -> Wire:
+        """The message `send` hands the relay: addressing headers, subject and both parts."""
+        msg = self.build_message(envelope)
+        text, html = (part.get_content() for part in msg.iter_parts())
+        headers = {k: str(v) for k, v in msg.items() if k not in ("Content-Type", "MIME-Version", "Date")}
+        return Wire(str(msg["Subject"]), {"headers": headers, "subject": str(msg["Subject"]),
+                                          "text": text, "html": html})
 
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()

@@ -11,12 +11,13 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import insert, select
 
-from core.appearance.terminal import render_text
+from core.appearance.terminal import render_text, wire_text
 from core.clock import Clock, SystemClock
+from core.delivery.base import Wire
 from core.delivery.message import DeliveryResult, Envelope
 from core.logs import mask_phone
 from core.models import OutboxMessage
@@ -37,6 +38,7 @@ class _Pending:
     envelope: Envelope
     subject: str
     body: str
+    payload: dict[str, Any] | None
     done: asyncio.Future[int]
 
 
@@ -57,12 +59,13 @@ class OutboxStore:
         """The `outbox_factory` the sender registry calls for every channel configured `outbox: true`."""
         return OutboxSender(self, channel=channel)
 
-    async def store(self, envelope: Envelope, *, subject: str, body: str) -> int:
+    async def store(self, envelope: Envelope, *, subject: str, body: str,
+                    payload: dict[str, Any] | None = None) -> int:
         """Persist one rendered message (or find the one a previous attempt stored); returns its row id."""
         if self._closed:
             raise RuntimeError("outbox store is closed")
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(envelope, subject, body, fut))
+        self._pending.append(_Pending(envelope, subject, body, payload, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_all(), name="outbox-writer")
         return await fut
@@ -102,7 +105,7 @@ class OutboxStore:
                 await s.execute(insert(OutboxMessage.__table__), [
                     {"delivery_id": p.envelope.delivery_id, "channel": p.envelope.channel,
                      "recipient": p.envelope.recipient, "address": p.envelope.address, "subject": p.subject,
-                     "body": p.body, "created_at": now} for p in new])
+                     "body": p.body, "payload": p.payload, "created_at": now} for p in new])
                 existing.update((await s.execute(
                     select(OutboxMessage.delivery_id, OutboxMessage.id)
                     .where(OutboxMessage.delivery_id.in_([p.envelope.delivery_id for p in new])))).all())
@@ -116,7 +119,8 @@ class OutboxStore:
 
 
 class OutboxSender:
-    """Stands in for a real channel: renders as that channel would (render_text) and stores the result."""
+    """Stands in for a real channel: stores what that channel's sender would send (its `wire()`, handed in by
+    OutboxSwitch), or, for the outbox channel itself, the plain-text page."""
 
     channel: ClassVar[str] = "outbox"
     rate_per_second: ClassVar[float | None] = None
@@ -126,9 +130,13 @@ class OutboxSender:
         self.for_channel = channel
         """The channel whose messages this instance stores (email, sms, ... or outbox itself)."""
 
-    async def send(self, envelope: Envelope) -> DeliveryResult:
-        subject, body = render_text(envelope.channel, envelope.notification)
-        row = await self.store.store(envelope, subject=subject, body=body)
+    async def send(self, envelope: Envelope, *, wire: Wire | None = None) -> DeliveryResult:
+        if wire is None:
+            subject, body = render_text(envelope.channel, envelope.notification)
+            payload = None
+        else:
+            subject, body, payload = wire.subject, wire_text(envelope.channel, wire.data), wire.data
+        row = await self.store.store(envelope, subject=subject, body=body, payload=payload)
         log.info("notify.outbox.stored", extra={
             "outbox_id": row, "delivery_id": envelope.delivery_id, "channel": envelope.channel,
             "recipient": envelope.recipient, "to": masked(envelope.channel, envelope.address),

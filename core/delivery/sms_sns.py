@@ -13,8 +13,10 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 from pydantic import SecretStr
 
-from core.appearance.sms import render_sms
+from core.appearance.common import headline
+from core.appearance.sms import render_sms, sms_info
 from core.config import ConfigHolder, SmsChannel
+from core.delivery.base import Wire
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.transport import attempt_timeout, log_result
 
@@ -100,16 +102,27 @@ class SnsSmsSender:
             attrs["AWS.SNS.SMS.SenderID"] = {"DataType": "String", "StringValue": self._c.sender_id}
         return attrs
 
+    def publish_args(self, envelope: Envelope) -> dict[str, Any]:
+        """The SNS Publish call `send` makes."""
+        return {"PhoneNumber": envelope.address,
+                "Message": render_sms(envelope.notification, max_segments=self._c.max_segments),
+                "MessageAttributes": self._attributes()}
+
+    def wire(self, envelope: Envelope) -> Wire:
+        args = self.publish_args(envelope)
+        info = sms_info(args["Message"])
+        return Wire(headline(envelope.notification), {
+            **args, "encoding": info.encoding, "segments": info.segments, "units": info.units,
+            "max_segments": self._c.max_segments})
+
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
         if not E164.match(envelope.address):
             return log_result(log, envelope, DeliveryResult.permanent("not an E.164 phone number"),
                               started=started)
-        text = render_sms(envelope.notification, max_segments=self._c.max_segments)
         try:
             client = await self._sns()
-            answer = await asyncio.to_thread(client.publish, PhoneNumber=envelope.address, Message=text,
-                                             MessageAttributes=self._attributes())
+            answer = await asyncio.to_thread(client.publish, **self.publish_args(envelope))
             result = DeliveryResult.ok(f"MessageId={answer.get('MessageId')}",
                                        answer.get("ResponseMetadata", {}).get("HTTPStatusCode"))
         except botocore.exceptions.ClientError as exc:

@@ -8,12 +8,20 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from core.appearance.common import json_bytes
+from core.appearance.common import headline, json_bytes
 from core.appearance.telegram import render_telegram
 from core.config import ConfigHolder
-from core.delivery.base import classify_http
+from core.delivery.base import Wire, classify_http
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.transport import USER_AGENT, HttpReply, attempt_timeout, http_attempt, log_result, redact
+from core.delivery.transport import (
+    USER_AGENT,
+    HttpReply,
+    HttpRequest,
+    attempt_timeout,
+    http_attempt,
+    log_result,
+    redact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,23 @@ class TelegramSender:
         """Token, API url and timeout are read at send time, so a reload applies to the next message."""
         self._http = http
 
+    def request(self, envelope: Envelope) -> HttpRequest:
+        """The sendMessage call `send` makes (without a token configured, the URL holds an empty one)."""
+        cfg = self._config.cfg
+        token = cfg.telegram.bot_token.get_secret_value() if cfg.telegram.bot_token else ""
+        body = json_bytes({
+            "chat_id": envelope.address,
+            "text": render_telegram(envelope.notification),
+            "parse_mode": "HTML",
+            "link_preview_options": {"is_disabled": True},
+        })
+        return HttpRequest("POST", f"{cfg.telegram.api_url}{token}/sendMessage",
+                           {"Content-Type": "application/json", "User-Agent": USER_AGENT}, body,
+                           (token,) if token else ())
+
+    def wire(self, envelope: Envelope) -> Wire:
+        return self.request(envelope).wire(headline(envelope.notification))
+
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
         cfg = self._config.cfg
@@ -74,16 +99,10 @@ class TelegramSender:
                               started=started)
         if not envelope.address:
             return log_result(log, envelope, DeliveryResult.permanent("no telegram chat id"), started=started)
-        body = json_bytes({
-            "chat_id": envelope.address,
-            "text": render_telegram(envelope.notification),
-            "parse_mode": "HTML",
-            "link_preview_options": {"is_disabled": True},
-        })
-        url = f"{cfg.telegram.api_url}{token}/sendMessage"
-        reply = await http_attempt(self._http, method="POST", url=url, body=body,
-                                   timeout=attempt_timeout(cfg, self.channel),
-                                   headers={"Content-Type": "application/json", "User-Agent": USER_AGENT})
+        req = self.request(envelope)
+        url = req.url
+        reply = await http_attempt(self._http, method=req.method, url=url, body=req.body,
+                                   timeout=attempt_timeout(cfg, self.channel), headers=req.headers)
         if isinstance(reply, HttpReply):
             result = classify_telegram(reply)
         else:

@@ -3,6 +3,7 @@ attempt with its classification, and the base of the senders that POST to a name
 Slack and Teams webhooks). Kept apart from core/delivery/webhook.py so each sender imports only this."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -14,7 +15,8 @@ import aiohttp
 from multidict import CIMultiDict
 
 from core.config import Config, ConfigHolder, Destination
-from core.delivery.base import classify_http
+from core.appearance.common import headline
+from core.delivery.base import Wire, classify_http
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.policy import retry_policy
 from core.logs import mask_phone
@@ -116,9 +118,39 @@ def resolve_destination(cfg: Config, name: str, channel: str) -> Destination | D
     return dest
 
 
-async def post_to_destination(session: aiohttp.ClientSession, dest: Destination, *, body: bytes,
-                              timeout: float,
-                              extra_headers: Mapping[str, str] | None = None) -> HttpReply | DeliveryResult:
+@dataclass(frozen=True)
+class HttpRequest:
+    """One HTTP request exactly as a sender sends it, plus which of its values are secrets."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    secrets: tuple[str, ...] = ()
+
+    def wire(self, subject: str) -> Wire:
+        """The request for display: secret URL parts and header values replaced by <redacted>, the JSON
+        body parsed (it is compact JSON, so `json_bytes(data["body"])` gives back the bytes sent)."""
+        secrets = list(self.secrets)
+        return Wire(subject, {
+            "method": self.method,
+            "url": mask_url(self.url, secrets),
+            "headers": {k: redact(v, secrets) if v not in secrets else "<redacted>" for k, v in self.headers.items()},
+            "body": json.loads(self.body),
+        })
+
+
+def mask_url(url: str, secrets: Iterable[str | None]) -> str:
+    """Scheme and host stay readable; a secret path or query (Slack/Teams webhook keys, bot tokens) does not."""
+    found = [s for s in secrets if s]
+    if url in found:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}/<redacted>" if len(parts.path) > 1 or parts.query else url
+    return redact(url, found)
+
+
+def destination_request(dest: Destination, *, body: bytes,
+                        extra_headers: Mapping[str, str] | None = None) -> HttpRequest:
     """JSON to a destination's url with its method, the destination headers first and ours on top."""
     assert dest.url is not None
     headers: CIMultiDict[str] = CIMultiDict({k: v.get_secret_value() for k, v in dest.headers.items()})
@@ -126,10 +158,23 @@ async def post_to_destination(session: aiohttp.ClientSession, dest: Destination,
     headers["User-Agent"] = USER_AGENT
     for k, v in (extra_headers or {}).items():
         headers[k] = v
-    url = dest.url.get_secret_value()
-    result = await http_attempt(session, method=dest.method, url=url, body=body, headers=headers,
+    return HttpRequest(dest.method, dest.url.get_secret_value(), dict(headers), body,
+                       tuple(destination_secrets(dest)))
+
+
+async def post_to_destination(session: aiohttp.ClientSession, dest: Destination, *, body: bytes,
+                              timeout: float,
+                              extra_headers: Mapping[str, str] | None = None) -> HttpReply | DeliveryResult:
+    """Send destination_request(...) and keep the destination's secrets out of the answer's text."""
+    req = destination_request(dest, body=body, extra_headers=extra_headers)
+    return await send_request(session, req, timeout=timeout)
+
+
+async def send_request(session: aiohttp.ClientSession, req: HttpRequest, *,
+                       timeout: float) -> HttpReply | DeliveryResult:
+    result = await http_attempt(session, method=req.method, url=req.url, body=req.body, headers=req.headers,
                                 timeout=timeout)
-    secrets = destination_secrets(dest)
+    secrets = list(req.secrets)
     if isinstance(result, HttpReply):
         # The answer's text becomes the attempt summary (logs, audit, API): receivers often echo the
         # request path ("Cannot POST /services/T0/B0/<token>"), which is the secret part of the URL.
@@ -173,15 +218,25 @@ class DestinationSender:
     def classify(self, reply: HttpReply) -> DeliveryResult:
         return reply.classify()
 
+    def request(self, envelope: Envelope) -> HttpRequest | DeliveryResult:
+        """The exact request `send` makes (also what the outbox shows, masked)."""
+        dest = resolve_destination(self._config.cfg, envelope.address, self.channel)
+        if isinstance(dest, DeliveryResult):
+            return dest
+        body = self.body(envelope)
+        return destination_request(dest, body=body, extra_headers=self.headers(dest, envelope, body))
+
+    def wire(self, envelope: Envelope) -> Wire | DeliveryResult:
+        req = self.request(envelope)
+        return req if isinstance(req, DeliveryResult) else req.wire(headline(envelope.notification))
+
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
         cfg = self._config.cfg
-        dest = resolve_destination(cfg, envelope.address, self.channel)
-        if isinstance(dest, DeliveryResult):
-            return log_result(self.log, envelope, dest, started=started)
-        body = self.body(envelope)
-        reply = await post_to_destination(self._http, dest, body=body, timeout=attempt_timeout(cfg, self.channel),
-                                          extra_headers=self.headers(dest, envelope, body))
+        req = self.request(envelope)
+        if isinstance(req, DeliveryResult):
+            return log_result(self.log, envelope, req, started=started)
+        reply = await send_request(self._http, req, timeout=attempt_timeout(cfg, self.channel))
         result = self.classify(reply) if isinstance(reply, HttpReply) else reply
         return log_result(self.log, envelope, result, started=started)
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from core.appearance.common import wants_ack
+from core.appearance.common import headline, wants_ack
 from core.appearance.voice import render_voice, speakable
 from core.config import ConfigHolder
+from core.delivery.base import Wire
 from core.delivery.message import DeliveryResult, Envelope, Notification
 from core.delivery.transport import attempt_timeout, log_result
 from core.delivery.twilio_rest import TwilioClients, twilio_attempt
@@ -72,6 +73,19 @@ class TwilioVoiceSender:
                                  auth_token=c.auth_token.get_secret_value() if c.auth_token else "",
                                  api_url=c.api_url, timeout=attempt_timeout(self._config.cfg, self.channel))
 
+    def call_args(self, envelope: Envelope) -> dict[str, Any]:
+        """The Calls.create arguments `send` passes (Twilio posts them as To, From, Twiml, Timeout)."""
+        cfg = self._config.cfg
+        twiml = build_twiml(envelope.notification,
+                            action_url=voice_action_url(cfg.server.public_url, envelope.delivery_id))
+        return {"to": envelope.address, "from_": cfg.channels.voice.from_number, "twiml": twiml,
+                "timeout": RING_SECONDS}
+
+    def wire(self, envelope: Envelope) -> Wire:
+        args = self.call_args(envelope)
+        return Wire(headline(envelope.notification), {
+            "To": args["to"], "From": args["from_"], "Timeout": args["timeout"], "Twiml": args["twiml"]})
+
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
         cfg = self._config.cfg
@@ -83,11 +97,9 @@ class TwilioVoiceSender:
         if not E164.match(envelope.address):
             return log_result(log, envelope, DeliveryResult.permanent("not an E.164 phone number"),
                               started=started)
-        twiml = build_twiml(envelope.notification,
-                            action_url=voice_action_url(cfg.server.public_url, envelope.delivery_id))
+        call_args = self.call_args(envelope)
         result = await twilio_attempt(
-            lambda: client.calls.create_async(to=envelope.address, from_=from_number, twiml=twiml,
-                                              timeout=RING_SECONDS),
+            lambda: client.calls.create_async(**call_args),
             timeout=attempt_timeout(cfg, self.channel),
             done=lambda call: DeliveryResult.ok(f"call {call.sid} {call.status}", 201))
         return log_result(log, envelope, result, started=started)

@@ -94,3 +94,11 @@ def test_config_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert resolve_path(None) == tmp_path / "env.yaml"
     monkeypatch.delenv("TOCSIN_CONFIG")
     assert resolve_path(None) == Path("config.yaml")
+
+
+def test_ack_link_secret_must_be_long() -> None:
+    problems = errors_of("server:\n  public_url: https://t.example\n  ack_link_secret: short\n")
+    assert problems == ["config.yaml:3 server.ack_link_secret: must be at least 32 characters "
+                        "(e.g. `openssl rand -hex 32`)"], problems
+    cfg = loads("server:\n  ack_link_secret: " + "k" * 32 + "\n", filename="config.yaml", env={})
+    assert cfg.server.ack_link_secret is not None and "k" * 32 not in repr(cfg.server)

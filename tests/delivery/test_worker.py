@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -370,7 +371,18 @@ async def test_outbox_cli_prints_and_follows(sqlite_url: str, tmp_path: Any,
         args = build_parser().parse_args(["--config", str(path), "outbox", "--limit", "1"])
         assert await cmd_outbox(args, out=buf) == 0
         text = buf.getvalue()
-        assert text.count("Subject:") == 1 and "cache cold" in text
+        assert len(re.findall(r"^#\d+ ", text, re.M)) == 1 and "cache cold" in text
+        assert "--- text/plain ---" in text and "--- text/html ---" in text  # the email as sent: both parts
+
+        # --json: one object per line, each with the payload the real sender would have sent.
+        buf = io.StringIO()
+        args = build_parser().parse_args(["--config", str(path), "outbox", "--json", "-n", str(out.queued)])
+        assert await cmd_outbox(args, out=buf) == 0
+        rows = [json.loads(line) for line in buf.getvalue().splitlines()]
+        assert len(rows) == out.queued and {r["channel"] for r in rows} == {"email"}
+        for r in rows:
+            assert r["subject"] == "[SEV2] INC-1 Declared: cache cold"
+            assert r["payload"]["headers"]["To"] == r["address"] and r["payload"]["text"].startswith(r["subject"])
 
         # --follow prints what arrives later.
         buf = io.StringIO()

@@ -19,6 +19,7 @@ from sqlalchemy import MetaData, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.context import Context, open_context
+from core.migrate import head_revision
 from core import backup as B
 from core.audit.log import verify
 from core.db import Database
@@ -91,7 +92,7 @@ async def test_sqlite_round_trip_loses_nothing(tmp_path: Path, sqlite_url: str) 
     assert res.path.stat().st_mode & 0o077 == 0  # owner-only: it holds contacts and the audit trail
     assert "snapshot" in stages
     m = B.read_manifest(res.path)
-    assert m["database"]["format"] == "sqlite" and m["schema_revision"] == "0001"
+    assert m["database"]["format"] == "sqlite" and m["schema_revision"] == head_revision()
     assert m["counts"]["incidents"] == 4 and m["counts"]["audit_log"] == len(before["audit_log"])
     assert m["audit_head"] == {"seq": before["audit_log"][-1]["seq"], "hash": before["audit_log"][-1]["hash"]}
     assert m["created_at"] == "2026-03-04T05:06:07+00:00" and m["tocsin_version"]

@@ -1,7 +1,7 @@
-"""ack link uses (single-use signed ack links)
+"""ack link uses (single-use signed ack links); outbox payload (what the real sender would send)
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0031
+Revises: 0030
 Create Date: 2026-12-03 13:40:00
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0002'
-down_revision = '0001'
+revision = '0031'
+down_revision = '0030'
 branch_labels = None
 depends_on = None
 
@@ -30,8 +30,12 @@ def upgrade() -> None:
     sa.UniqueConstraint('token_hash')
     )
     op.create_index(op.f('ix_ack_link_uses_delivery_id'), 'ack_link_uses', ['delivery_id'], unique=False)
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('payload', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_column('payload')
     op.drop_index(op.f('ix_ack_link_uses_delivery_id'), table_name='ack_link_uses')
     op.drop_table('ack_link_uses')
