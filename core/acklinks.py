@@ -203,7 +203,7 @@ async def redeem(service: IncidentService, token: str) -> AckAnswer:
         return _answer("resolved", str(exc), 409)
     except (Forbidden, NotFound) as exc:
         return _answer("refused", str(exc), 403)
-    await service.publish_pending(session)
+    await service.events.publish_pending(session)
     inc = out.incident
     assert inc is not None
     if not out.changed:
