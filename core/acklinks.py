@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +27,18 @@ from core.rbac import Actor
 
 if TYPE_CHECKING:
     from core.config import Config
-    from core.incidents import IncidentService
+
+
+class AckService(Protocol):
+    """What redeeming a link needs of IncidentService (a protocol: core.incidents imports this module)."""
+
+    cfg: Config
+    db: Any
+    clock: Any
+    events: Any
+
+    async def acknowledge(self, ref: str | int, *, actor: Actor,
+                          session: AsyncSession | None = None) -> Any: ...
 
 ACK_PATH = "/ack/"
 LINK_CHANNELS = frozenset({"email", "sms", "telegram"})
@@ -158,7 +169,7 @@ def _state_sentence(inc: Incident) -> str:
     return f"{inc.ref} is not acknowledged yet."
 
 
-async def check(service: IncidentService, token: str) -> AckAnswer:
+async def check(service: AckService, token: str) -> AckAnswer:
     """What a click on the link would do (the confirmation page). Reads only: a GET never acknowledges."""
     now = service.clock.now()
     claim = _verify(service.cfg, token, now)
@@ -176,7 +187,7 @@ async def check(service: IncidentService, token: str) -> AckAnswer:
     return _answer("ok", f"Acknowledge {inc.ref} as {claim.contact}?", 200, incident=inc, contact=claim.contact)
 
 
-async def redeem(service: IncidentService, token: str) -> AckAnswer:
+async def redeem(service: AckService, token: str) -> AckAnswer:
     """Use the link: acknowledge as its contact (audited as `contact:<name>`, source ack_link) and record
     the use, in one transaction. A second use, an expired or forged link, or a resolved incident is refused."""
     now = service.clock.now()
