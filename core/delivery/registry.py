@@ -9,6 +9,7 @@ import aiohttp
 from core.config import CHANNELS, ConfigHolder
 from core.delivery.base import Delegating, Sender
 from core.delivery.email import EmailSender
+from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.ntfy import NtfySender
 from core.delivery.pagerduty import PagerDutySender
 from core.delivery.webpush import WebPushSender
