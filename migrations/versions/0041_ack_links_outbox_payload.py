@@ -1,7 +1,7 @@
 """ack link uses (single-use signed ack links); outbox payload (what the real sender would send)
 
-Revision ID: 0031
-Revises: 0030
+Revision ID: 0041
+Revises: 0040
 Create Date: 2026-12-03 13:40:00
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0031'
-down_revision = '0030'
+revision = '0041'
+down_revision = '0040'
 branch_labels = None
 depends_on = None
 
