@@ -25,7 +25,7 @@ from core.delivery.message import Notification
 from core.delivery.queue import NewDelivery, enqueue
 from core.models import Incident, IncidentMessage, ScheduleHandoff, ScheduleOverride
 from core.routing import resolve_targets
-from core.schedules.rotation import handoffs
+from core.schedules.rotation import Override, handoffs
 from core.schedules.service import as_override
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class HandoffTimer:
                 found.append(hs[0][0])
         return min(found) if found else None
 
-    async def _overrides(self, sc: Schedule, start: datetime, end: datetime) -> list:  # type: ignore[type-arg]
+    async def _overrides(self, sc: Schedule, start: datetime, end: datetime) -> list[Override]:
         async with self.service.db.sessions() as s:
             rows = (await s.execute(select(ScheduleOverride).where(
                 ScheduleOverride.schedule == sc.name, ScheduleOverride.cancelled_at.is_(None),

@@ -4,7 +4,6 @@ layers live in the config."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -133,16 +132,16 @@ class ScheduleService:
         cfg = self.cfg
         if cfg.contact(contact) is None:
             raise NotFound(f"unknown contact {contact!r}")
-        members = {m for layer in sc.layers for m in layer.members}
+        roster = set(members(sc))
         role = role_for(cfg, actor)
         if Permission.MANAGE_CONTACTS not in MATRIX[role]:
             me = self.contact_of(actor)
-            if me != contact or me not in members:
+            if me != contact or me not in roster:
                 who = f"{actor.identity} (contact {me})" if me else actor.identity
                 raise Forbidden(f"{who} has role {role.value.upper()}: only MANAGER or ADMIN may set an override "
                                 f"for someone else; a member of {name!r} may take a shift for themselves")
             require(cfg, actor, Permission.ACKNOWLEDGE)  # whoever is on call must be able to acknowledge
-        elif take and contact not in members:
+        elif take and contact not in roster:
             raise InvalidInput(f"{contact} is not a member of schedule {name!r}, so cannot take a shift")
         now: datetime = utc(self.clock.now())  # type: ignore[assignment]
         start = utc(start) or now  # type: ignore[assignment]
@@ -182,11 +181,11 @@ class ScheduleService:
         """A member covers the next `length` themselves."""
         sc = self.schedule(name)
         me = self.contact_of(actor)
-        members = {m for layer in sc.layers for m in layer.members}
-        if me is None or me not in members:
+        roster = members(sc)
+        if me is None or me not in roster:
             raise Forbidden(f"{actor.identity} is not a member of schedule {name!r}"
                             + (f" (you are contact {me})" if me else " (no contact has this chat id)")
-                            + f"; members: {', '.join(sorted(members))}")
+                            + f"; members: {', '.join(roster)}")
         return await self.override(name, me, actor=actor, length=length, take=True)
 
     async def cancel(self, oid: int, *, actor: Actor) -> ScheduleOverride:
@@ -211,5 +210,6 @@ class ScheduleService:
         return row
 
 
-def members(sc: Schedule) -> Sequence[str]:
+def members(sc: Schedule) -> list[str]:
+    """Everyone in any layer of the schedule (who may take shifts for themselves)."""
     return sorted({m for layer in sc.layers for m in layer.members})
