@@ -304,6 +304,15 @@ class PushSubscription(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class BellRead(Base):
+    """When a console user last opened the bell: pages after it count as unread."""
+
+    __tablename__ = "bell_reads"
+
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class TimerJob(Base):
     """A periodic job that must run once per period across every process (pruning): whoever moves
     `next_run_at` forward by compare-and-set runs it (core/timers.py)."""

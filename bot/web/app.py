@@ -17,6 +17,7 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from bot.web.bell import mount_bell
 from bot.web.charts import SEV_COLORS, hbars, oncall_timeline, stacked_bars
 from bot.web.session import COOKIE, LOGIN_COOKIE, Session, SessionCodec
 from bot.web.throttle import LoginThrottle, retry_after
@@ -340,6 +341,7 @@ def mount_console(rt: Any) -> None:
     r.add_get("/schedules", auth(schedules_page))
     r.add_get("/schedules/{name}", auth(schedules_page))
     r.add_get("/events", auth(events))
+    mount_bell(c, r, auth)
     r.add_static("/static/", STATIC, show_index=False)
 
 

@@ -110,3 +110,49 @@ async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: 
         await slack.close()
     inc = await ctx.service.get("INC-2")
     assert inc.acknowledged_by == "web:otto"
+
+
+async def test_bell_counts_new_pages_live_in_a_browser(make_ctx: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ctx = await make_ctx(worker={"enabled": False}, console={"session_secret": "browser-test-secret"},
+                         contacts=[{"name": "alice", "email": "alice@example.com", "console_user": "otto"},
+                                   {"name": "bob", "email": "bob@example.com"},
+                                   {"name": "carol", "email": "carol@example.com"}])
+    await UserService(ctx.db, ctx.audit, ctx.clock).add(name="otto", role="operator", password="otto-password",
+                                                        actor="cli:admin")
+    app, _rt = await build_app(ctx)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    driver = await asyncio.to_thread(_browser_or_skip)
+    run = asyncio.to_thread
+    try:
+        wait = WebDriverWait(driver, 15)
+        await run(driver.get, base + "/")
+        await run(wait.until, ec.presence_of_element_located((By.ID, "name")))
+        await run(lambda: driver.find_element(By.ID, "name").send_keys("otto"))
+        await run(lambda: driver.find_element(By.ID, "password").send_keys("otto-password"))
+        await run(lambda: driver.find_element(By.ID, "signin").click())
+        await run(wait.until, ec.presence_of_element_located((By.ID, "bell-button")))
+        assert not (await run(driver.find_element, By.ID, "bell-count")).is_displayed()
+        await asyncio.sleep(1.0)  # let the EventSource connect
+
+        # Paged while the page is open: the unread count appears without a reload (server-sent events).
+        await ctx.service.declare(actor=Actor("cli:op"), title="Payments failing", severity="sev1")
+        await run(wait.until, ec.text_to_be_present_in_element((By.ID, "bell-count"), "1"))
+        assert (await run(driver.find_element, By.ID, "bell-count")).is_displayed()
+        await run(lambda: driver.find_element(By.ID, "bell-button").click())
+        item = await run(wait.until, ec.visibility_of_element_located((By.CSS_SELECTOR, "#bell-list li.unread a")))
+        assert item.text == "INC-1: Payments failing" and item.get_attribute("href").endswith("/incidents/1")
+        shots = DOCS if os.environ.get("TOCSIN_SCREENSHOTS") else tmp_path
+        await run(driver.save_screenshot, str(shots / "console-bell.png"))
+        await run(wait.until, ec.invisibility_of_element_located((By.ID, "bell-count")))  # opened: read
+    finally:
+        await run(driver.quit)
+        await server.close()
+    from core.bell import bell
+
+    assert (await bell(ctx.db, ctx.cfg, "otto")).unread == 0
