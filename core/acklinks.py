@@ -41,7 +41,7 @@ class AckService(Protocol):
                           session: AsyncSession | None = None) -> Any: ...
 
 ACK_PATH = "/ack/"
-LINK_CHANNELS = frozenset({"email", "sms", "telegram"})
+LINK_CHANNELS = frozenset({"email", "sms", "telegram", "ntfy", "webpush"})
 """Channels a person reads a link in (voice acks by pressing 1; chat webhooks reach whole channels)."""
 _TAG = b"tocsin-ack-link-v1|"
 _TAG_BYTES = 16

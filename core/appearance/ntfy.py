@@ -16,8 +16,6 @@ KIND_TAGS: dict[str, str] = {"RESOLVED": "white_check_mark", "ACK": "eyes", "ESC
                              "TEST": "test_tube"}
 MESSAGE_MAX = 3500
 """ntfy keeps messages up to 4096 bytes as text (larger ones become attachments); stay well under."""
-ACK_PATH = "/ack/"
-"""A signed ack link acknowledges on POST; any other ack_url only opens the incident."""
 
 
 def ntfy_message(n: Notification) -> str:
@@ -45,11 +43,10 @@ def render_ntfy(n: Notification, *, topic: str) -> dict[str, Any]:
         body["click"] = click
         actions.append({"action": "view", "label": "Open incident", "url": click, "clear": False})
     ack = offers_ack(n)
-    if ack and ACK_PATH in ack:
-        actions.append({"action": "http", "label": BUTTON_LABELS["ack"], "url": ack, "method": "POST",
-                        "clear": True})
-    elif ack and ack != click:
-        actions.append({"action": "view", "label": BUTTON_LABELS["ack"], "url": ack})
+    if ack and ack != click:
+        # A view action, not ntfy's http action: the signed /ack/<token> link opens its confirm page (a bare
+        # POST is refused there, so a prefetch or a stray request acknowledges nothing); one more tap.
+        actions.append({"action": "view", "label": BUTTON_LABELS["ack"], "url": ack, "clear": True})
     if actions:
         body["actions"] = actions[:3]  # ntfy allows three actions
     return body

@@ -42,8 +42,7 @@ async def test_ntfy_contact_topic_json_publish(peer: HttpStandIn, http: aiohttp.
     assert msg["click"] == "https://tocsin.example/incidents/12"
     assert msg["actions"] == [
         {"action": "view", "label": "Open incident", "url": "https://tocsin.example/incidents/12", "clear": False},
-        {"action": "http", "label": "Acknowledge", "url": "https://tocsin.example/ack/tok123", "method": "POST",
-         "clear": True}]
+        {"action": "view", "label": "Acknowledge", "url": "https://tocsin.example/ack/tok123", "clear": True}]
     assert peer.requests[0].path == "/" and peer.requests[0].headers["Authorization"] == "Bearer tk_aliceSECRET"
 
 
@@ -189,3 +188,24 @@ def test_a_contact_preferring_ntfy_is_routed_to_its_topic() -> None:
     assert [(d.recipient, d.channel, d.address) for d in planned] == [
         ("alice", "ntfy", "alice-pages"), ("ops-ntfy", "ntfy", "ops-ntfy")]
     assert skipped == []
+
+
+async def test_ntfy_and_webpush_pages_carry_the_contacts_signed_ack_link(make_ctx: Any) -> None:
+    from sqlalchemy import select
+
+    from core.delivery.message import Notification
+    from core.models import Delivery
+    from core.rbac import Actor
+
+    ctx = await make_ctx(server={"public_url": "https://tocsin.example", "ack_link_secret": "s" * 40},
+                         contacts=[{"name": "alice", "ntfy_topic": "alice-pages", "console_user": "alice",
+                                    "preferences": {"default": ["ntfy", "webpush"]}},
+                                   {"name": "bob", "email": "bob@example.com"},
+                                   {"name": "carol", "email": "carol@example.com"}])
+    await ctx.service.declare(actor=Actor("cli:op"), title="Disk full", severity="sev2")
+    async with ctx.db.transaction() as s:
+        rows = (await s.execute(select(Delivery).where(Delivery.recipient == "alice"))).scalars().all()
+    assert sorted(r.channel for r in rows) == ["ntfy", "webpush"]
+    for r in rows:
+        n = Notification.from_json(r.payload)
+        assert n.ack_url and n.ack_url.startswith("https://tocsin.example/ack/"), (r.channel, n.ack_url)
