@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 import aiohttp
 import pytest
@@ -34,16 +35,22 @@ TG_TOKEN = "123456:SECRET-bot-token"
 FAST = {"retry": {"timeout_seconds": 5}}
 
 
+SID = "AC00000000000000000000000000000001"
+CALLS = f"/2010-04-01/Accounts/{SID}/Calls.json"
+
+
 def overrides(peer_url: str, **channels: Any) -> dict[str, Any]:
     real = {ch: {"outbox": False, **FAST} for ch in ("slack_webhook", "teams_webhook", "webhook", "telegram",
-                                                       "ntfy", "pagerduty")}
+                                                       "ntfy", "pagerduty", "voice", "webpush")}
     real["ntfy"]["server"] = peer_url
+    real["voice"].update({"account_sid": SID, "auth_token": "SECRETtwilio", "from_number": "+15550009999",
+                          "api_url": peer_url})
     for ch, section in channels.items():
         real[ch] = {**real.get(ch, {}), **section}
     return {
         "access": {"slack:UADMIN": "admin", "slack:UOPS": "operator"},
         "contacts": [{"name": "alice", "email": "alice@example.com", "phone": "+15550100001",
-                      "ntfy_topic": "alice-pages", "chat": {"telegram": "4242"}},
+                      "ntfy_topic": "alice-pages", "chat": {"telegram": "4242"}, "console_user": "alice"},
                      {"name": "bob", "email": "bob@example.com"}, {"name": "carol", "email": "carol@example.com"}],
         "destinations": [
             {"name": "ops-slack", "channel": "slack_webhook", "url": f"{peer_url}/slack/T0/B0/SECRETXXXX"},
@@ -74,6 +81,9 @@ HTTP_CASES = [
     ("telegram", "alice", f"/bot{TG_TOKEN}/sendMessage", (200, {"ok": True, "result": {"message_id": 9}}),
      (403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}),
      ["403", "blocked by the user"]),
+    ("voice", "alice", CALLS, (201, {"sid": "CA0123456789abcdef0123456789abcdef", "status": "queued"}),
+     (400, {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}),
+     ["400", "21211"]),
 ]
 
 
@@ -87,8 +97,8 @@ async def test_http_channels_good_and_failing(make_ctx: Any, peer: HttpStandIn, 
     ok = await make_tester(ctx, http).run(actor=ADMIN, channel=channel, target=target)
     assert ok.ok and ok.outcome == "delivered", ok
     assert ok.text().startswith(f"{channel} test to {target}") and "accepted by the provider" in ok.text()
-    sent = peer.requests_to(path)[0].text
-    assert "TEST message from Tocsin" in sent and "no action needed" in sent
+    sent = unquote_plus(peer.requests_to(path)[0].text)
+    assert "test of the" in sent and "not an incident" in sent, sent  # every channel says it is a test
     failed = await make_tester(ctx, http).run(actor=ADMIN, channel=channel, target=target)
     assert not failed.ok and all(w in failed.text() for w in words), failed.text()
     assert "SECRET" not in failed.text() and "SECRET" not in ok.text()
@@ -218,3 +228,22 @@ async def test_cli_channel_test(tmp_path: Path, peer: HttpStandIn) -> None:
     assert ntfy.messages[0]["topic"] == "alice-pages"
     code, out, err = await tocsin("channel", "test", "ntfy", "--to", "alice", user="bob")
     assert code == 1 and "Not allowed" in err
+
+
+async def test_webpush_good_and_gone(make_ctx: Any, peer: HttpStandIn, http: aiohttp.ClientSession) -> None:
+    from core.webpush import subscribe, subscriptions
+    from tests.stand_ins.push import PushService
+
+    push = PushService(peer)
+    laptop = push.browser("laptop")
+    ctx = await make_ctx(**overrides(peer.url))
+    t = make_tester(ctx, http)
+    res = await t.run(actor=ADMIN, channel="webpush", target="alice")
+    assert not res.ok and "no browser subscribed" in res.text()
+    await subscribe(ctx.db, user="alice", subscription=laptop.subscription(), user_agent="", now=ctx.clock.now())
+    res = await t.run(actor=ADMIN, channel="webpush", target="alice")
+    assert res.ok and "accepted by 1 of 1 browsers" in res.text()
+    assert laptop.received[0]["title"].startswith("[SEV4] Test: TEST message from Tocsin (webpush)")
+    laptop.gone = 410
+    res = await t.run(actor=ADMIN, channel="webpush", target="alice")
+    assert not res.ok and "HTTP 410" in res.text() and await subscriptions(ctx.db, "alice") == []
