@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import logging
-from collections import ChainMap
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from bot.server import Provided
 from core.delivery.outbox import OutboxStore
 from core.delivery.registry import build_senders, close_senders
 from core.delivery.worker import Worker
@@ -48,35 +47,35 @@ def build_worker(ctx: Context, *, http: aiohttp.ClientSession, chat_senders: dic
     gate = ctx.db.write_gate  # one queue for this process's SQLite writes (groups, worker, outbox)
     outbox = OutboxStore(ctx.db, clock=ctx.clock, write_gate=gate)
     built = build_senders(ctx.holder, http=http, db=ctx.db, outbox_factory=outbox.sender)
-    # A live view: chat adapters mounted after us add `chat:<platform>` senders before anything starts.
-    senders: Mapping[str, Sender] = built if chat_senders is None else ChainMap(chat_senders, built)
+    senders = {**built, **(chat_senders or {})}
     worker = Worker(ctx.db, ctx.holder, senders=senders, audit=ctx.audit, clock=ctx.clock, write_gate=gate,
                     **worker_kw)
     ctx.service.events.subscribe(worker.notify)
     return WorkerComponent(worker, senders=built, outbox=outbox)
 
 
-def mount_worker(rt: Runtime) -> None:
-    """Add the worker unless `worker.enabled: false` (e.g. a process that only serves chat and the API)."""
+def mount_worker(rt: Runtime) -> Provided:
+    """The worker unless `worker.enabled: false` (e.g. a process that only serves chat and the API). It
+    sends `chat:<platform>` deliveries with the card senders the chat adapters, mounted before it, provided."""
     if not rt.cfg.worker.enabled:
         log.info("notify.worker.disabled", extra={"why": "worker.enabled is false in the config"})
-        return
-    comp = build_worker(rt.ctx, http=rt.http, chat_senders=rt.chat_senders)
-    rt.components.append(comp)
-    rt.health["worker"] = comp.worker.health
+        return Provided()
+    comp = build_worker(rt.ctx, http=rt.http, chat_senders=dict(rt.chat_senders))
+    return Provided(components=[comp], health={"worker": comp.worker.health})
 
 
-def mount_channel_tests(rt: Runtime) -> None:
+def mount_channel_tests(rt: Runtime) -> Provided:
     """`/incident test` from chat sends through this process's HTTP session (with or without the worker)."""
     from core.channel_test import ChannelTests
 
     ctx = rt.ctx
     ctx.service.channel_tests = ChannelTests(ctx.db, ctx.holder, audit=ctx.audit, clock=ctx.clock, http=rt.http)
+    return Provided()
 
 
-def mount_digests(rt: Runtime) -> None:
+def mount_digests(rt: Runtime) -> Provided:
     """The digest timer (config `digests`): every process ticks, one sends each run (core/digests.py)."""
     from core.digests import Digests, DigestTimer
 
     ctx = rt.ctx
-    rt.components.append(DigestTimer(Digests(ctx.db, ctx.holder, audit=ctx.audit, clock=ctx.clock)))
+    return Provided(components=[DigestTimer(Digests(ctx.db, ctx.holder, audit=ctx.audit, clock=ctx.clock))])

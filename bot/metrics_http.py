@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy import func, select
 
+from bot.server import Provided
 from core.clock import Clock, SystemClock, utc
 from core.metrics import (
     AUDIT_ENTRIES,
@@ -107,7 +108,7 @@ def count_audit_entries(audit: AuditLog) -> None:
     audit.on_append = on_append
 
 
-def mount_metrics(rt: Runtime) -> None:
+def mount_metrics(rt: Runtime) -> Provided:
     """Server mount: the /metrics route and the counter hooks on the incident service and audit log."""
     endpoint = MetricsEndpoint(rt.ctx.db, rt.ctx.clock)
     rt.app.router.add_get("/metrics", endpoint.handle)
@@ -115,3 +116,4 @@ def mount_metrics(rt: Runtime) -> None:
     count_audit_entries(rt.ctx.audit)
     if rt.ctx.service.audit is not rt.ctx.audit:
         count_audit_entries(rt.ctx.service.audit)
+    return Provided()

@@ -6,14 +6,13 @@ their lifetimes, in order, and closes them in reverse on shutdown (SIGTERM/SIGIN
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +20,9 @@ from aiohttp import web
 from bot.context import Context, open_context
 from core.config import Config
 from core.errors import TocsinError
+
+if TYPE_CHECKING:
+    from core.delivery.base import Sender
 
 log = logging.getLogger("tocsin.server")
 
@@ -35,22 +37,41 @@ class Component(Protocol):
     async def close(self) -> None: ...
 
 
+HealthCheck = Callable[[], Awaitable[str | None]]
+"""A readiness check: None when healthy, else what is wrong."""
+
+
+@dataclass
+class Provided:
+    """What a mount gives the process besides the routes it adds to the app: components to start and
+    close, readiness checks, and senders for `chat:<platform>` deliveries (incident cards)."""
+
+    components: list[Component] = field(default_factory=list)
+    health: dict[str, HealthCheck] = field(default_factory=dict)
+    chat_senders: dict[str, Sender] = field(default_factory=dict)
+
+
 @dataclass
 class Runtime:
-    """What adapters and components get: the core context plus process-wide shared objects."""
+    """What mounts get: the core context, the app and process-wide shared objects, and what the mounts
+    before them provided (components in start order, readiness checks, chat senders)."""
 
     ctx: Context
     app: web.Application
     http: aiohttp.ClientSession
     components: list[Component] = field(default_factory=list)
-    chat_senders: dict[str, Any] = field(default_factory=dict)
-    """Senders for `chat:<platform>` deliveries (incident cards), contributed by the chat adapters."""
-    health: dict[str, Callable[[], Awaitable[str | None]]] = field(default_factory=dict)
-    """Readiness checks: name -> coroutine returning None when healthy, else what is wrong."""
+    chat_senders: dict[str, Sender] = field(default_factory=dict)
+    health: dict[str, HealthCheck] = field(default_factory=dict)
 
     @property
     def cfg(self) -> Config:
         return self.ctx.cfg
+
+    def provide(self, provided: Provided) -> None:
+        """Take in what one mount returned; its components start after those already here."""
+        self.components.extend(provided.components)
+        self.health.update(provided.health)
+        self.chat_senders.update(provided.chat_senders)
 
 
 class StartupError(TocsinError):
@@ -80,44 +101,41 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-Mount = Callable[[Runtime], None]
+Mount = Callable[[Runtime], Provided]
+"""Adds its routes to rt.app (if any) and returns what else it provides; decides from config if it is on."""
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
 STOP: web.AppKey[asyncio.Event] = web.AppKey("stop_event", asyncio.Event)
 
 
-# Adapters and components, in start order: (module, mount function). Each mount decides from config whether
-# it is enabled. Imported when the app is built, so the CLI never loads slack_bolt, botbuilder or telegram.
-MOUNTS = (
-    ("bot.metrics_http", "mount_metrics"),
-    ("bot.delivery_mount", "mount_worker"),
-    ("bot.delivery_mount", "mount_channel_tests"),
-    ("bot.delivery_mount", "mount_digests"),
-    ("bot.api", "mount"),
-    ("bot.twilio_mount", "mount_twilio"),
-    ("bot.sns_mount", "mount_sns_sms"),
-    ("bot.web.app", "mount_console"),
-    ("bot.web.ack", "mount_ack_links"),
-    ("bot.telegram.bot", "mount"),
-    ("bot.slack.app", "mount"),
-    ("bot.teams.app", "mount_teams"),
-    ("bot.escalation_mount", "mount_reloader"),
-    ("bot.escalation_mount", "mount_escalator"),
-    ("bot.escalation_mount", "mount_heartbeats"),
-    ("bot.escalation_mount", "mount_handoffs"),
-    ("bot.server", "mount_seen_keys"),
-)
+def _mounts() -> list[Mount]:
+    """The composition of `tocsin run`, in start order (shutdown runs it backwards). The chat adapters come
+    before the worker: the worker sends `chat:<platform>` deliveries with the card senders they provide,
+    and it stops before them. Imported here, not at the top, so the CLI never loads slack_bolt,
+    botbuilder or telegram."""
+    from bot.api import mount as mount_api
+    from bot.delivery_mount import mount_channel_tests, mount_digests, mount_worker
+    from bot.escalation_mount import mount_escalator, mount_handoffs, mount_heartbeats
+    from bot.metrics_http import mount_metrics
+    from bot.reload_mount import mount_reloader
+    from bot.slack.app import mount as mount_slack
+    from bot.sns_mount import mount_sns_sms
+    from bot.teams.app import mount_teams
+    from bot.telegram.bot import mount as mount_telegram
+    from bot.twilio_mount import mount_twilio
+    from bot.web.ack import mount_ack_links
+    from bot.web.app import mount_console
+
+    return [mount_metrics, mount_telegram, mount_slack, mount_teams, mount_worker, mount_channel_tests,
+            mount_digests, mount_api, mount_twilio, mount_sns_sms, mount_console, mount_ack_links, mount_reloader,
+            mount_escalator, mount_heartbeats, mount_handoffs, mount_seen_keys]
 
 
-def mount_seen_keys(rt: Runtime) -> None:
+def mount_seen_keys(rt: Runtime) -> Provided:
     """One job prunes the duplicate keys of every platform and the API (core/seen.py KEEP, config
     `retention`), once per `retention.prune_every` across processes."""
     from core.seen import pruner
 
-    rt.components.append(pruner(rt.ctx.seen, rt.ctx.holder))
-
-
-def _mounts() -> list[Mount]:
-    return [getattr(importlib.import_module(module), name) for module, name in MOUNTS]
+    return Provided(components=[pruner(rt.ctx.seen, rt.ctx.holder)])
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -162,7 +180,7 @@ async def build_app(ctx: Context) -> tuple[web.Application, Runtime]:
     rt.health["database"] = db_check
     try:
         for mount in _mounts():
-            mount(rt)
+            rt.provide(mount(rt))
     except BaseException:
         await http.close()  # nothing has started yet; leave no open session behind
         raise

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bot.server import Provided, Runtime
 from core.clock import Clock
 from core.sms_replies import SmsReplies
 from core.sns_inbound import SnsRejected, SnsVerifier, inbound_sms
@@ -64,11 +65,12 @@ def sns_sms_handler(*, verifier: SnsVerifier, http: aiohttp.ClientSession, repli
     return handler
 
 
-def mount_sns_sms(rt: Any) -> None:
+def mount_sns_sms(rt: Runtime) -> Provided:
     """Mounted when channels.sms.reply_topic_arn names the topic replies arrive on."""
     sms = rt.cfg.channels.sms
     if not sms.reply_topic_arn:
-        return
+        return Provided()
     verifier = SnsVerifier(rt.http, topic_arn=sms.reply_topic_arn, extra_hosts=sms.sns_cert_hosts)
     rt.app.router.add_post(SNS_SMS_PATH, sns_sms_handler(
         verifier=verifier, http=rt.http, replies=SmsReplies(rt.ctx.service, rt.ctx.seen), clock=rt.ctx.clock))
+    return Provided()

@@ -21,6 +21,7 @@ from twilio.request_validator import (
 )
 from twilio.twiml.voice_response import VoiceResponse
 
+from bot.server import Provided, Runtime
 from core.appearance.voice import speakable
 from core.sms_replies import SmsReplies
 from core.delivery.transport import mask_address
@@ -140,7 +141,7 @@ def twilio_sms_handler(*, auth_token: str, public_url: str,
     return handler
 
 
-def mount_twilio(rt: Any) -> None:
+def mount_twilio(rt: Runtime) -> Provided:
     """/twilio/voice when voice is configured for real, /twilio/sms when SMS goes through Twilio: each
     needs an auth token to check Twilio's signature with."""
     voice, sms = rt.cfg.channels.voice, rt.cfg.channels.sms
@@ -156,3 +157,4 @@ def mount_twilio(rt: Any) -> None:
         rt.app.router.add_post(SMS_CALLBACK_PATH, twilio_sms_handler(
             auth_token=sms.auth_token.get_secret_value(), public_url=rt.cfg.server.public_url,
             replies=SmsReplies(service, rt.ctx.seen)))
+    return Provided()

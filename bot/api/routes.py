@@ -26,6 +26,7 @@ from bot.api.schemas import (
     IncidentQuery,
     ScheduleFeedQuery,
 )
+from bot.server import Provided
 
 if TYPE_CHECKING:
     from bot.server import Runtime
@@ -94,7 +95,8 @@ ROUTES: list[Route] = [
 ]
 
 
-def mount(rt: Runtime) -> None:
-    """Add every /api/v1 route (a `_mounts()` entry of bot/server.py)."""
+def mount(rt: Runtime) -> Provided:
+    """Add every /api/v1 route (a `_mounts()` entry of bot/server.py); nothing else to provide."""
     for route in ROUTES:
         rt.app.router.add_route(route.method, route.path, route.handler)
+    return Provided()

@@ -33,6 +33,7 @@ from bot.slack.forms import Forms, answer_text, read_declare, read_update
 from bot.slack.requests import actor_of, malformed, retry_num
 from bot.slack.socket_mode import SocketMode
 from bot.slack.surface import SlackSurface
+from bot.server import Provided
 from bot.surface import DirectMessageSender, SurfaceSender
 from core.appearance.slack import ACTION_RE, DECLARE_VIEW, UPDATE_VIEW, parse_action_id, read_metadata
 from core.incidents import IncidentService
@@ -234,20 +235,21 @@ class SlackAdapter(Forms, Background, SocketMode):
             task.cancel()
 
 
-def mount(rt: Runtime) -> None:
+def mount(rt: Runtime) -> Provided:
     """Wire Slack when enabled: the events route (or Socket Mode), the component, and the card sender
     for `chat:slack` deliveries when slack.incident_channel is set."""
     cfg = rt.cfg.slack
     if not cfg.enabled:
-        return
+        return Provided()
+    out = Provided()
     ctx = rt.ctx
     adapter = SlackAdapter(cfg, service=ctx.service, seen=ctx.seen, http=rt.http)
     if adapter.http_enabled:
         rt.app.router.add_post(EVENTS_PATH, adapter.handle)
-    rt.components.append(adapter)
+    out.components.append(adapter)
     if adapter.app_token:
         # Socket Mode is a consumer like Telegram polling: one process at a time, taken over if it dies.
-        rt.components.append(Leadership(ctx.db.engine, "slack-socket-mode", on_elected=adapter.start_socket_mode,
+        out.components.append(Leadership(ctx.db.engine, "slack-socket-mode", on_elected=adapter.start_socket_mode,
                                         on_lost=adapter.stop_socket_mode))
     assert cfg.bot_token is not None
     # No rate-limit retry handler here: a 429 goes back to the queue as retry(after=Retry-After).
@@ -256,8 +258,9 @@ def mount(rt: Runtime) -> None:
                                   logger=logging.getLogger("tocsin.slack.web"))
     if cfg.incident_channel:
         surface = SlackSurface(cards_client, channel=cfg.incident_channel, clock=ctx.clock)
-        rt.chat_senders["chat:slack"] = SurfaceSender(surface, service=ctx.service, cards=ctx.cards)
+        out.chat_senders["chat:slack"] = SurfaceSender(surface, service=ctx.service, cards=ctx.cards)
     # slack_dm pages: chat.postMessage with channel=<user id> opens the app's DM with that person.
-    rt.chat_senders["slack_dm"] = DirectMessageSender(
+    out.chat_senders["slack_dm"] = DirectMessageSender(
         "slack", lambda user: SlackSurface(cards_client, channel=user, clock=ctx.clock), service=ctx.service,
         cards=ctx.cards, never_opened=NEVER_OPENED_DM)
+    return out

@@ -33,6 +33,7 @@ from botframework.connector.auth import (
 from msrest.exceptions import DeserializationError
 from msrest.pipeline.async_abc import AsyncHTTPPolicy
 
+from bot.server import Provided
 from bot.surface import SurfaceSender
 from bot.teams.bot import TeamsBot
 from bot.teams.surface import TeamsSurface, incident_reference
@@ -257,14 +258,15 @@ class TeamsComponent:
         return None
 
 
-def mount_teams(rt: Runtime, *, openid_metadata_url: str | None = None) -> None:
+def mount_teams(rt: Runtime, *, openid_metadata_url: str | None = None) -> Provided:
     """Add POST /api/messages and, when an incident conversation is set, the `chat:teams` card sender."""
     teams = rt.cfg.teams
     if not teams.enabled:
-        return
+        return Provided()
     edge = TeamsEdge(rt.ctx, openid_metadata_url=openid_metadata_url)
     rt.app.router.add_post(ROUTE, edge.handle)
-    rt.components.append(TeamsComponent(edge))
+    out = Provided(components=[TeamsComponent(edge)])
     if edge.cards_follow:
         surface = TeamsSurface(edge.adapter, app_id=teams.app_id, reference=incident_reference(teams))
-        rt.chat_senders["chat:teams"] = SurfaceSender(surface, service=rt.ctx.service, cards=rt.ctx.cards)
+        out.chat_senders["chat:teams"] = SurfaceSender(surface, service=rt.ctx.service, cards=rt.ctx.cards)
+    return out

@@ -32,6 +32,7 @@ from telegram.ext import (
 
 from bot.commands import HELP, Command
 from bot.dispatch import execute, run_text
+from bot.server import Provided
 from bot.surface import DirectMessageSender, SurfaceSender
 from bot.telegram.surface import ChatPacer, TelegramSurface
 from core.appearance.telegram import parse_callback, plain, toast
@@ -371,24 +372,26 @@ class TelegramBot:
                                                               allow_sending_without_reply=True))
 
 
-def mount(rt: Runtime) -> None:
+def mount(rt: Runtime) -> Provided:
     """Wire Telegram into the server: component, webhook route, and the `chat:telegram` card sender."""
     cfg = rt.cfg.telegram
     if not cfg.enabled:
-        return
+        return Provided()
+    out = Provided()
     # What an enabled Telegram needs is checked once, when the config loads (core.config.platform_problems).
     tg = TelegramBot(cfg, service=rt.ctx.service, seen=rt.ctx.seen, public_url=rt.cfg.server.public_url)
     if cfg.mode == "webhook":
         rt.app.router.add_post(WEBHOOK_PATH, tg.webhook)
-    rt.components.append(tg)
+    out.components.append(tg)
     if cfg.mode == "polling":
         # Every process sends (replies, cards); only the leader calls getUpdates, or Telegram answers 409.
-        rt.components.append(Leadership(rt.ctx.db.engine, "telegram-polling", on_elected=tg.start_polling,
+        out.components.append(Leadership(rt.ctx.db.engine, "telegram-polling", on_elected=tg.start_polling,
                                         on_lost=tg.stop_polling, retry_seconds=tg.leader_retry_seconds))
     if cfg.incident_chat_id:
         surface = TelegramSurface(tg.app.bot, chat_id=cfg.incident_chat_id, topic_id=cfg.topic_id)
-        rt.chat_senders["chat:telegram"] = SurfaceSender(surface, service=rt.ctx.service, cards=rt.ctx.cards)
+        out.chat_senders["chat:telegram"] = SurfaceSender(surface, service=rt.ctx.service, cards=rt.ctx.cards)
     # telegram_dm pages: sendMessage to the person's private chat (its id is their user id).
-    rt.chat_senders["telegram_dm"] = DirectMessageSender(
+    out.chat_senders["telegram_dm"] = DirectMessageSender(
         "telegram", lambda user: TelegramSurface(tg.app.bot, chat_id=user), service=rt.ctx.service,
         cards=rt.ctx.cards, never_opened=NEVER_OPENED_DM)
+    return out

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from bot.server import Provided, Runtime
 from core import acklinks
 from core.appearance.vocabulary import BUTTON_LABELS, severity_long, state_label
 
@@ -52,12 +53,12 @@ def same_origin(request: web.Request, public_url: str) -> bool:
     return (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
 
 
-def mount_ack_links(rt: Any) -> None:
+def mount_ack_links(rt: Runtime) -> Provided:
     """GET/POST /ack/<token> (mounted from bot/server.py next to the console, when server.ack_link_secret
     is set; without it pages carry the console link and this route does not exist)."""
     cfg = rt.cfg
     if cfg.server.ack_link_secret is None or not cfg.server.ack_link_secret.get_secret_value():
-        return
+        return Provided()
     service = rt.ctx.service
     env = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape())
 
@@ -104,3 +105,4 @@ def mount_ack_links(rt: Any) -> None:
 
     rt.app.router.add_get(TOKEN_ROUTE, confirm)
     rt.app.router.add_post(TOKEN_ROUTE, acknowledge)
+    return Provided()

@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from bot.web.bell import mount_bell
+from bot.server import Provided, Runtime
 from bot.web.charts import SEV_COLORS, hbars, oncall_timeline, stacked_bars
 from bot.web.session import COOKIE, LOGIN_COOKIE, Session, SessionCodec
 from bot.web.throttle import LoginThrottle, retry_after
@@ -119,12 +120,11 @@ def _login_required(console: Console, handler: Handler) -> Handler:
     return wrapped
 
 
-def mount_console(rt: Any) -> None:
+def mount_console(rt: Runtime) -> Provided:
     """Add the console routes to the app (mounted from bot/server.py when console.enabled)."""
     if not rt.cfg.console.enabled:
-        return
+        return Provided()
     c = Console(rt)
-    rt.components.append(c)
     svc = rt.ctx.service
     auth = lambda h: _login_required(c, h)  # noqa: E731
 
@@ -343,6 +343,7 @@ def mount_console(rt: Any) -> None:
     r.add_get("/events", auth(events))
     mount_bell(c, r, auth)
     r.add_static("/static/", STATIC, show_index=False)
+    return Provided(components=[c])
 
 
 def incident_id(request: web.Request) -> int:

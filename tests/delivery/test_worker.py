@@ -318,15 +318,15 @@ async def test_unknown_channel_fails_loudly(sqlite_url: str, peer: HttpStandIn) 
         await ctx.close()
 
 
-async def test_server_mounts_the_worker_with_readiness_and_chat_senders(sqlite_url: str,
-                                                                        peer: HttpStandIn) -> None:
+async def test_server_mounts_the_worker_with_readiness_and_chat_senders(
+        sqlite_url: str, peer: HttpStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from bot.server import build_app
+    from bot import server
+    from bot.server import Provided, build_app
 
     ctx = await open_ctx(sqlite_url, **fanout_overrides(peer.url, 1))
     ctx.service.surfaces.append("slack")
-    app, rt = await build_app(ctx)
 
     class ChatStandIn(_StuckSender):
         async def send(self, envelope: Envelope) -> DeliveryResult:
@@ -334,7 +334,17 @@ async def test_server_mounts_the_worker_with_readiness_and_chat_senders(sqlite_u
             return DeliveryResult.ok("card posted")
 
     chat = ChatStandIn()
-    rt.chat_senders["chat:slack"] = chat  # contributed by an adapter after the worker was mounted
+
+    def chat_adapter(_rt: Any) -> Provided:  # like the Slack mount: mounted before the worker
+        return Provided(chat_senders={"chat:slack": chat})
+
+    composition = server._mounts()
+    where = [m.__module__ for m in composition]
+    assert where.index("bot.delivery_mount") > max(where.index(m) for m in (
+        "bot.slack.app", "bot.teams.app", "bot.telegram.bot"))  # the worker gets the chat senders
+    monkeypatch.setattr(server, "_mounts", lambda: [chat_adapter, *composition])
+    app, rt = await build_app(ctx)
+    assert rt.chat_senders["chat:slack"] is chat
     try:
         async with TestClient(TestServer(app)) as c:
             body = await (await c.get("/readyz")).json()

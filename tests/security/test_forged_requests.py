@@ -93,8 +93,8 @@ async def guarded_stack(make_ctx: Callable[..., Any]) -> Any:
     async with HttpStandIn() as keys:
         issuer = TokenIssuer(keys)
 
-        def teams_mount(rt: Any) -> None:
-            mount_teams(rt, openid_metadata_url=issuer.metadata_url)
+        def teams_mount(rt: Any) -> Any:
+            return mount_teams(rt, openid_metadata_url=issuer.metadata_url)
 
         mounts = [m for m in entry_mounts() if m is not mount_teams] + [teams_mount, mount_twilio]
         async with running_stack(

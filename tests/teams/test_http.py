@@ -45,7 +45,7 @@ async def teams_server(ctx: Context, **mount_kw: Any) -> AsyncIterator[tuple[str
     app = web.Application()
     async with aiohttp.ClientSession() as http:
         rt = Runtime(ctx=ctx, app=app, http=http)
-        mount_teams(rt, **mount_kw)
+        rt.provide(mount_teams(rt, **mount_kw))
         for comp in rt.components:
             await comp.start()
         server = TestServer(app, host="127.0.0.1")
