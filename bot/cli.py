@@ -5,15 +5,16 @@ import argparse
 import asyncio
 import getpass
 import importlib
+import json
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.commands import Command
 from bot.context import Context, open_context
 from core import config as config_mod
-from core.appearance import terminal
 from core.audit.log import AuditLog, verify
 from core.errors import ConfigError, TocsinError
 from core.rbac import Actor, Permission, require
@@ -37,23 +38,33 @@ def actor_of(args: argparse.Namespace) -> Actor:
 
 
 class Progress:
-    """A one-line progress display on a terminal; silent when output is not a terminal."""
+    """A progress bar for long work (rich) on a terminal; nothing at all when stderr is not a terminal.
+    Called as progress(done, total); finish() removes the bar."""
 
     def __init__(self, label: str, stream: Any = None) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bar
+
+        stream = stream or sys.stderr
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                        TimeRemainingColumn(), console=Console(file=stream), transient=True, disable=not self.tty)
+        self._task = self._bar.add_task(label, total=None)
+        self._started = False
 
     def __call__(self, done: int, total: int) -> None:
-        if self.tty and total:
-            pct = 100 * done / total
-            self.stream.write(f"\r{self.label}: {done:,}/{total:,} ({pct:5.1f}%)")
-            self.stream.flush()
+        if not self.tty:
+            return
+        if not self._started:
+            self._bar.start()
+            self._started = True
+        self._bar.update(self._task, completed=done, total=total or None)
 
     def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        if self._started:
+            self._bar.stop()
+            self._started = False
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -114,12 +125,6 @@ async def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _now() -> Any:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc)
-
-
 async def _with_ctx(args: argparse.Namespace, fn: Callable[[Context], Awaitable[int]]) -> int:
     ctx = await open_context(args.config, create=False)  # only `run` and `db upgrade` create a database
     try:
@@ -128,62 +133,37 @@ async def _with_ctx(args: argparse.Namespace, fn: Callable[[Context], Awaitable[
         await ctx.close()
 
 
+def incident_command(args: argparse.Namespace) -> Command:
+    """`tocsin incident ...` and `tocsin notify ...` as the Command every chat platform builds, so one
+    dispatcher (bot/dispatch.py) runs them all. argparse is only the CLI's front end."""
+    words = " ".join
+    if args.command == "notify":
+        return Command("notify", target=args.list, text=words(args.text), severity=args.severity)
+    op = {"show": "status"}.get(args.op, args.op)
+    if op == "declare":
+        return Command("declare", severity=args.severity, title=words(args.title), text=args.description or "",
+                       target=args.list)
+    if op == "list":
+        return Command("list", filter=args.state, limit=args.limit, offset=args.offset)
+    if op == "bridge":
+        return Command("bridge", incident=args.id, target=args.details, text=words(args.text))
+    return Command(op, incident=args.id, text=words(getattr(args, "text", None) or []))
+
+
 async def cmd_incident(args: argparse.Namespace) -> int:
+    """Every `incident` verb and `notify`: one Command, the one dispatcher, the terminal view."""
+    from bot.dispatch import run
+    from core.appearance.terminal import TERMINAL
+
+    cmd = incident_command(args)
     actor = actor_of(args)
 
-    async def run(ctx: Context) -> int:
-        svc = ctx.service
-        op = args.op
-        if op == "declare":
-            out = await svc.declare(actor=actor, title=" ".join(args.title), severity=args.severity,
-                                    description=args.description or "", contact_list=args.list)
-            print(f"declared {out.incident.ref} [{out.incident.severity}] {out.incident.title}: "
-                  f"{out.queued} notifications queued")
-        elif op == "update":
-            out = await svc.update(args.id, actor=actor, text=" ".join(args.text))
-            print(f"{out.incident.ref}: update posted, {out.queued} notifications queued")
-        elif op == "bridge":
-            out = await svc.bridge(args.id, actor=actor, details=args.details, text=" ".join(args.text))
-            print(f"{out.incident.ref}: bridge posted, {out.queued} notifications queued")
-        elif op == "monitor":
-            out = await svc.monitor(args.id, actor=actor, text=" ".join(args.text))
-            print(f"{out.incident.ref}: now monitoring, {out.queued} notifications queued")
-        elif op == "ack":
-            out = await svc.acknowledge(args.id, actor=actor)
-            if not out.changed:
-                print(out.note)
-            else:
-                extra = f", {out.cancelled_pages} escalation pages cancelled" if out.cancelled_pages else ""
-                print(f"{out.incident.ref}: acknowledged by {actor.identity}{extra}")
-        elif op == "resolve":
-            out = await svc.resolve(args.id, actor=actor, text=" ".join(args.text))
-            print(f"{out.incident.ref}: resolved, {out.queued} notifications queued")
-        elif op == "escalate":
-            out = await svc.escalate(args.id, actor=actor)
-            print(f"{out.incident.ref}: {out.message.body if out.message else out.note}, {out.queued} pages queued")
-        elif op == "list":
-            incidents = await svc.list(state=args.state, actor=actor)
-            if not incidents:
-                print("no incidents" if args.state == "all" else f"no {args.state} incidents")
-            for inc in incidents:
-                print(terminal.table_row(inc, _now()))
-        elif op == "show":
-            print(terminal.show(await svc.detail(args.id, actor=actor)))
+    async def go(ctx: Context) -> int:
+        reply = await run(ctx.service, actor, cmd, view=TERMINAL)
+        print(reply.text)
         return 0
 
-    return await _with_ctx(args, run)
-
-
-async def cmd_notify(args: argparse.Namespace) -> int:
-    actor = actor_of(args)
-
-    async def run(ctx: Context) -> int:
-        out = await ctx.service.notify(actor=actor, text=" ".join(args.text), contact_list=args.list,
-                                       severity=args.severity)
-        print(f"one-time message {out.message.id}: {out.queued} notifications queued")
-        return 0
-
-    return await _with_ctx(args, run)
+    return await _with_ctx(args, go)
 
 
 async def cmd_audit(args: argparse.Namespace) -> int:
@@ -205,11 +185,31 @@ async def cmd_audit(args: argparse.Namespace) -> int:
 
                 resource = f"INC-{parse_ref(args.incident)}"
             entries = await AuditLog.entries(s, resource=resource, limit=args.limit or None)
-        for e in entries:
-            print(f"{e.seq:>6} {e.ts} {e.actor:<22} {e.action:<20} {e.resource:<10} {e.details}")
+        from core.appearance.terminal import table
+        from core.appearance.vocabulary import escape_terminal as clean
+
+        if not entries:
+            print("no audit entries" + (f" for {resource}" if resource else ""))
+            return 0
+        print(table(("SEQ", "TIME (UTC)", "ACTOR", "ACTION", "RESOURCE", "DETAILS"),
+                    [(str(e.seq), e.ts[:19].replace("T", " "), clean(e.actor), e.action, clean(e.resource),
+                      clean(_pairs(e.details)))
+                     for e in entries], wrap=("DETAILS",)))
         return 0
 
     return await _with_ctx(args, run)
+
+
+def _pairs(details: str) -> str:
+    """An audit entry's details as `key=value` words, which wrap in a narrow column (JSON would not)."""
+    try:
+        data = json.loads(details or "{}")
+    except ValueError:
+        return details
+    if not isinstance(data, dict):
+        return details
+    return " ".join(f"{k}={json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v}"
+                    for k, v in data.items())
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -239,6 +239,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number (1 or more), not {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for offsets: 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
     return value
 
 
@@ -286,12 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
         y.add_argument("id")
     ls = i.add_parser("list", help="list incidents")
     ls.add_argument("state", nargs="?", default="open", choices=["open", "all", "monitoring", "resolved"])
+    ls.add_argument("--limit", "-n", type=positive_int, default=25, help="incidents per page (default 25)")
+    ls.add_argument("--offset", type=non_negative_int, default=0, help="skip the newest N (next pages)")
 
     n = sub.add_parser("notify", help="send a one-time message (no incident)")
     n.add_argument("list", help="contact list")
     n.add_argument("text", nargs="+")
     n.add_argument("--severity", default="sev4")
-    n.set_defaults(func=cmd_notify)
+    n.set_defaults(func=cmd_incident)
 
     a = sub.add_parser("audit", help="audit trail").add_subparsers(dest="op", required=True, metavar="OP")
     a.add_parser("verify", help="prove the hash chain is intact").set_defaults(func=cmd_audit)

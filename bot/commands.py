@@ -51,6 +51,9 @@ class Command:
     start: str | None = None
     until: str | None = None
     week: bool = False
+    limit: int = 25
+    """list: how many incidents per page; offset: how many newest to skip (the CLI's --limit/--offset)."""
+    offset: int = 0
 
 
 class UsageError(Exception):

@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.commands import USAGE, Command, UsageError, parse
-from core.appearance.terminal import describe, incident_line
+from core.appearance.terminal import CHAT, View
 from core.db import unavailable
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, StorageUnavailable, TocsinError
 from core.incidents import IncidentService
@@ -25,10 +25,10 @@ class Reply:
     incident_id: int | None = None
 
 
-async def execute(service: IncidentService, actor: Actor, cmd: Command) -> Reply:
+async def execute(service: IncidentService, actor: Actor, cmd: Command, *, view: View = CHAT) -> Reply:
     """Do what the command says as `actor`. Errors come back as a Reply, never as an exception."""
     try:
-        return await _execute(service, actor, cmd)
+        return await run(service, actor, cmd, view=view)
     except UsageError as exc:
         return Reply(exc.text, ok=False)
     except Forbidden as exc:
@@ -62,7 +62,9 @@ async def run_text(service: IncidentService, actor: Actor, text: str) -> tuple[C
     return cmd, await execute(service, actor, cmd)
 
 
-async def _execute(service: IncidentService, actor: Actor, cmd: Command) -> Reply:
+async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: View = CHAT) -> Reply:
+    """The one dispatch table of every surface (chat platforms and the CLI). Raises the core's errors;
+    `view` words lists and status for the surface (core/appearance/terminal.py)."""
     v = cmd.verb
     if v in ("help", "form"):
         from bot.commands import HELP
@@ -83,32 +85,31 @@ async def _execute(service: IncidentService, actor: Actor, cmd: Command) -> Repl
         return _done(out.incident, f"bridge posted, {out.queued} pages queued")
     if v == "monitor":
         out = await service.monitor(cmd.incident or "", actor=actor, text=cmd.text)
-        return _done(out.incident, "now monitoring; escalation stopped")
+        return _done(out.incident, f"now monitoring, escalation stopped, {out.queued} pages queued")
     if v == "resolve":
         out = await service.resolve(cmd.incident or "", actor=actor, text=cmd.text)
-        return _done(out.incident, "resolved")
+        return _done(out.incident, f"resolved, {out.queued} pages queued")
     if v == "ack":
         out = await service.acknowledge(cmd.incident or "", actor=actor)
         if not out.changed:
             return Reply(out.note, incident_id=out.incident.id if out.incident else None)
-        extra = f" ({out.cancelled_pages} escalation pages cancelled)" if out.cancelled_pages else ""
-        return _done(out.incident, f"acknowledged by {actor.display or actor.identity}{extra}")
+        extra = f", {out.cancelled_pages} escalation pages cancelled" if out.cancelled_pages else ""
+        return _done(out.incident, f"acknowledged by {actor.display or actor.identity}, "
+                                   f"{out.queued} pages queued{extra}")
     if v == "escalate":
         out = await service.escalate(cmd.incident or "", actor=actor)
         body = out.message.body if out.message else out.note
         return _done(out.incident, f"{body.lower()}, {out.queued} pages queued")
     if v == "notify":
-        out = await service.notify(actor=actor, text=cmd.text, contact_list=cmd.target)
+        out = await service.notify(actor=actor, text=cmd.text, contact_list=cmd.target,
+                                   severity=cmd.severity or "sev4")
         return Reply(f"One-time message sent to {cmd.target}: {out.queued} pages queued.", ephemeral=False)
     if v == "status":
         detail = await service.detail(cmd.incident or "", actor=actor)
-        return Reply(describe(detail, service.clock.now()), incident_id=detail.incident.id)
+        return Reply(view.status(detail, service.clock.now()), incident_id=detail.incident.id)
     if v == "list":
-        incidents = await service.list(state=cmd.filter, actor=actor, limit=25)
-        if not incidents:
-            return Reply("No open incidents." if cmd.filter == "open" else "No incidents yet.")
-        now = service.clock.now()
-        return Reply("\n".join(incident_line(i, now) for i in incidents))
+        page = await service.page(state=cmd.filter, actor=actor, limit=cmd.limit, offset=cmd.offset)
+        return Reply(view.incident_list(page, service.clock.now(), state=cmd.filter))
     if v == "route":
         text = await service.explain_route(cmd.incident or "", actor=actor, event_type=cmd.target or "update")
         return Reply(text)

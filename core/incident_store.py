@@ -32,6 +32,20 @@ class IncidentDetail:
     deliveries: list[Delivery] = field(default_factory=list)
 
 
+@dataclass
+class IncidentPage:
+    """One page of a list, newest first, and how many more match beyond it (lists never stop silently)."""
+
+    incidents: list[Incident]
+    more: int
+    offset: int = 0
+
+    @property
+    def next_cursor(self) -> int | None:
+        """The id to continue from (`cursor` of the API): the page's oldest, when there are more."""
+        return self.incidents[-1].id if self.more and self.incidents else None
+
+
 class IncidentStore:
     """Reads and row primitives over the incidents tables, reading the live config at the moment of use."""
 
@@ -73,17 +87,30 @@ class IncidentStore:
 
     async def list(self, *, state: str = "open", actor: Actor | None = None, limit: int = 200) -> list[Incident]:
         """state: 'open' (open + monitoring), 'all', or one state name."""
+        return (await self.page(state=state, actor=actor, limit=limit)).incidents
+
+    async def page(self, *, state: str = "open", actor: Actor | None = None, limit: int = 200, offset: int = 0,
+                   before_id: int | None = None) -> IncidentPage:
+        """Newest first: `limit` incidents after skipping `offset` (CLI) or older than `before_id` (the API's
+        cursor, stable while new incidents arrive), and the count of those beyond the page."""
         if actor:
             require(self.cfg, actor, Permission.VIEW)
-        q = select(Incident).order_by(Incident.id.desc()).limit(limit)
+        if limit < 1 or offset < 0:
+            raise InvalidInput("limit must be 1 or more and offset 0 or more")
+        cond = []
         if state == "open":
-            q = q.where(Incident.state != RESOLVED)
+            cond.append(Incident.state != RESOLVED)
         elif state in STATES:
-            q = q.where(Incident.state == state)
+            cond.append(Incident.state == state)
         elif state != "all":
             raise InvalidInput(f"unknown filter {state!r}: use open, all, or one of {', '.join(STATES)}")
+        if before_id is not None:
+            cond.append(Incident.id < before_id)
+        q = select(Incident).where(*cond).order_by(Incident.id.desc()).offset(offset).limit(limit)
         async with self.db.sessions() as s:
-            return list((await s.execute(q)).scalars().all())
+            rows = list((await s.execute(q)).scalars().all())
+            total = int((await s.execute(select(func.count()).select_from(Incident).where(*cond))).scalar_one())
+        return IncidentPage(rows, more=max(0, total - offset - len(rows)), offset=offset)
 
     async def explain_route(self, ref: str | int, *, actor: Actor, event_type: str = "update") -> str:
         """Which rule would route `event_type` for this incident, why the others would not, and the exact

@@ -1,13 +1,25 @@
 """Plain text for people reading a terminal or a chat reply: incident lines, status, `incident show`, outbox.
 
+Two views of the same answers, chosen by the adapter that runs the one dispatcher (bot/dispatch.py):
+`CHAT` (one line per incident, the compact status) and `TERMINAL` (the CLI: aligned tables fitted to the
+terminal's width, 80 columns when piped, and the full `incident show`). Tables are drawn by rich.
+
 Everything that came from outside (titles, bodies, names) goes through `escape_terminal`, so printing an
 incident never prints raw control characters, ANSI escapes or bidi overrides (issue 14 section 6).
 """
 from __future__ import annotations
 
+import io
 import json
+import shutil
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from core.appearance.email import email_subject, render_text_part
 from core.appearance.sms import render_sms
@@ -19,7 +31,7 @@ from core.delivery.message import Notification
 from core.models import Incident
 
 if TYPE_CHECKING:
-    from core.incidents import IncidentDetail
+    from core.incident_store import IncidentDetail, IncidentPage
 
 
 def incident_line(inc: Incident, now: datetime | None = None) -> str:
@@ -51,11 +63,31 @@ def describe(detail: IncidentDetail, now: datetime | None = None) -> str:
     return "\n".join(lines)
 
 
-def table_row(inc: Incident, now: datetime) -> str:
-    """One row of `tocsin incident list`."""
-    ack = clean(inc.acknowledged_by or "-")
-    age = fmt_duration(inc.time_open(now))
-    return f"{inc.ref:<9} {inc.severity:<5} {inc.state:<11} {age:>8}  ack:{ack:<22} {clean(inc.title)}"
+def width() -> int:
+    """The terminal's columns ($COLUMNS first); 80 when output is not a terminal."""
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, wrap: Sequence[str] = (),
+          cols: int | None = None) -> str:
+    """Aligned columns within `cols` (default: the terminal's width). Columns named in `wrap` fold long
+    text onto more lines; the others keep their width. Cells are plain text (no markup is interpreted)."""
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False, padding=(0, 1, 0, 0))
+    for h in headers:  # wrapped columns take the room left; the others keep their width (or end in ...)
+        wide = h in wrap
+        t.add_column(h, overflow="fold" if wide else "ellipsis", no_wrap=not wide, ratio=1 if wide else None)
+    for r in rows:
+        t.add_row(*(Text(str(c)) for c in r))
+    buf = io.StringIO()
+    Console(file=buf, width=cols or width(), color_system=None, force_terminal=False, highlight=False,
+            emoji=False, markup=False).print(t)
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines())
+
+
+def more_line(page: IncidentPage, *, option: str) -> str:
+    """`12 more; next page: --offset 25` (the list never stops silently)."""
+    nxt = page.offset + len(page.incidents)
+    return f"{page.more} more; next page: {option} {nxt}"
 
 
 def show(detail: IncidentDetail) -> str:
@@ -83,7 +115,56 @@ def show(detail: IncidentDetail) -> str:
     for dl in detail.deliveries:
         counts[dl.status] = counts.get(dl.status, 0) + 1
     out.append("  deliveries: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
+    problems = [dl for dl in detail.deliveries if dl.status in ("dead", "failed")]
+    if problems:
+        out.append("  not delivered:")
+        rows = [(dl.status, clean(dl.recipient), dl.channel, str(dl.attempts), clean(dl.last_error or "-"))
+                for dl in problems]
+        out.extend("    " + line for line in table(("status", "recipient", "channel", "tries", "last error"),
+                                                    rows, wrap=("last error",), cols=width() - 4).splitlines())
     return "\n".join(out)
+
+
+class View(Protocol):
+    """How the dispatcher's list and status answers read on one kind of surface."""
+
+    def incident_list(self, page: IncidentPage, now: datetime, *, state: str) -> str: ...
+
+    def status(self, detail: IncidentDetail, now: datetime) -> str: ...
+
+
+class ChatView:
+    """Chat replies: one line per incident and the compact status."""
+
+    def incident_list(self, page: IncidentPage, now: datetime, *, state: str) -> str:
+        if not page.incidents:
+            return "No open incidents." if state == "open" else "No incidents yet."
+        lines = [incident_line(i, now) for i in page.incidents]
+        if page.more:
+            lines.append(f"... and {page.more} more (the CLI and the console list them all).")
+        return "\n".join(lines)
+
+    def status(self, detail: IncidentDetail, now: datetime) -> str:
+        return describe(detail, now)
+
+
+class TerminalView:
+    """The CLI: an aligned table fitted to the terminal and the full `incident show`."""
+
+    def incident_list(self, page: IncidentPage, now: datetime, *, state: str) -> str:
+        if not page.incidents:
+            return "no incidents" if state == "all" else f"no {state} incidents"
+        rows = [(i.ref, i.severity, i.state, fmt_duration(i.time_open(now)), clean(i.acknowledged_by or "-"),
+                 clean(i.title)) for i in page.incidents]
+        out = table(("ID", "SEV", "STATE", "AGE", "ACKED BY", "TITLE"), rows, wrap=("TITLE",))
+        return out + ("\n" + more_line(page, option="--offset") if page.more else "")
+
+    def status(self, detail: IncidentDetail, now: datetime) -> str:
+        return show(detail)
+
+
+CHAT = ChatView()
+TERMINAL = TerminalView()
 
 
 def render_text(channel: str, notification: Notification) -> tuple[str, str]:

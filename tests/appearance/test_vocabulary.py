@@ -85,9 +85,10 @@ def test_durations_are_properties_of_the_incident() -> None:
 
 
 def test_cli_text_never_prints_raw_control_characters() -> None:
-    from core.appearance.terminal import incident_line, table_row
+    from core.appearance.terminal import TERMINAL, incident_line
+    from core.incident_store import IncidentPage
 
     inc = Incident(id=3, title="evil \x1b[2J\u202etitle", severity="sev2", state="open", commander="cli:x",
                    created_at=T0, acknowledged_by="cli:\x1b[31mbob", acknowledged_at=T0)
-    for line in (incident_line(inc, T0), table_row(inc, T0)):
+    for line in (incident_line(inc, T0), TERMINAL.incident_list(IncidentPage([inc], 0), T0, state="open")):
         assert "\x1b" not in line and "\u202e" not in line and "evil title" in line and "cli:bob" in line

@@ -1,6 +1,8 @@
 """The platform-neutral dispatcher: every outcome is a Reply with words a responder can act on."""
 from __future__ import annotations
 
+import re
+
 from bot.context import Context
 from bot.dispatch import run_text
 from core.rbac import Actor
@@ -18,7 +20,8 @@ async def say(ctx: Context, actor: Actor, text: str) -> tuple[bool, str]:
 async def test_full_conversation(ctx: Context) -> None:
     ok, text = await say(ctx, OP, "declare sev2 Payments failing")
     assert ok and text.startswith("Declared INC-1 [sev2] Payments failing")
-    assert (await say(ctx, OP, "ack INC-1")) == (True, "INC-1: acknowledged by slack:UOP.")
+    ok, text = await say(ctx, OP, "ack INC-1")  # says what it queued, like the other verbs
+    assert ok and re.fullmatch(r"INC-1: acknowledged by slack:UOP, \d+ pages queued\.", text), text
     ok, text = await say(ctx, OP, "ack INC-1")
     assert ok and "already acknowledged by slack:UOP" in text
     assert (await say(ctx, OP, "update INC-1 rolled back"))[0]
@@ -30,6 +33,14 @@ async def test_full_conversation(ctx: Context) -> None:
     assert (await say(ctx, OP, "list")) == (True, "No open incidents.")
     ok, text = await say(ctx, ADMIN, "route INC-1 update")
     assert ok and "Rules:" in text and "deliveries would be queued" in text
+
+
+async def test_a_list_says_how_many_more_there_are(ctx: Context) -> None:
+    for n in range(27):
+        await ctx.service.declare(actor=OP, title=f"Incident {n}", severity="sev3")
+    ok, text = await say(ctx, OP, "list")
+    lines = text.splitlines()
+    assert ok and len(lines) == 26 and lines[0].startswith("INC-27 ") and lines[-1].startswith("... and 2 more")
 
 
 async def test_errors_are_replies(ctx: Context) -> None:

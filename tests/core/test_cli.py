@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -12,9 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tocsin(tmp: Path, *args: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
+def tocsin(tmp: Path, *args: str, user: str = "alice", columns: int = 80) -> subprocess.CompletedProcess[str]:
+    """The CLI with its output into a pipe (as `tocsin ... | less` would), at COLUMNS=columns."""
     env = dict(os.environ, TOCSIN_CONFIG=str(ROOT / "config.yaml"),
-               TOCSIN_DATABASE_URL=f"sqlite+aiosqlite:///{tmp / 'tocsin.db'}", USER=user, LOGNAME=user)
+               TOCSIN_DATABASE_URL=f"sqlite+aiosqlite:///{tmp / 'tocsin.db'}", USER=user, LOGNAME=user,
+               COLUMNS=str(columns))
     return subprocess.run([sys.executable, "-m", "bot", *args], cwd=tmp, env=env, capture_output=True, text=True,
                           timeout=60)
 
@@ -23,7 +26,7 @@ def test_declare_list_ack_resolve_verify_then_tamper(tmp_path: Path) -> None:
     assert tocsin(tmp_path, "db", "upgrade").returncode == 0
     r = tocsin(tmp_path, "incident", "declare", "sev2", "Checkout", "is", "failing")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("declared INC-1 [sev2] Checkout is failing")
+    assert r.stdout.startswith("Declared INC-1 [sev2] Checkout is failing")
     r = tocsin(tmp_path, "incident", "list")
     assert "INC-1" in r.stdout and "open" in r.stdout
     r = tocsin(tmp_path, "incident", "ack", "INC-1")
@@ -123,3 +126,55 @@ def test_pyproject_license_is_an_spdx_string() -> None:
     assert meta["project"]["license"] == "Apache-2.0"
     assert "setuptools>=77" in meta["build-system"]["requires"]
     assert "License ::" not in " ".join(meta["project"].get("classifiers", []))  # deprecated with PEP 639
+
+
+LONG = "Checkout is failing for every customer in the EU region since the 14:02 deploy of the payments service"
+
+
+def test_list_pages_fit_80_columns_and_say_how_many_more(tmp_path: Path) -> None:
+    assert tocsin(tmp_path, "db", "upgrade").returncode == 0
+    for n in range(4):
+        assert tocsin(tmp_path, "incident", "declare", "sev2", f"{LONG} #{n + 1}").returncode == 0
+    r = tocsin(tmp_path, "incident", "list", "--limit", "2")
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and all(len(ln) <= 80 for ln in lines), r.stdout
+    assert "\x1b" not in r.stdout  # a pipe gets no colours or cursor movement
+    assert lines[0].split() == ["ID", "SEV", "STATE", "AGE", "ACKED", "BY", "TITLE"]
+    assert "INC-4" in r.stdout and "INC-3" in r.stdout and "INC-2" not in r.stdout
+    assert lines[-1] == "2 more; next page: --offset 2"
+    title_words = " ".join(ln[ln.index("Checkout"):] if "Checkout" in ln else ln.strip() for ln in lines[2:6])
+    assert f"{LONG} #4" in title_words  # the title wraps inside its column, nothing cut off
+    r = tocsin(tmp_path, "incident", "list", "--limit", "2", "--offset", "2")
+    assert "INC-2" in r.stdout and "INC-1" in r.stdout and "more" not in r.stdout
+    r = tocsin(tmp_path, "incident", "list", "--offset", "-1")
+    assert r.returncode == 2 and "expected 0 or more" in r.stderr
+    wide = tocsin(tmp_path, "incident", "list", columns=160)
+    assert max(len(ln) for ln in wide.stdout.splitlines()) > 80  # uses the room a wide terminal has
+
+
+def test_every_verb_says_what_it_queued(tmp_path: Path) -> None:
+    assert tocsin(tmp_path, "db", "upgrade").returncode == 0
+    assert "pages queued" in tocsin(tmp_path, "incident", "declare", "sev2", "Checkout").stdout
+    for args in (("ack", "INC-1"), ("update", "INC-1", "rolling", "back"), ("monitor", "INC-1"),
+                 ("resolve", "INC-1", "fixed")):
+        r = tocsin(tmp_path, "incident", *args)
+        assert r.returncode == 0 and re.search(r"\b\d+ pages queued", r.stdout), (args, r.stdout, r.stderr)
+    assert tocsin(tmp_path, "incident", "declare", "sev3", "Second").returncode == 0
+    r = tocsin(tmp_path, "incident", "ack", "INC-2")
+    assert re.fullmatch(r"INC-2: acknowledged by cli:alice, \d+ pages queued\.\n", r.stdout), r.stdout
+
+
+def test_show_lists_dead_and_failed_deliveries_with_their_last_error(tmp_path: Path) -> None:
+    assert tocsin(tmp_path, "db", "upgrade").returncode == 0
+    assert tocsin(tmp_path, "incident", "declare", "sev2", "Checkout").returncode == 0
+    with sqlite3.connect(tmp_path / "tocsin.db") as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM deliveries ORDER BY id")]
+        assert len(ids) >= 2
+        db.execute("UPDATE deliveries SET status = 'dead', attempts = 4, last_error = ? WHERE id = ?",
+                   ("503 from smtp.example.com: mailbox unavailable, try again later " * 2, ids[0]))
+        db.execute("UPDATE deliveries SET status = 'failed', attempts = 1, last_error = 'invalid phone number' "
+                   "WHERE id = ?", (ids[1],))
+    r = tocsin(tmp_path, "incident", "show", "INC-1")
+    assert r.returncode == 0 and all(len(ln) <= 80 for ln in r.stdout.splitlines()), r.stdout
+    assert "not delivered:" in r.stdout and "dead" in r.stdout and "failed" in r.stdout
+    assert "invalid phone number" in r.stdout and "mailbox" in r.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -134,7 +135,7 @@ async def test_resolve_by_command_edits_the_card_and_removes_the_buttons(harness
     assert card["message_thread_id"] == "42"  # the configured forum topic
     await h.post(command(1, "/incident resolve INC-1 fixed the disk", user_id=7))
     reply = (await replies(h, 2))[1]
-    assert reply["text"] == "INC-1: resolved."
+    assert re.fullmatch(r"INC-1: resolved, \d+ pages queued\.", reply["text"]), reply["text"]
     await h.drain()
     edit = h.api.calls("editMessageText")[-1].params
     assert "RESOLVED" in edit["text"] and "reply_markup" not in edit
@@ -274,7 +275,8 @@ async def test_updates_of_one_chat_are_handled_in_order(harness: Factory) -> Non
     await h.post(command(3, "/incident resolve INC-1 rolled back"))
     texts = [r["text"] for r in await replies(h, 3)]
     assert texts[0].startswith("Declared INC-1")
-    assert texts[1:] == ["INC-1: acknowledged by Alice.", "INC-1: resolved."]
+    assert re.fullmatch(r"INC-1: acknowledged by Alice, \d+ pages queued\.", texts[1]), texts
+    assert re.fullmatch(r"INC-1: resolved, \d+ pages queued\.", texts[2]), texts
 
 
 async def test_an_unreachable_bot_api_does_not_stop_the_server(harness: Factory, api: Any,
