@@ -23,9 +23,10 @@ async def list_incidents(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     actor = api_actor(request, ctx.cfg)
     query = parse_query(request, IncidentQuery)
-    rows = await ctx.service.list(state=query.state, actor=actor, limit=query.limit)
-    items = [IncidentOut.model_validate(r) for r in rows]
-    return json_response(IncidentList(count=len(items), incidents=items))
+    page = await ctx.service.page(state=query.state, actor=actor, limit=query.limit, before_id=query.cursor)
+    items = [IncidentOut.model_validate(r) for r in page.incidents]
+    return json_response(IncidentList(count=len(items), incidents=items, more=page.more,
+                                      next_cursor=page.next_cursor))
 
 
 @api_handler

@@ -139,7 +139,9 @@ class IncidentQuery(BaseModel):
 
     state: Literal["open", "all", "monitoring", "resolved"] = Field(
         "open", description="open = open and monitoring; all; or one state.")
-    limit: int = Field(100, ge=1, le=500)
+    limit: int = Field(100, ge=1, le=500, description="Incidents per page, newest first.")
+    cursor: int | None = Field(None, ge=1, description=(
+        "Continue after this incident id: pass the previous page's next_cursor to reach older incidents."))
 
 
 class IncidentOut(BaseModel):
@@ -168,8 +170,10 @@ class IncidentOut(BaseModel):
 
 
 class IncidentList(BaseModel):
-    count: int
+    count: int = Field(description="Incidents in this page.")
     incidents: list[IncidentOut]
+    more: int = Field(0, description="How many more match beyond this page.")
+    next_cursor: int | None = Field(None, description="The `cursor` of the next page; null on the last one.")
 
 
 class MessageOut(BaseModel):

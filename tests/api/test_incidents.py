@@ -32,8 +32,26 @@ async def test_list_filters_by_state(api: Any, query: str, want: list[str]) -> N
     assert resp.status == 200 and [i["ref"] for i in body["incidents"]] == want and body["count"] == len(want)
 
 
+async def test_cursor_reaches_every_older_incident_and_says_how_many_more(api: Any) -> None:
+    client, ctx = api
+    for n in range(5):
+        await ctx.service.declare(actor=OP, title=f"incident {n}", severity="sev3")
+    seen: list[str] = []
+    query = "?state=all&limit=2"
+    for want_more in (3, 1, 0):
+        body = await (await client.get(f"/api/v1/incidents{query}", headers=VIEWER)).json()
+        seen += [i["ref"] for i in body["incidents"]]
+        assert body["more"] == want_more, body
+        if not want_more:
+            assert body["next_cursor"] is None
+            break
+        await ctx.service.declare(actor=OP, title="newer one", severity="sev3")  # a new one does not shift pages
+        query = f"?state=all&limit=2&cursor={body['next_cursor']}"
+    assert seen == ["INC-5", "INC-4", "INC-3", "INC-2", "INC-1"]
+
+
 @pytest.mark.parametrize(("query", "field"), [
-    ("?state=closed", "state"), ("?limit=0", "limit"), ("?limit=many", "limit"), ("?colour=red", "colour")])
+    ("?state=closed", "state"), ("?limit=0", "limit"), ("?cursor=0", "cursor"), ("?cursor=x", "cursor"), ("?limit=many", "limit"), ("?colour=red", "colour")])
 async def test_bad_query_is_400_naming_the_parameter(api: Any, query: str, field: str) -> None:
     client, _ctx = api
     resp = await client.get(f"/api/v1/incidents{query}", headers=OPS)
