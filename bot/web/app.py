@@ -38,6 +38,9 @@ STATIC = Path(__file__).parent / "static"
 SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+BOARD_LIMIT, BOARD_MAX = 200, 2000
+"""Incidents on the board by default, and at most (`/?limit=`)."""
+
 NOTICES = {"acked": "Acknowledged.", "resolved": "Resolved."}
 """The only notices a link may show (`?msg=<key>`): a link someone else wrote cannot put words on the page."""
 
@@ -192,12 +195,16 @@ def mount_console(rt: Runtime) -> Provided:
         resp.del_cookie(COOKIE, path="/")
         raise resp
 
-    async def board_rows(request: web.Request) -> list[Any]:
-        incidents = await svc.list(state="all", actor=c.actor(request), limit=200)
+    async def board_rows(request: web.Request) -> dict[str, Any]:
+        """The newest `?limit=` incidents (default 200), open first, and how many older ones are not shown."""
+        raw = request.query.get("limit", "")
+        limit = min(int(raw), BOARD_MAX) if raw.isdigit() and int(raw) > 0 else BOARD_LIMIT
+        page = await svc.page(state="all", actor=c.actor(request), limit=limit)
         now = svc.clock.now()
         order = {"open": 0, "monitoring": 1, "resolved": 2}
-        incidents.sort(key=lambda i: (order.get(i.state, 3), i.severity, -i.id))
-        return [{"i": i, "age": fmt_duration(i.time_open(now))} for i in incidents]
+        incidents = sorted(page.incidents, key=lambda i: (order.get(i.state, 3), i.severity, -i.id))
+        return {"rows": [{"i": i, "age": fmt_duration(i.time_open(now))} for i in incidents],
+                "more": page.more, "limit": limit, "wider": min(limit * 2, BOARD_MAX)}
 
     async def oncall_now(request: web.Request) -> list[dict[str, Any]]:
         """Who is on call now per schedule, for the board (nothing when no schedule is configured)."""
@@ -210,7 +217,7 @@ def mount_console(rt: Runtime) -> Provided:
         return out
 
     async def board(request: web.Request) -> web.Response:
-        return c.render("board.html", request, rows=await board_rows(request), oncall=await oncall_now(request))
+        return c.render("board.html", request, **await board_rows(request), oncall=await oncall_now(request))
 
     async def schedules_page(request: web.Request) -> web.Response:
         """Each schedule as a two-week timeline (overrides marked), with its overrides listed."""
@@ -226,7 +233,7 @@ def mount_console(rt: Runtime) -> Provided:
         return c.render("schedules.html", request, items=items)
 
     async def board_fragment(request: web.Request) -> web.Response:
-        return c.render("board_rows.html", request, rows=await board_rows(request))
+        return c.render("board_rows.html", request, **await board_rows(request))
 
     async def incident(request: web.Request, *, notice: str | None = None, status: int = 200) -> web.Response:
         d = await svc.detail(incident_id(request), actor=c.actor(request))

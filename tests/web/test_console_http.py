@@ -90,6 +90,20 @@ async def test_board_incident_page_and_acknowledge(console: tuple[Context, TestC
     assert (await client.get("/incidents/99")).status == 404
 
 
+async def test_board_says_how_many_older_incidents_it_does_not_show(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    for n in range(5):
+        await ctx.service.declare(actor=OP, title=f"Incident {n}", severity="sev3")
+    await login(client, "otto")
+    board = await (await client.get("/?limit=3")).text()
+    assert "INC-5" in board and "INC-3" in board and "INC-2" not in board
+    assert "2 older incidents not shown (the newest 3 are)" in board and 'href="/?limit=6"' in board
+    assert 'data-live="/board/rows?limit=3"' in board  # live updates keep the same page
+    rows = await (await client.get("/board/rows?limit=3")).text()
+    assert "2 older incidents not shown" in rows
+    assert "not shown" not in await (await client.get("/")).text()
+
+
 async def test_viewer_reads_but_cannot_act_or_audit(console: tuple[Context, TestClient]) -> None:
     ctx, client = console
     await ctx.service.declare(actor=OP, title="x", severity="sev3")
