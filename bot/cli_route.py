@@ -79,7 +79,7 @@ async def cmd_test_event(args: argparse.Namespace) -> int:
         print(f"test event {args.event_type} ({args.severity}) queued as one-time message "
               f"{out.message.id}: {out.queued} deliveries")
         if out.plan is not None:
-            print(out.plan.explain())
+            print(out.plan.explain(queued=True))
             if out.plan.escalation_policy:
                 print("(a one-time message has no incident, so nothing escalates)")
         return 0

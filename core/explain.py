@@ -42,6 +42,9 @@ async def explain_incident(service: _ServiceLike, ref: str | int, event_type: st
     now = service.clock.now()
     etype = canonical_event_type(event_type)
     head = f"{inc.ref} [{inc.severity}] {inc.state}: {inc.title}"
+    if inc.state == "resolved":
+        return (f"{head}\n{inc.ref} is resolved: /incident {etype} would be refused and nothing would be "
+                "queued (declare a new incident instead).")
     notes: list[str] = []
     async with service.db.sessions() as s:  # schedules resolve with the overrides in force now
         ov = await overrides_in_force(s, cfg, now)
@@ -57,12 +60,16 @@ async def explain_incident(service: _ServiceLike, ref: str | int, event_type: st
                             overrides=ov)
     else:
         p = plan(cfg, incident_event(inc, etype), now=now, extra=incident_extra(inc), overrides=ov)
+        # The policy is the one picked at open (its snapshot), not what today's rules would pick.
+        notes.append(f"Escalation policy: {inc.escalation_policy}, level {inc.escalation_level} (picked when it "
+                     "opened)" if inc.escalation_policy else
+                     "Escalation: none (no policy was picked when this incident opened)")
     if inc.contact_list and etype != "escalate":
         notes.append(f"Contact list {inc.contact_list} was named at declare: it is paged on every event.")
     if service.surfaces:
         where = ", ".join(service.surfaces)
         notes.append(f"Incident card kept in sync on: {where} (card updates, not pages)")
-    return "\n".join([head, *notes, p.explain()])
+    return "\n".join([head, *notes, p.explain(policy=False)])
 
 
 def explain_event(cfg: Config, ev: RouteEvent, *, now: datetime, actor: Actor) -> str:

@@ -126,8 +126,10 @@ class Plan:
     def action(self) -> str:
         return next((r.action for r in self.matched_rules if r.action != "auto"), "auto")
 
-    def explain(self) -> str:
-        """Which rule matched, why each other did not, and the exact recipient x channel list."""
+    def explain(self, *, queued: bool = False, policy: bool = True) -> str:
+        """Which rule matched, why each other did not, and the exact recipient x channel list. `queued`:
+        the deliveries were queued already (test-event), not just planned. `policy=False` leaves out the
+        matched rules' escalation policy (an existing incident keeps the one it opened with)."""
         lines = []
         if self.event is not None:
             ev = self.event
@@ -141,9 +143,10 @@ class Plan:
             lines.append(f"  {mark} {pick.rule}: {pick.why}")
         if self.used_default:
             lines.append("No rule matched: routed to routing.default_targets.")
-        if self.escalation_policy:
+        if self.escalation_policy and policy:
             lines.append(f"Escalation policy: {self.escalation_policy}")
-        lines.append(f"{len(self.deliveries)} deliveries would be queued (recipient x channel):")
+        lines.append(f"{len(self.deliveries)} deliveries {'were' if queued else 'would be'} queued "
+                     "(recipient x channel):")
         for d in self.deliveries:
             lines.append(f"  {d.recipient:<20} {d.channel:<14} {d.address:<30} ({d.reason})")
         if self.skipped:

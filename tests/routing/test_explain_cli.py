@@ -79,6 +79,27 @@ async def test_explain_escalate_shows_the_next_level_from_the_snapshot(make_ctx:
     assert "No escalation policy" in await explain_incident(ctx.service, "INC-2", "escalate", actor=ADMIN)
 
 
+async def test_explain_names_only_the_policy_the_incident_has_and_refuses_resolved(
+        make_ctx: Callable[..., Any]) -> None:
+    ctx = await make_ctx(**ROUTING)
+    await ctx.service.declare(actor=OP, title="minor", severity="sev4")  # no rule with a policy matched
+    assert (await ctx.service.get("INC-1")).escalation_policy is None
+    sec, major = ctx.cfg.routing.rules
+    today = ctx.cfg.routing.model_copy(update={"rules": [sec, major.model_copy(update={"min_severity": "sev4"})]})
+    ctx.holder.replace(ctx.cfg.model_copy(update={"routing": today}))  # today `major` (policy p) matches sev4
+    text = await explain_incident(ctx.service, "INC-1", "update", actor=ADMIN)
+    assert "MATCH major" in text  # the rule that really routes its updates
+    assert "Escalation: none (no policy was picked when this incident opened)" in text
+    assert "Escalation policy: p" not in text  # a rule's policy applies only when an incident opens
+    await ctx.service.declare(actor=OP, title="db down", severity="sev1")
+    assert "Escalation policy: p, level 0 (picked when it opened)" in await explain_incident(
+        ctx.service, "INC-2", "update", actor=ADMIN)
+    await ctx.service.resolve("INC-1", actor=OP)
+    text = await explain_incident(ctx.service, "INC-1", "update", actor=ADMIN)
+    assert "INC-1 is resolved: /incident update would be refused and nothing would be queued" in text
+    assert "deliveries would be queued" not in text
+
+
 # --- the CLI -------------------------------------------------------------------------------------------
 
 
@@ -137,6 +158,7 @@ def test_test_event_queues_for_real_and_audits(config_file: Path, capsys: pytest
                    "--payload", '{"verdict": "malicious"}') == 0
     out = capsys.readouterr().out
     assert "test event alert (sev3) queued as one-time message 1: 1 deliveries" in out
+    assert "1 deliveries were queued" in out and "would be queued" not in out  # it happened; no "would"
     assert "MATCH sec" in out and "carol" in out
 
     async def check() -> None:
