@@ -15,9 +15,9 @@ from typing import Any
 from bot.commands import Command
 from bot.context import Context, open_context
 from core import config as config_mod
-from core.audit.log import AuditLog, verify
+from core.audit_reads import AuditReads
 from core.errors import ConfigError, TocsinError
-from core.rbac import Actor, Permission, require
+from core.rbac import Actor
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -170,21 +170,21 @@ async def cmd_audit(args: argparse.Namespace) -> int:
     actor = actor_of(args)
 
     async def run(ctx: Context) -> int:
-        require(ctx.cfg, actor, Permission.VIEW_AUDIT)
+        reads = AuditReads(ctx.db, ctx.holder)
         if args.op == "verify":
             prog = Progress("verifying audit chain")
-            res = await verify(ctx.db.engine, checkpoint_key=ctx.cfg.audit.checkpoint_key.get_secret_value().encode(),
-                               progress=prog)
-            prog.finish()
+            try:
+                res = await reads.verify(actor=actor, progress=prog)
+            finally:
+                prog.finish()
             print(res.describe(), file=sys.stdout if res.ok else sys.stderr)
             return 0 if res.ok else 1
-        async with ctx.db.sessions() as s:
-            resource = None
-            if args.incident:
-                from core.incidents import parse_ref
+        resource = None
+        if args.incident:
+            from core.incidents import parse_ref
 
-                resource = f"INC-{parse_ref(args.incident)}"
-            entries = await AuditLog.entries(s, resource=resource, limit=args.limit or None)
+            resource = f"INC-{parse_ref(args.incident)}"
+        entries = await reads.entries(actor=actor, resource=resource, limit=args.limit or None)
         from core.appearance.terminal import table
         from core.appearance.vocabulary import escape_terminal as clean
 

@@ -6,7 +6,7 @@ import getpass
 import sys
 from typing import Any
 
-from core.rbac import Permission, require
+from core.roles import ROLES
 from core.users import UserService
 
 
@@ -28,9 +28,8 @@ async def cmd_user_add(args: argparse.Namespace) -> int:
             return 1
 
     async def run(ctx: Any) -> int:
-        require(ctx.cfg, actor, Permission.MANAGE_SETTINGS)
-        users = UserService(ctx.db, ctx.audit, ctx.clock)
-        user = await users.add(name=args.name, role=args.role, password=password, actor=actor.identity)
+        users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
+        user = await users.add(name=args.name, role=args.role, password=password, actor=actor)
         print(f"user {user.name} added with role {user.role.upper()}; sign in at {ctx.cfg.server.public_url}/login")
         return 0
 
@@ -41,6 +40,6 @@ def register(sub: Any) -> None:
     u = sub.add_parser("user", help="web console users").add_subparsers(dest="op", required=True, metavar="OP")
     a = u.add_parser("add", help="add a console user (asks for the password)")
     a.add_argument("name")
-    a.add_argument("--role", required=True, choices=["admin", "manager", "operator", "viewer"])
+    a.add_argument("--role", required=True, choices=ROLES)
     a.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     a.set_defaults(func=cmd_user_add)

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from core.errors import ConfigError
+from core.roles import ROLES
 
 SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
 SEVERITY_ALIASES = {"critical": "sev1", "high": "sev2", "medium": "sev3", "low": "sev4"}
@@ -31,7 +32,6 @@ CHANNELS = ("email", "sms", "voice", "slack_webhook", "teams_webhook", "telegram
 DM_CHANNELS = ("slack_dm", "teams_dm", "telegram_dm")
 """Pages as a direct chat message from the bot to the contact's `chat` id; their senders come from the chat
 adapters (bot/surface.py DirectMessageSender), not from core/delivery/registry.py."""
-ROLES = ("admin", "manager", "operator", "viewer")
 
 
 def normalize_severity(value: Any) -> Any:
@@ -52,7 +52,7 @@ def _check_severity(value: Any) -> str:
 def _check_role(value: Any) -> str:
     v = str(value).strip().lower() if isinstance(value, str) else value
     if v not in ROLES:
-        raise ValueError("must be one of admin, manager, operator, viewer")
+        raise ValueError(f"must be one of {', '.join(ROLES)}")
     return str(v)
 
 

@@ -30,7 +30,7 @@ from core.incident_store import MONITORING, OPEN, RESOLVED
 from core.metrics import ESCALATIONS
 from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange
 from core.schedules.service import ScheduleService, overrides_in_force
-from core.rbac import Actor, Permission, Role, contact_identities, require, role_for
+from core.rbac import Actor, Permission, allows, contact_identities, require, role_for
 from core.routing import (
     Plan,
     RouteEvent,
@@ -360,7 +360,7 @@ class IncidentService(IncidentStore):
 
     async def _require_ack(self, s: AsyncSession, cfg: Config, actor: Actor, inc: Incident) -> None:
         """OPERATOR and above may ack; so may any contact who was paged for this incident."""
-        if role_for(cfg, actor) in (Role.ADMIN, Role.MANAGER, Role.OPERATOR):
+        if allows(role_for(cfg, actor), Permission.ACKNOWLEDGE):  # the permission table, no role list
             return
         paged = (await s.execute(select(Delivery.recipient).where(Delivery.incident_id == inc.id)
                                  .distinct())).scalars().all()

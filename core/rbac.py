@@ -6,13 +6,7 @@ from enum import Enum
 
 from core.config import Config
 from core.errors import Forbidden
-
-
-class Role(str, Enum):
-    ADMIN = "admin"
-    MANAGER = "manager"
-    OPERATOR = "operator"
-    VIEWER = "viewer"
+from core.roles import Role
 
 
 class Permission(str, Enum):
@@ -80,6 +74,11 @@ def role_of(cfg: Config, identity: str) -> Role:
 
 def role_for(cfg: Config, actor: Actor) -> Role:
     return actor.role if actor.role is not None else role_of(cfg, actor.identity)
+
+
+def allows(role: Role | str, perm: Permission) -> bool:
+    """Whether the permission table gives `role` the permission (for showing or hiding a control)."""
+    return perm in MATRIX[Role(role)]
 
 
 def require(cfg: Config, actor: Actor, perm: Permission) -> Role:

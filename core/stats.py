@@ -8,8 +8,10 @@ from sqlalchemy import func, select
 
 from core.clock import utc
 from core.config import SEVERITIES
+from core.config import ConfigHolder
 from core.db import Database
 from core.models import Delivery, Incident
+from core.rbac import Actor, Permission, require
 
 
 def percentile(values: list[float], pct: float) -> float | None:
@@ -65,3 +67,15 @@ async def collect(db: Database, *, now: datetime, days: int = 30) -> Stats:
                  {"median": percentile(tta, 50), "p90": percentile(tta, 90), "count": float(len(tta))},
                  {"median": percentile(ttr, 50), "p90": percentile(ttr, 90), "count": float(len(ttr))},
                  dict(sorted(success.items())))
+
+
+class StatsReads:
+    """The statistics as `actor` (console stats page, anything else that shows them): the VIEW check is here."""
+
+    def __init__(self, db: Database, config: ConfigHolder) -> None:
+        self.db = db
+        self.config = config
+
+    async def collect(self, *, actor: Actor, now: datetime, days: int = 30) -> Stats:
+        require(self.config.cfg, actor, Permission.VIEW)
+        return await collect(self.db, now=now, days=days)

@@ -11,10 +11,12 @@ from sqlalchemy import select
 
 from core.audit.log import AuditLog
 from core.clock import Clock
-from core.config import ROLES
+from core.config import ConfigHolder
+from core.roles import ROLES
 from core.db import Database
 from core.errors import InvalidInput
 from core.models import User
+from core.rbac import Actor, Permission, require
 
 log = logging.getLogger("tocsin.users")
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
@@ -26,12 +28,15 @@ _DUMMY = _hasher.hash("not a real password")
 class UserService:
     """Create users and check passwords. Identities of console users are `web:<name>`."""
 
-    def __init__(self, db: Database, audit: AuditLog, clock: Clock) -> None:
+    def __init__(self, db: Database, audit: AuditLog, clock: Clock, config: ConfigHolder) -> None:
         self.db = db
         self.audit = audit
         self.clock = clock
+        self.config = config
 
-    async def add(self, *, name: str, role: str, password: str, actor: str) -> User:
+    async def add(self, *, name: str, role: str, password: str, actor: Actor) -> User:
+        """A console user; only who may manage settings may add one (checked here, for every adapter)."""
+        require(self.config.cfg, actor, Permission.MANAGE_SETTINGS)
         if not _NAME.match(name):
             raise InvalidInput("user names are 1-100 letters, digits, or _ . @ -")
         role = role.lower()
@@ -48,7 +53,8 @@ class UserService:
                         created_at=now)
             s.add(user)
             await s.flush()
-            await self.audit.append(s, actor=actor, source="cli", action="user.add", resource=f"web:{name}",
+            await self.audit.append(s, actor=actor.identity, source=actor.source or "cli", action="user.add",
+                                    resource=f"web:{name}",
                                     details={"role": role}, now=now)
         return user
 

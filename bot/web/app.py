@@ -24,13 +24,13 @@ from bot.web.session import COOKIE, LOGIN_COOKIE, Session, SessionCodec
 from bot.web.throttle import LoginThrottle, retry_after
 from core.appearance.oncall import now_and_next, override_line, when
 from core.appearance.vocabulary import BUTTON_LABELS, fmt_duration, state_label
-from core.audit.log import AuditLog, verify
+from core.audit_reads import AuditReads
 from core.clock import utc
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, TocsinError
 from core.events import IncidentEvent
 from core.incidents import parse_ref
-from core.rbac import Actor, Permission, Role, require
-from core.stats import collect
+from core.rbac import Actor, Permission, Role, allows
+from core.stats import StatsReads
 from core.users import UserService
 
 log = logging.getLogger("tocsin.console")
@@ -61,7 +61,8 @@ class Console:
                         extra={"why": "sessions end on restart and are not shared between processes; "
                                       "set console.session_secret"})
         self.sessions = SessionCodec(key, hours=cfg.session_hours)
-        self.users = UserService(self.ctx.db, self.ctx.audit, self.ctx.clock)
+        self.users = UserService(self.ctx.db, self.ctx.audit, self.ctx.clock, self.ctx.holder)
+        self.audit_reads = AuditReads(self.ctx.db, self.ctx.holder)
         self.env = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape(),
                                enable_async=False)
         self.env.globals.update(sev_colors=SEV_COLORS, fmt_duration=fmt_duration, state_label=state_label,
@@ -260,7 +261,7 @@ def mount_console(rt: Runtime) -> Provided:
                 cell["reason"] = x.reason
         inc = d.incident
         tta, ttr = inc.time_to_ack, inc.time_to_resolve
-        can_act = request[SESSION].role in ("admin", "manager", "operator")
+        can_act = allows(request[SESSION].role, Permission.SEND_INCIDENTS)
         message = notice or NOTICES.get(request.query.get("msg", ""))
         return c.render("incident.html", request, status=status, inc=inc, timeline=timeline, channels=channels,
                         matrix=matrix, tta=tta, ttr=ttr, can_act=can_act, message=message)
@@ -285,20 +286,16 @@ def mount_console(rt: Runtime) -> Provided:
         raise web.HTTPSeeOther(f"/incidents/{iid}?msg={key}")
 
     async def audit_page(request: web.Request, result: str | None = None, ok: bool | None = None) -> web.Response:
-        require(rt.cfg, c.actor(request), Permission.VIEW_AUDIT)
-        async with rt.ctx.db.sessions() as s:
-            entries = list(await AuditLog.entries(s, limit=200))
+        entries = list(await c.audit_reads.entries(actor=c.actor(request), limit=200))
         return c.render("audit.html", request, entries=list(reversed(entries)), result=result, ok=ok)
 
     async def audit_verify(request: web.Request) -> web.Response:
-        require(rt.cfg, c.actor(request), Permission.VIEW_AUDIT)
         await c.check_csrf(request)
-        res = await verify(rt.ctx.db.engine, checkpoint_key=rt.cfg.audit.checkpoint_key.get_secret_value().encode())
+        res = await c.audit_reads.verify(actor=c.actor(request))
         return await audit_page(request, result=res.describe(), ok=res.ok)
 
     async def stats(request: web.Request) -> web.Response:
-        require(rt.cfg, c.actor(request), Permission.VIEW)
-        st = await collect(rt.ctx.db, now=svc.clock.now())
+        st = await StatsReads(rt.ctx.db, rt.ctx.holder).collect(actor=c.actor(request), now=svc.clock.now())
 
         def dur(v: float | None) -> str:
             return fmt_duration(v) if v is not None else "no data"

@@ -272,9 +272,9 @@ async def running_stack(make_ctx: Callable[..., Any], *, mounts: list[server.Mou
 async def add_console_users(ctx: Context) -> None:
     from core.users import UserService
 
-    users = UserService(ctx.db, ctx.audit, ctx.clock)
+    users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
     for role, name in CONSOLE_USER.items():
-        await users.add(name=name, role=role, password=f"{name}-pw-0123", actor="system:tocsin")
+        await users.add(name=name, role=role, password=f"{name}-pw-0123", actor=SYSTEM)
 
 
 async def login_form(client: TestClient) -> tuple[dict[str, str], str]:

@@ -43,6 +43,7 @@ from bot.context import Context, open_context
 from core.clock import SystemClock
 from core.logs import ConsoleFormatter, set_secret_values, setup
 from core.models import Delivery
+from core.rbac import Actor
 from core.users import UserService
 from tests.security.kit import FixedTokenFactory, console_login, login_form
 from tests.slack.standin import SlackApi, sign, slash_body
@@ -351,9 +352,9 @@ class Scenario:
         await self.http("health", "GET", "/readyz")
 
     async def console(self) -> None:
-        users = UserService(self.ctx.db, self.ctx.audit, self.ctx.clock)
+        users = UserService(self.ctx.db, self.ctx.audit, self.ctx.clock, self.ctx.holder)
         await users.add(name="scanadmin", role="admin", password=SECRETS["console user password"],
-                        actor="cli:admin")
+                        actor=Actor("cli:admin", "cli"))
         session = await console_login(self.client, "scanadmin", SECRETS["console user password"])
         assert session is not None
         cookie = {"Cookie": session["Cookie"]}

@@ -58,8 +58,8 @@ async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: 
     ctx = await make_ctx(console={"session_secret": "browser-test-secret"},
                          slack={"enabled": True, "bot_token": BOT_TOKEN, "signing_secret": SIGNING_SECRET,
                                 "incident_channel": INCIDENT_CHANNEL, "api_url": slack.base_url})
-    await UserService(ctx.db, ctx.audit, ctx.clock).add(name="otto", role="operator", password="otto-password",
-                                                        actor="cli:admin")
+    await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(
+        name="otto", role="operator", password="otto-password", actor=Actor("cli:admin", "cli"))
     await ctx.service.declare(actor=Actor("cli:op"), title="Search is slow", severity="sev3")
     app, _rt = await build_app(ctx)
     server = TestServer(app, host="127.0.0.1")

@@ -23,9 +23,9 @@ OP = Actor("cli:op", "cli")
 @pytest.fixture
 async def console(make_ctx: Any) -> AsyncIterator[tuple[Context, TestClient]]:
     ctx = await make_ctx(worker={"enabled": False}, console={"session_secret": "console-test-secret"})
-    users = UserService(ctx.db, ctx.audit, ctx.clock)
+    users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
     for name, role in (("ada", "admin"), ("otto", "operator"), ("vera", "viewer")):
-        await users.add(name=name, role=role, password=f"{name}-password", actor="cli:admin")
+        await users.add(name=name, role=role, password=f"{name}-password", actor=Actor("cli:admin", "cli"))
     app, _rt = await build_app(ctx)
     client = TestClient(TestServer(app))
     await client.start_server()
