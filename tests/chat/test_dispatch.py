@@ -29,10 +29,12 @@ async def test_full_conversation(ctx: Context) -> None:
     assert ok and "INC-1 [sev2] open" in text and "Acknowledged by slack:UOP" in text and "UPDATE: rolled back" in text
     ok, text = await say(ctx, OP, "list")
     assert ok and text.startswith("INC-1 [sev2] open")
-    assert (await say(ctx, OP, "resolve INC-1 done"))[0]
-    assert (await say(ctx, OP, "list")) == (True, "No open incidents.")
     ok, text = await say(ctx, ADMIN, "route INC-1 update")
     assert ok and "Rules:" in text and "deliveries would be queued" in text
+    assert (await say(ctx, OP, "resolve INC-1 done"))[0]
+    assert (await say(ctx, OP, "list")) == (True, "No open incidents.")
+    ok, text = await say(ctx, ADMIN, "route INC-1 update")  # resolved: an update would be refused
+    assert ok and "INC-1 is resolved: /incident update would be refused" in text and "Rules:" not in text
 
 
 async def test_a_list_says_how_many_more_there_are(ctx: Context) -> None:
