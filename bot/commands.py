@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from core.config import SEVERITIES, SEVERITY_ALIASES
+from core.config import SEVERITIES, SEVERITY_ALIASES, parse_duration, parse_match
 from core.validation import is_ref
 
 USAGE: dict[str, str] = {
@@ -22,6 +22,7 @@ USAGE: dict[str, str] = {
     "test": "/incident test <channel> <contact or destination>",
     "oncall": "/incident oncall [schedule] | oncall override <schedule> <contact> <duration> | "
               "oncall take <schedule> <duration> | oncall cancel <override id>",
+    "maintenance": "/incident maintenance start <duration> [key=value,...] [reason] | end <M-n> | list",
     "help": "/incident help",
 }
 ALIASES = {"new": "declare", "open": "declare", "acknowledge": "ack", "close": "resolve", "show": "status",
@@ -54,6 +55,10 @@ class Command:
     limit: int = 25
     """list: how many incidents per page; offset: how many newest to skip (the CLI's --limit/--offset)."""
     offset: int = 0
+    match: str = ""
+    """maintenance start: key=value pairs, comma-separated (source=alertmanager,labels.team=db)."""
+    window: str | None = None
+    """maintenance end: the window id (M-n)."""
 
 
 class UsageError(Exception):
@@ -134,6 +139,8 @@ def parse(text: str) -> Command:
         if len(rest) != 2:
             raise UsageError("`test` needs a channel and one contact or destination.", verb)
         return Command("test", target=rest[0].lower(), text=rest[1])
+    if verb == "maintenance":
+        return _maintenance(after)
     ref = _ref(rest[0] if rest else None, verb)
     tail = _take(after, 1)[1]
     if verb in ("ack", "escalate", "status"):
@@ -173,3 +180,35 @@ def _oncall(rest: list[str]) -> Command:
     if len(rest) > 1:
         raise UsageError(f"`oncall` takes at most one schedule name, not {' '.join(rest)!r}.", "oncall")
     return Command("oncall", target="show", schedule=rest[0] if rest else None)
+def _maintenance(after: str) -> Command:
+    verb = "maintenance"
+    (op, *_), tail = _take(after, 1) if after.strip() else ([""], "")
+    op = op.lower()
+    if op == "list":
+        return Command(verb, target="list")
+    if op == "end":
+        words, extra = _take(tail, 1)
+        if not words or extra or not re.fullmatch(r"(?i)m-?\d+|\d+", words[0]):
+            raise UsageError("`maintenance end` takes the window id, like M-3.", verb)
+        number = int(re.sub(r"\D", "", words[0]))
+        return Command(verb, target="end", window=f"M-{number}")
+    if op == "start":
+        words, rest = _take(tail, 1)
+        if not words:
+            raise UsageError("`maintenance start` needs a duration, like 2h.", verb)
+        try:
+            parse_duration(words[0])
+        except ValueError as exc:
+            raise UsageError(f"Duration {words[0]!r}: {exc}.", verb) from None
+        match = ""
+        nxt, reason = _take(rest, 1)
+        if nxt and "=" in nxt[0]:
+            match = nxt[0]
+            try:
+                parse_match(match)
+            except ValueError as exc:
+                raise UsageError(f"Match: {exc}.", verb) from None
+        else:
+            reason = rest
+        return Command(verb, target="start", duration=words[0], match=match, text=reason)
+    raise UsageError("`maintenance` takes start, end or list.", verb)

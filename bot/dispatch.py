@@ -8,7 +8,9 @@ from bot.commands import USAGE, Command, UsageError, parse
 from core.appearance.terminal import CHAT, View
 from core.db import unavailable
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, StorageUnavailable, TocsinError
+from core.config import parse_duration
 from core.incidents import IncidentService
+from core.maintenance import Maintenance, describe_match, summary
 from core.models import Incident
 from core.rbac import Actor
 
@@ -121,7 +123,26 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
             return Reply("Channel tests run in the `tocsin run` server or with `tocsin channel test`.", ok=False)
         result = await tests.run(actor=actor, channel=cmd.target or "", target=cmd.text)
         return Reply(result.text(), ok=result.ok)
+    if v == "maintenance":
+        return await _maintenance(service, actor, cmd)
     raise UsageError(f"Unknown command {v!r}.")
+
+
+async def _maintenance(service: IncidentService, actor: Actor, cmd: Command) -> Reply:
+    windows = Maintenance(service)
+    now = service.clock.now()
+    if cmd.target == "list":
+        return Reply(summary(await windows.list(actor=actor), now))
+    if cmd.target == "end":
+        win = await windows.end(cmd.window or "", actor=actor)
+        return Reply(f"Maintenance {win.ref} ended by {actor.display or actor.identity}; it suppressed "
+                     f"{win.suppressed} event(s); paused escalations resume.", ephemeral=False)
+    win = await windows.start(actor=actor, duration=parse_duration(cmd.duration or ""), match=cmd.match,
+                              reason=cmd.text)
+    return Reply(f"Maintenance {win.ref} started by {actor.display or actor.identity} for {cmd.duration} "
+                 f"(until {win.ends_at:%Y-%m-%d %H:%M} UTC), matching {describe_match(win.match)}: matching "
+                 f"events open nothing and page nobody; {len(win.paused)} escalation(s) paused."
+                 + (f" Reason: {win.reason}" if win.reason else ""), ephemeral=False)
 
 
 def _done(inc: Incident | None, what: str) -> Reply:

@@ -26,6 +26,13 @@ def mount_heartbeats(rt: Runtime) -> Provided:
     return Provided(components=[HeartbeatTimer(Heartbeats(rt.ctx.service))])
 
 
+def mount_maintenance(rt: Runtime) -> Provided:
+    """Every process starts scheduled windows and ends expired ones; compare-and-set lets one do each."""
+    from core.maintenance import Maintenance, MaintenanceTimer
+
+    return Provided(components=[MaintenanceTimer(Maintenance(rt.ctx.service))])
+
+
 def mount_handoffs(rt: Runtime) -> Provided:
     """Every process ticks the handoff timer (core/schedules/handoffs.py): the unique (schedule, time) row
     lets one of them announce each handoff. Mounted always, so schedules added by a reload are followed."""

@@ -22,10 +22,11 @@ from core.metrics import (
     HEARTBEAT_AGE,
     HEARTBEAT_MISSED,
     INCIDENTS,
+    MAINTENANCE_ACTIVE,
     QUEUE_DEPTH,
     REGISTRY,
 )
-from core.models import Delivery, HeartbeatState, Incident
+from core.models import Delivery, HeartbeatState, Incident, MaintenanceWindow
 
 if TYPE_CHECKING:
     from bot.server import Runtime
@@ -45,6 +46,8 @@ async def refresh_gauges(db: Database, clock: Clock | None = None) -> None:
     """Set the database-state gauges from one read. Statuses no longer present drop to 0."""
     now = (clock or SystemClock()).now()
     async with db.engine.connect() as conn:
+        active = (await conn.execute(select(func.count()).select_from(MaintenanceWindow).where(
+            MaintenanceWindow.ended_at.is_(None), MaintenanceWindow.starts_at <= now))).scalar_one()
         beats = (await conn.execute(select(HeartbeatState.name, HeartbeatState.last_ping_at,
                                            HeartbeatState.incident_id))).all()
         queue = {status: n for status, n in (await conn.execute(
@@ -55,6 +58,7 @@ async def refresh_gauges(db: Database, clock: Clock | None = None) -> None:
         QUEUE_DEPTH.labels(status=status).set(int(queue.get(status, 0)))
     for state in sorted(set(INCIDENT_STATES) | set(states)):
         INCIDENTS.labels(state=state).set(int(states.get(state, 0)))
+    MAINTENANCE_ACTIVE.set(int(active))
     HEARTBEAT_AGE.clear()
     HEARTBEAT_MISSED.clear()
     for name, last, incident_id in beats:

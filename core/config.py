@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -761,6 +762,72 @@ class RetentionConfig(Model):
         return v
 
 
+class ScheduledMaintenance(Model):
+    """A maintenance window from config: once (`start`) or repeating (`cron`, 5 fields, in `timezone`)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    start: datetime | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    duration: Duration
+    match: str = ""
+    """`key=value` pairs, comma-separated, e.g. `source=alertmanager,labels.team=db`; empty matches all."""
+    reason: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except Exception:
+            raise ValueError(f"unknown time zone {v!r} (an IANA name like Europe/Berlin)") from None
+        return v
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, v: str) -> str:
+        parse_match(v)
+        return v
+
+    @model_validator(mode="after")
+    def _when(self) -> ScheduledMaintenance:
+        if (self.start is None) == (self.cron is None):
+            raise ValueError("give either start (one-off, e.g. 2026-12-06T02:00:00Z) or cron, not both")
+        if self.start is not None and self.start.tzinfo is None:
+            self.start = self.start.replace(tzinfo=ZoneInfo(self.timezone))
+        if self.cron is not None:
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+            except ValueError as exc:
+                raise ValueError(f"cron {self.cron!r}: {exc}") from None
+        if self.duration.total_seconds() <= 0:
+            raise ValueError("duration must be more than 0")
+        return self
+
+
+def parse_match(text: str) -> dict[str, str]:
+    """`source=alertmanager,labels.team=db` -> {"source": "alertmanager", "labels.team": "db"} (ValueError
+    naming the bad part). The one grammar of maintenance matches: config, chat and CLI."""
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{part!r} is not key=value (e.g. source=alertmanager,labels.team=db)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+class MaintenanceConfig(Model):
+    max_duration: Duration = Field(default_factory=lambda: timedelta(hours=8))
+    """No window may last longer: a forgotten window must not silence paging for days."""
+    windows: list[ScheduledMaintenance] = Field(default_factory=list)
+
+
 _HEARTBEAT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -824,6 +891,7 @@ class Config(Model):
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     heartbeats: list[Heartbeat] = Field(default_factory=list)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -894,6 +962,12 @@ def problems(cfg: Config) -> list[Located]:
     _unique(out, "routing.rules", [r.name for r in cfg.routing.rules])
     _unique(out, "api.keys", [k.name for k in cfg.api.keys])
     _unique(out, "digests", [d.name for d in cfg.digests])
+    _unique(out, "maintenance.windows", [w.name for w in cfg.maintenance.windows])
+    for i, w in enumerate(cfg.maintenance.windows):
+        if w.duration > cfg.maintenance.max_duration:
+            out.append((("maintenance", "windows", i, "duration"),
+                        f"window {w.name!r} lasts longer than maintenance.max_duration "
+                        f"({format_duration(cfg.maintenance.max_duration)})"))
     beats = _unique(out, "heartbeats", [h.name for h in cfg.heartbeats])
     if cfg.alertmanager.watchdog.heartbeat and cfg.alertmanager.watchdog.heartbeat not in beats:
         out.append((("alertmanager", "watchdog", "heartbeat"),

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +25,7 @@ from core.errors import NotFound
 from core.incident_store import RESOLVED
 from core.incidents import IncidentService
 from core.models import HeartbeatState, Incident
+from core.timers import Ticker
 from core.rbac import Actor
 
 log = logging.getLogger("tocsin.heartbeats")
@@ -162,7 +162,10 @@ class Heartbeats:
                                     description=description, source=SOURCE, event_type=MISSED,
                                     labels={"heartbeat": name}, payload={"heartbeat": name},
                                     correlation_key=f"heartbeat:{name}", session=s)
-            assert out.incident is not None
+            if out.suppressed_by is not None or out.incident is None:
+                # planned work: check again when the window ends (recorded once per window, not per tick)
+                row.deadline_at = utc(out.suppressed_by.ends_at) if out.suppressed_by else now + hb.allowed
+                return None
             row.incident_id = out.incident.id
             row.missed_at = now
             ref = out.incident.ref
@@ -202,15 +205,13 @@ class HeartbeatTimer:
         self.heartbeats = heartbeats
         self.check_seconds = check_seconds
         self.scheduler: AsyncIOScheduler | None = None
+        self.ticker: Ticker | None = None
         self.opened: list[str] = []
 
     async def start(self) -> None:
         await self.heartbeats.sync()
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
-            "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
-        self.scheduler.add_job(self.run, IntervalTrigger(seconds=self.check_seconds, timezone=timezone.utc),
-                               id="heartbeat:check", next_run_time=datetime.now(timezone.utc))
-        self.scheduler.start()
+        self.ticker = Ticker(self.run, seconds=self.check_seconds, job_id="heartbeat:check")
+        self.scheduler = self.ticker.start()
 
     async def run(self) -> None:
         """One check, then arm a one-off job at the next deadline (so a miss pages on time, not on the tick)."""
@@ -221,13 +222,14 @@ class HeartbeatTimer:
         except Exception:  # database down: the next tick tries again; deadlines are safe in the database
             log.warning("heartbeat.check.failed", exc_info=True)
             return
-        if nxt is not None and self.scheduler is not None and self.scheduler.running:
+        if nxt is not None and self.ticker is not None and self.scheduler is not None and self.scheduler.running:
             delay = nxt - self.heartbeats.service.clock.now()
             if timedelta(0) < delay < timedelta(seconds=self.check_seconds):
-                self.scheduler.add_job(self.run, DateTrigger(datetime.now(timezone.utc) + delay),
+                self.scheduler.add_job(self.ticker.tick, DateTrigger(datetime.now(timezone.utc) + delay),
                                        id="heartbeat:next", replace_existing=True)
 
     async def close(self) -> None:
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        if self.ticker is not None:
+            await self.ticker.close()
+        self.ticker = None
         self.scheduler = None

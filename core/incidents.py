@@ -28,7 +28,8 @@ from core.fanout import FanOut
 from core.incident_store import IncidentDetail, IncidentStore  # noqa: F401 (IncidentDetail: re-exported)
 from core.incident_store import MONITORING, OPEN, RESOLVED
 from core.metrics import ESCALATIONS
-from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange
+from core.maintenance import suppressing
+from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange, MaintenanceWindow
 from core.schedules.service import ScheduleService, overrides_in_force
 from core.rbac import Actor, Permission, allows, contact_identities, require, role_for
 from core.routing import (
@@ -56,6 +57,8 @@ class Outcome:
     changed: bool = True
     note: str = ""
     cancelled_pages: int = 0
+    suppressed_by: MaintenanceWindow | None = None
+    """The maintenance window that kept this inbound event from opening or paging (recorded there)."""
 
 
 class IncidentService(IncidentStore):
@@ -94,6 +97,11 @@ class IncidentService(IncidentStore):
         check_contact_list(cfg, contact_list)
         now = self.clock.now()
         async with self._tx(session) as s:
+            win = await suppressing(s, actor=actor, now=now, title=title, event=RouteEvent(
+                event_type=event_type, severity=sev, source=source or actor.platform, payload=payload or {},
+                labels=labels or {}, metadata={"title": title}))
+            if win is not None:
+                return await self._suppressed(s, win, actor, now, what=title)
             inc = Incident(title=title, description=description, severity=sev, state=OPEN,
                            source=source or actor.platform, commander=actor.identity, contact_list=contact_list,
                            created_at=now, updated_at=now, state_since=now, version=1,
@@ -283,6 +291,11 @@ class IncidentService(IncidentStore):
         if contact_list:
             t = Targets(lists=t.lists + [contact_list], contacts=t.contacts, destinations=t.destinations)
         async with self._tx(session) as s:
+            win = await suppressing(s, actor=actor, now=now, title=text, event=RouteEvent(
+                event_type=event_type, severity=sev, source=source or actor.platform, payload=payload or {},
+                labels=labels or {}, metadata=metadata or {}))
+            if win is not None:
+                return await self._suppressed(s, win, actor, now, what=text)
             msg = IncidentMessage(incident_id=None, kind="ONE_TIME", body=text, author=actor.identity,
                                   created_at=now, extra={"contact_list": contact_list})
             s.add(msg)
@@ -299,6 +312,13 @@ class IncidentService(IncidentStore):
         return Outcome(None, msg, queued, p)
 
     # --- internals ----------------------------------------------------------------------------
+
+    async def _suppressed(self, s: AsyncSession, win: MaintenanceWindow, actor: Actor, now: datetime, *,
+                          what: str) -> Outcome:
+        await self.audit.append(s, actor=actor.identity, source=actor.source, action="maintenance.suppressed",
+                                resource=win.ref, now=now, details={"what": what[:200]})
+        return Outcome(None, None, 0, changed=False, suppressed_by=win,
+                       note=f"suppressed by maintenance window {win.ref} (until {utc(win.ends_at):%H:%M} UTC)")
 
     async def _post(self, ref: str | int, *, actor: Actor, kind: str, event_type: str, text: str,
                     extra: dict[str, Any] | None = None, session: AsyncSession | None = None) -> Outcome:

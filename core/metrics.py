@@ -27,3 +27,8 @@ HEARTBEAT_AGE = Gauge("tocsin_heartbeat_last_ping_age_seconds", "Seconds since e
                       "(since it was added, if it never pinged)", ["heartbeat"], registry=REGISTRY)
 HEARTBEAT_MISSED = Gauge("tocsin_heartbeat_missed", "1 while the heartbeat is missed (its incident is open)",
                          ["heartbeat"], registry=REGISTRY)
+MAINTENANCE_SUPPRESSED = Counter("tocsin_maintenance_suppressed_total", "What maintenance windows suppressed: "
+                                 "kind=event (an inbound event opened or paged nothing), kind=escalation "
+                                 "(an open incident's escalation was paused)", ["kind"], registry=REGISTRY)
+MAINTENANCE_ACTIVE = Gauge("tocsin_maintenance_windows_active", "Maintenance windows active now",
+                           registry=REGISTRY)

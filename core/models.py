@@ -367,3 +367,41 @@ class ScheduleHandoff(Base):
     outgoing: Mapped[str | None] = mapped_column(String(200), nullable=True)
     incoming: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+class MaintenanceWindow(Base):
+    """Planned work: while active, matching inbound events open nothing and page nobody, and matching open
+    incidents' escalations are paused (`paused`: incident id -> seconds that were left, resumed at the end)."""
+
+    __tablename__ = "maintenance_windows"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    ended_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    match: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    schedule_key: Mapped[str | None] = mapped_column(String(300), nullable=True, unique=True)
+    """`<config window name>@<start>` for a scheduled occurrence: the unique key makes it start once."""
+    suppressed: Mapped[int] = mapped_column(BigInteger, default=0)
+    paused: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"M-{self.id}"
+
+
+class SuppressedEvent(Base):
+    """An inbound event a maintenance window kept from opening an incident or paging: recorded, not lost."""
+
+    __tablename__ = "maintenance_suppressed"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    window_id: Mapped[int] = mapped_column(ForeignKey("maintenance_windows.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event_type: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -16,12 +16,13 @@ class Permission(str, Enum):
     VIEW_AUDIT = "view the audit log"
     ACKNOWLEDGE = "acknowledge incidents"
     VIEW = "view incidents"
+    MANAGE_MAINTENANCE = "start and end maintenance windows"
 
 
 MATRIX: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MANAGER: frozenset({Permission.SEND_INCIDENTS, Permission.MANAGE_CONTACTS, Permission.VIEW_AUDIT,
-                             Permission.ACKNOWLEDGE, Permission.VIEW}),
+                             Permission.ACKNOWLEDGE, Permission.VIEW, Permission.MANAGE_MAINTENANCE}),
     Role.OPERATOR: frozenset({Permission.SEND_INCIDENTS, Permission.ACKNOWLEDGE, Permission.VIEW}),
     Role.VIEWER: frozenset({Permission.VIEW}),
 }

@@ -6,6 +6,7 @@ the job. The period lives in the database, so a restart neither repeats nor skip
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -20,6 +21,51 @@ from core.db import Database
 from core.models import TimerJob
 
 log = logging.getLogger("tocsin.timers")
+
+
+class Ticker:
+    """APScheduler calling `job` now and every `seconds` (one at a time, missed ticks coalesced): the timer
+    of the periodic components (pruning, heartbeats, maintenance). close() also cancels a tick in progress,
+    which the scheduler's shutdown alone would leave running."""
+
+    def __init__(self, job: Callable[[], Awaitable[object]], *, seconds: float, job_id: str) -> None:
+        self.job = job
+        self.seconds = seconds
+        self.job_id = job_id
+        self.scheduler: AsyncIOScheduler | None = None
+        self._running: set[asyncio.Task[object]] = set()
+
+    async def tick(self) -> None:
+        """One run of the job, tracked so close() can cancel it (also for extra one-off jobs)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await self.job()
+        finally:
+            self._running.discard(task)  # type: ignore[arg-type]
+
+    def start(self) -> AsyncIOScheduler:
+        self.scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
+            "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
+        self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.seconds, timezone=timezone.utc),
+                               id=self.job_id, next_run_time=datetime.now(timezone.utc))
+        self.scheduler.start()
+        return self.scheduler
+
+    @property
+    def running(self) -> bool:
+        return self.scheduler is not None and self.scheduler.running
+
+    async def close(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.scheduler = None
+        tasks = [t for t in self._running if t is not asyncio.current_task()]
+        self._running.clear()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def claim_run(db: Database, name: str, *, now: datetime, every: timedelta) -> bool:
@@ -53,7 +99,7 @@ class PeriodicJob:
         self.every = every
         self.tick_seconds = tick_seconds
         self.runs = 0
-        self.scheduler: AsyncIOScheduler | None = None
+        self.ticker: Ticker | None = None
 
     async def tick(self) -> bool:
         """One tick: run the job if this process claimed the period. Failures are logged, tried next period."""
@@ -74,13 +120,10 @@ class PeriodicJob:
             log.warning("timer.tick.failed", extra={"job": self.job_name}, exc_info=True)
 
     async def start(self) -> None:
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
-            "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
-        self.scheduler.add_job(self._safe_tick, IntervalTrigger(seconds=self.tick_seconds, timezone=timezone.utc),
-                               id=self.name, next_run_time=datetime.now(timezone.utc))
-        self.scheduler.start()
+        self.ticker = Ticker(self._safe_tick, seconds=self.tick_seconds, job_id=self.name)
+        self.ticker.start()
 
     async def close(self) -> None:
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        self.scheduler = None
+        if self.ticker is not None:
+            await self.ticker.close()
+        self.ticker = None

@@ -84,10 +84,12 @@ def _labels_text(labels: dict[str, str], *, skip: tuple[str, ...] = ("alertname"
 
 
 def alert_line(alert: AmAlert) -> str:
+    """One alert: name, fingerprint and every label, so a person can find it in Alertmanager."""
     name = alert.labels.get("alertname", "alert")
-    labels = _labels_text(alert.labels)
+    labels = _labels_text(alert.labels, skip=())
     summary = alert.annotations.get("summary") or alert.annotations.get("description") or ""
-    line = f"- {name}" + (f" {{{labels}}}" if labels else "") + (f": {summary}" if summary else "")
+    line = (f"- {name} [{alert.fingerprint}]" + (f" {{{labels}}}" if labels else "")
+            + (f": {summary}" if summary else ""))
     return line + (f" <{alert.generatorURL}>" if alert.generatorURL else "")
 
 
@@ -233,15 +235,23 @@ async def _apply(ctx: Context, hook: AlertmanagerWebhook, firing: list[AmAlert],
         out = await svc.notify(actor=actor, text=f"{title_of(hook)}\n{description_of(hook, firing)}",
                                severity=severity, event_type=EVENT_TYPE, source="alertmanager",
                                payload=payload, labels=route.labels, metadata=route.metadata, session=session)
+        if out.suppressed_by is not None:
+            return AlertmanagerResult(action="suppressed", note=out.note, **base)
         await keep(None)
         return AlertmanagerResult(action="notified", queued=out.queued, **base)
+    description = description_of(hook, firing)
+    if inc is not None and inc.state == RESOLVED:
+        # the group fired again after it resolved: a new incident that links the previous one
+        description = f"Reopens {inc.ref} (the same Alertmanager group, resolved earlier).\n{description}"
+        payload = {**payload, "previous_incident": inc.ref}
     out = await svc.declare(actor=actor, title=title_of(hook), severity=severity,
-                            description=description_of(hook, firing), source="alertmanager",
+                            description=description, source="alertmanager",
                             labels=dict(hook.commonLabels), payload=payload, event_type=EVENT_TYPE,
                             correlation_key=bounded_key("am", hook.groupKey, limit=500), session=session)
     opened = out.incident
-    if opened is None:  # pragma: no cover - declare always returns the incident it opened
-        raise RuntimeError("declare returned no incident")
+    if out.suppressed_by is not None or opened is None:
+        # not remembered: the group opens its incident on its first notification after the window
+        return AlertmanagerResult(action="suppressed", note=out.note, **base)
     await keep(opened.id)
     return AlertmanagerResult(action="opened", incident=opened.ref, incident_id=opened.id, queued=out.queued,
                               **base)

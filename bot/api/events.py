@@ -141,6 +141,8 @@ async def _apply(ctx: Context, event: InboundEvent, *, actor: Actor, source: str
         out = await svc.notify(actor=actor, text=f"{title}\n{description}".strip(), severity=sev,
                                event_type=event.event_type, source=source, payload=event.payload,
                                labels=route.labels, metadata=route.metadata, session=session)
+        if out.suppressed_by is not None:
+            return EventResult(action="suppressed", severity=sev, rules=rules, note=out.note)
         return EventResult(action="notified", severity=sev, queued=out.queued, rules=rules)
 
     if action in ("update", "resolve") or (action == "auto" and existing is not None):
@@ -165,8 +167,8 @@ async def _apply(ctx: Context, event: InboundEvent, *, actor: Actor, source: str
                             labels=route.labels, payload=event.payload, correlation_key=correlation,
                             event_type=event.event_type, session=session)
     inc = out.incident
-    if inc is None:  # pragma: no cover - declare always returns the incident it opened
-        raise RuntimeError("declare returned no incident")
+    if out.suppressed_by is not None or inc is None:
+        return EventResult(action="suppressed", severity=sev, rules=rules, note=out.note)
     return EventResult(action="opened", incident=inc.ref, incident_id=inc.id, severity=sev, queued=out.queued,
                        rules=rules)
 

@@ -14,7 +14,7 @@ def _as_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
-Action = Literal["opened", "updated", "resolved", "notified", "ignored", "unchanged", "heartbeat"]
+Action = Literal["opened", "updated", "resolved", "notified", "ignored", "unchanged", "heartbeat", "suppressed"]
 
 
 # --- inbound events ----------------------------------------------------------------------------------

@@ -232,6 +232,12 @@ def mount_console(rt: Runtime) -> Provided:
                           "overrides": [override_line(o.id, o.schedule, o.contact, o.starts_at, o.ends_at,
                                                       sc.timezone, o.created_by) for o in rows]})
         return c.render("schedules.html", request, items=items)
+        from core.maintenance import Maintenance
+
+        windows = await Maintenance(svc).list(actor=c.actor(request))
+        now = svc.clock.now()
+        return c.render("board.html", request, rows=await board_rows(request),
+                        maintenance=[v.line(now) for v in windows])
 
     async def board_fragment(request: web.Request) -> web.Response:
         return c.render("board_rows.html", request, **await board_rows(request))

@@ -76,6 +76,21 @@ async def test_group_lifecycle_open_unchanged_update_resolve(api: Any) -> None:
     assert (await post(client, am_hook([am_alert(status="resolved")])))[1]["result"]["action"] == "ignored"
     status, body = await post(client, am_hook([a1]))
     assert body["result"]["action"] == "opened" and body["result"]["incident"] == "INC-2"
+    reopened = await ctx.service.get(2)
+    assert reopened.description.startswith("Reopens INC-1 ") and reopened.payload["previous_incident"] == "INC-1"
+
+
+async def test_every_alert_fingerprint_and_labels_are_in_the_texts(api: Any) -> None:
+    client, ctx = api
+    a1, a2 = am_alert(instance="db1"), am_alert(instance="db2", severity="warning")
+    await post(client, am_hook([a1]))
+    await post(client, am_hook([a1, a2]))
+    await post(client, am_hook([am_alert(instance="db1", status="resolved"), a2]))
+    detail = await ctx.service.detail(1)
+    assert "[fp-HighLatency-db1] {alertname=HighLatency, instance=db1, severity=critical}" in detail.incident.description
+    assert "New:\n- HighLatency [fp-HighLatency-db2] {alertname=HighLatency, instance=db2, severity=warning}" \
+        in detail.thread[1].body
+    assert "Resolved:\n- HighLatency [fp-HighLatency-db1] {alertname=HighLatency, instance=db1" in detail.thread[2].body
 
 
 async def test_groups_are_independent(api: Any) -> None:

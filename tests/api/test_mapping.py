@@ -71,7 +71,8 @@ def test_texts_list_alerts_and_cap_long_groups() -> None:
     assert am.title_of(hook) == "HighLatency (env=prod)"
     text = am.description_of(hook, am.firing_alerts(hook))
     assert "... and 5 more" in text and "7 more alerts were left out" in text
-    line = "- HighLatency {instance=h0, severity=critical}: HighLatency on h0 <http://prometheus.local/graph>"
+    line = ("- HighLatency [fp-HighLatency-h0] {alertname=HighLatency, instance=h0, severity=critical}: "
+            "HighLatency on h0 <http://prometheus.local/graph>")
     assert line in text
     change = am.change_text(hook, am.firing_alerts(hook)[:2], {"fp-HighLatency-h0", "fp-gone"})
     assert change.startswith("Firing alerts changed: 1 new, 1 no longer firing, 2 firing now.")

@@ -178,3 +178,21 @@ def test_show_lists_dead_and_failed_deliveries_with_their_last_error(tmp_path: P
     assert r.returncode == 0 and all(len(ln) <= 80 for ln in r.stdout.splitlines()), r.stdout
     assert "not delivered:" in r.stdout and "dead" in r.stdout and "failed" in r.stdout
     assert "invalid phone number" in r.stdout and "mailbox" in r.stdout
+def test_maintenance_from_the_cli(tmp_path: Path) -> None:
+    assert tocsin(tmp_path, "db", "upgrade").returncode == 0
+    r = tocsin(tmp_path, "maintenance", "start", "--for", "2h", "--match", "source=alertmanager,labels.team=db",
+               "--reason", "DB upgrade")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Maintenance M-1 started by cli:alice for 2h") and "DB upgrade" in r.stdout
+    r = tocsin(tmp_path, "maintenance", "list")
+    assert "M-1 [source=alertmanager,labels.team=db] active" in r.stdout
+    r = tocsin(tmp_path, "maintenance", "start", "--for", "9h")
+    assert r.returncode == 1 and "at most 8h (maintenance.max_duration)" in r.stderr
+    r = tocsin(tmp_path, "maintenance", "start", "--for", "2h", "--match", "team")
+    assert r.returncode == 2 and "is not key=value" in r.stderr
+    r = tocsin(tmp_path, "maintenance", "end", "M-1")
+    assert r.returncode == 0 and "Maintenance M-1 ended by cli:alice" in r.stdout
+    r = tocsin(tmp_path, "maintenance", "list")
+    assert r.stdout.strip() == "No active maintenance windows."
+    r = tocsin(tmp_path, "heartbeat", "list")
+    assert r.returncode == 0 and "no heartbeats configured" in r.stdout

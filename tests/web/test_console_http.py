@@ -216,3 +216,21 @@ async def test_failed_sign_ins_back_off_per_user_and_address(console: tuple[Cont
     async with ctx.db.sessions() as s:
         throttled = (await s.execute(select(AuditEntry.actor).where(AuditEntry.action == "login.throttled"))).all()
     assert ("web:ada",) in throttled and ("web:other1",) in throttled
+
+
+async def test_the_board_shows_active_maintenance_and_what_it_suppressed(
+        console: tuple[Context, TestClient]) -> None:
+    from datetime import timedelta
+
+    from core.maintenance import Maintenance
+    from core.rbac import Actor
+
+    ctx, client = console
+    await Maintenance(ctx.service).start(actor=Actor("cli:admin", "cli"), duration=timedelta(hours=2),
+                                         match="source=alertmanager", reason="DB upgrade")
+    await ctx.service.declare(actor=Actor("api:alertmanager", "x"), title="Disk <full>", severity="sev1",
+                              source="alertmanager", event_type="alertmanager")
+    await login(client, "otto")
+    board = await (await client.get("/")).text()
+    assert "M-1 [source=alertmanager] active" in board and "suppressed 1 event(s)" in board
+    assert "Disk &lt;full&gt;" in board and "DB upgrade" in board
