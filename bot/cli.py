@@ -138,7 +138,8 @@ def incident_command(args: argparse.Namespace) -> Command:
     dispatcher (bot/dispatch.py) runs them all. argparse is only the CLI's front end."""
     words = " ".join
     if args.command == "notify":
-        return Command("notify", target=args.list, text=words(args.text), severity=args.severity)
+        return Command("notify", target=args.list, text=words(args.text), severity=args.severity,
+                       urgent=args.urgent)
     op = {"show": "status"}.get(args.op, args.op)
     if op == "declare":
         return Command("declare", severity=args.severity, title=words(args.title), text=args.description or "",
@@ -304,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("list", help="contact list")
     n.add_argument("text", nargs="+")
     n.add_argument("--severity", default="sev4")
+    n.add_argument("--urgent", action="store_true",
+                   help="send it as a page (each person's severity list, voice included) instead of news")
     n.set_defaults(func=cmd_incident)
 
     a = sub.add_parser("audit", help="audit trail").add_subparsers(dest="op", required=True, metavar="OP")

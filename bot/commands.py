@@ -15,7 +15,7 @@ USAGE: dict[str, str] = {
     "resolve": "/incident resolve <INC-n> [text]",
     "bridge": "/incident bridge <INC-n> <url or dial-in> [text]",
     "escalate": "/incident escalate <INC-n>",
-    "notify": "/incident notify <contact list> <text>",
+    "notify": "/incident notify [--urgent] <contact list> <text>",
     "status": "/incident status <INC-n>",
     "list": "/incident list [open|all]",
     "route": "/incident route <INC-n> [declare|update|ack|resolve|...]",
@@ -59,6 +59,8 @@ class Command:
     """maintenance start: key=value pairs, comma-separated (source=alertmanager,labels.team=db)."""
     window: str | None = None
     """maintenance end: the window id (M-n)."""
+    urgent: bool = False
+    """notify --urgent: a page (people's severity lists) instead of news."""
 
 
 class UsageError(Exception):
@@ -132,9 +134,12 @@ def parse(text: str) -> Command:
     if verb == "oncall":
         return _oncall(rest)
     if verb == "notify":
+        urgent = bool(rest) and rest[0].lower() in ("--urgent", "\u2014urgent")  # phones turn -- into a dash
+        if urgent:
+            rest, after = rest[1:], _take(after, 1)[1]
         if len(rest) < 2:
             raise UsageError("`notify` needs a contact list and the text to send.", verb)
-        return Command("notify", target=rest[0], text=_take(after, 1)[1])
+        return Command("notify", target=rest[0], text=_take(after, 1)[1], urgent=urgent)
     if verb == "test":
         if len(rest) != 2:
             raise UsageError("`test` needs a channel and one contact or destination.", verb)

@@ -81,10 +81,10 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
                      ephemeral=False, incident_id=inc.id)
     if v == "update":
         out = await service.update(cmd.incident or "", actor=actor, text=cmd.text)
-        return _done(out.incident, f"update posted, {out.queued} pages queued")
+        return _done(out.incident, f"update posted, {out.queued} news messages queued")
     if v == "bridge":
         out = await service.bridge(cmd.incident or "", actor=actor, details=cmd.target or "", text=cmd.text)
-        return _done(out.incident, f"bridge posted, {out.queued} pages queued")
+        return _done(out.incident, f"bridge posted, {out.queued} news messages queued")
     if v == "monitor":
         out = await service.monitor(cmd.incident or "", actor=actor, text=cmd.text)
         return _done(out.incident, f"now monitoring, escalation stopped, {out.queued} pages queued")
@@ -104,8 +104,9 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
         return _done(out.incident, f"{body.lower()}, {out.queued} pages queued")
     if v == "notify":
         out = await service.notify(actor=actor, text=cmd.text, contact_list=cmd.target,
-                                   severity=cmd.severity or "sev4")
-        return Reply(f"One-time message sent to {cmd.target}: {out.queued} pages queued.", ephemeral=False)
+                                   severity=cmd.severity or "sev4", urgent=cmd.urgent)
+        what = "pages" if cmd.urgent else "news messages"
+        return Reply(f"One-time message sent to {cmd.target}: {out.queued} {what} queued.", ephemeral=False)
     if v == "status":
         detail = await service.detail(cmd.incident or "", actor=actor)
         return Reply(view.status(detail, service.clock.now()), incident_id=detail.incident.id)

@@ -223,6 +223,10 @@ class ChatIds(Model):
     slack: str | None = None
     teams: str | None = None
     telegram: ChatId | None = None
+    cli: str | None = None
+    """CLI login (`cli:NAME`) when it is not the contact's name; used to know who acted, never for roles."""
+    web: str | None = None
+    """Web console user (`web:NAME`) when it is not the contact's name; likewise only to know who acted."""
 
 
 class QuietHours(Model):
@@ -246,6 +250,85 @@ class QuietHours(Model):
         return v
 
 
+INTERRUPTING_CHANNELS = ("voice", "sms", "ntfy")
+"""Channels that ring or buzz a phone (an ntfy push included). News (updates, acks, resolutions) uses them only when the person
+lists them under `preferences.updates`; pages (new incident, escalation, urgent notify) use any channel."""
+
+
+def _severity_keys(v: Any) -> Any:
+    """`critical:` and `SEV1:` are the same key as `sev1:`; unknown keys are left for `extra=forbid`."""
+    if not isinstance(v, dict):
+        return v
+    out: dict[Any, Any] = {}
+    for key, chans in v.items():
+        k = normalize_severity(key) if isinstance(key, str) else key
+        out[k if k in SEVERITIES else key] = chans
+    return out
+
+
+class NewsPreferences(Model):
+    """`preferences.updates`: channels for news (UPDATE, BRIDGE, MONITOR, ACK, RESOLVED and plain
+    notifications), per severity with a `default`; a plain list means the same list for every severity."""
+
+    default: list[Channel] | None = None
+    sev1: list[Channel] | None = None
+    sev2: list[Channel] | None = None
+    sev3: list[Channel] | None = None
+    sev4: list[Channel] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return {"default": v}
+        if v is not None and not isinstance(v, dict):
+            raise ValueError("must be a list of channels, like [email], or one list per severity, "
+                             "like {default: [email], sev1: [email, sms]}")
+        return _severity_keys(v)
+
+
+class Preferences(Model):
+    """Channels in order per severity (sev1..sev4, `default` for the rest) for pages, and `updates` for news."""
+
+    default: list[Channel] | None = None
+    sev1: list[Channel] | None = None
+    sev2: list[Channel] | None = None
+    sev3: list[Channel] | None = None
+    sev4: list[Channel] | None = None
+    updates: NewsPreferences | None = None
+    """Absent: news goes to the non-interrupting channels of the severity list (never voice, SMS or ntfy)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> Any:
+        return _severity_keys(v)
+
+    def pages(self, severity: str | None) -> tuple[list[str], str]:
+        """The page list for a severity and the key it came from (`preferences.sev1`)."""
+        own = getattr(self, severity, None) if severity in SEVERITIES else None
+        if own is not None:
+            return list(own), f"preferences.{severity}"
+        if self.default is not None:
+            return list(self.default), "preferences.default"
+        return ["email"], "built-in default [email]"
+
+    def news(self, severity: str | None) -> tuple[list[str], str]:
+        """The news list for a severity and where it came from; without `updates`, the page list minus
+        interrupting channels (voice, sms, ntfy), or email when nothing else is left."""
+        u = self.updates
+        if u is not None:
+            own = getattr(u, severity, None) if severity in SEVERITIES else None
+            if own is not None:
+                return list(own), f"preferences.updates.{severity}"
+            if u.default is not None:
+                return list(u.default), "preferences.updates.default"
+        chans, key = self.pages(severity)
+        quiet = [c for c in chans if c not in INTERRUPTING_CHANNELS]
+        if not quiet:
+            return ["email"], f"{key} has only voice/sms: email for news"
+        return quiet, f"{key} without voice/sms"
+
+
 class Contact(Model):
     name: str = Field(min_length=1)
     email: Email = None
@@ -256,8 +339,8 @@ class Contact(Model):
     console_user: str | None = None
     """The console user this contact signs in as: the bell shows their pages, `webpush` reaches their browsers."""
     """A topic on channels.ntfy.server (`alice-pages`) or a full topic URL (`https://ntfy.example/alice`)."""
-    preferences: dict[str, list[Channel]] = Field(default_factory=lambda: {"default": ["email"]})
-    """Channels in order, per severity (sev1..sev4) with a `default` fallback."""
+    preferences: Preferences = Field(default_factory=lambda: Preferences(default=["email"]))
+    """Channels in order, per severity (sev1..sev4) with a `default` fallback; `updates` for news."""
     quiet_hours: QuietHours | None = None
 
     @field_validator("ntfy_topic")
@@ -272,17 +355,6 @@ class Contact(Model):
             raise ValueError(f"ntfy topic {v!r} must be 1-64 characters of A-Z, a-z, 0-9, _ and - (or a full "
                              "topic URL)")
         return v
-
-    @field_validator("preferences")
-    @classmethod
-    def _prefs(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for key, chans in v.items():
-            k = normalize_severity(key)
-            if k not in SEVERITIES and k != "default":
-                raise ValueError(f"preference key {key!r} must be sev1..sev4 or default")
-            out[k] = chans
-        return out
 
 
 class ContactList(Model):
@@ -706,6 +778,8 @@ class ApiKey(Model):
     name: str = Field(min_length=1)
     key: SecretStr
     role: Role = "operator"
+    contact: str | None = None
+    """The person this key belongs to (a contact name): what they do through it is not sent back to them."""
 
 
 class ApiConfig(Model):
@@ -1017,6 +1091,9 @@ def problems(cfg: Config) -> list[Located]:
         if sc.fallback.schedules:
             out.append((("schedules", i, "fallback", "schedules"), f"schedule {sc.name!r}: a fallback "
                         "cannot name schedules (it is who gets paged when a schedule has nobody)"))
+    for i, key in enumerate(cfg.api.keys):
+        if key.contact is not None and key.contact not in contacts:
+            out.append((("api", "keys", i, "contact"), f"API key {key.name!r} names unknown contact {key.contact!r}"))
     out += _api_key_problems(cfg.api)
     out += platform_problems(cfg)
     out += _sms_problems(cfg)

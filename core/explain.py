@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from core.config import Config, Targets
 from core.escalation_policy import next_step
-from core.rbac import Actor, Permission, require
-from core.routing import RouteEvent, canonical_event_type, escalation_plan, incident_event, incident_extra, plan
+from core.rbac import Actor, Permission, acting_contacts, require
+from core.routing import RouteEvent, canonical_event_type, escalation_plan, incident_plan, plan
 from core.schedules.service import overrides_in_force
 
 if TYPE_CHECKING:
@@ -59,7 +59,11 @@ async def explain_incident(service: _ServiceLike, ref: str | int, event_type: st
         p = escalation_plan(cfg, inc, level=step.level, targets=Targets.model_validate(step.targets), now=now,
                             overrides=ov)
     else:
-        p = plan(cfg, incident_event(inc, etype), now=now, extra=incident_extra(inc), overrides=ov)
+        acked = acting_contacts(cfg, inc.acknowledged_by) if inc.acknowledged_by else set()
+        p = incident_plan(cfg, inc, etype, now=now, overrides=ov, acked_by=acked)
+        if acked and p.event is not None and p.event.news:
+            notes.append(f"Acknowledged by {inc.acknowledged_by} ({', '.join(sorted(acked))}): news goes to "
+                         "the acknowledger's team only.")
         # The policy is the one picked at open (its snapshot), not what today's rules would pick.
         notes.append(f"Escalation policy: {inc.escalation_policy}, level {inc.escalation_level} (picked when it "
                      "opened)" if inc.escalation_policy else
@@ -69,6 +73,7 @@ async def explain_incident(service: _ServiceLike, ref: str | int, event_type: st
     if service.surfaces:
         where = ", ".join(service.surfaces)
         notes.append(f"Incident card kept in sync on: {where} (card updates, not pages)")
+    notes.append("Whoever sends it is left out: nobody is told about their own action.")
     return "\n".join([head, *notes, p.explain(policy=False)])
 
 

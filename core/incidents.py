@@ -31,13 +31,13 @@ from core.metrics import ESCALATIONS
 from core.maintenance import suppressing
 from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange, MaintenanceWindow
 from core.schedules.service import ScheduleService, overrides_in_force
-from core.rbac import Actor, Permission, allows, contact_identities, require, role_for
+from core.rbac import Actor, Permission, acting_contacts, allows, contact_identities, require, role_for
 from core.routing import (
     Plan,
     RouteEvent,
     escalation_plan,
     incident_event,
-    incident_extra,
+    incident_plan,
     plan,
 )
 from core.validation import check_contact_list, check_severity, check_text, check_title, clean_text, parse_ref
@@ -111,8 +111,8 @@ class IncidentService(IncidentStore):
             await s.flush()
             ev = incident_event(inc, event_type)
             extra = Targets(lists=[contact_list]) if contact_list else None
-            p = plan(cfg, ev, now=now, extra=extra,
-                     overrides=await overrides_in_force(s, cfg, now))
+            p = plan(cfg, ev, now=now, extra=extra, overrides=await overrides_in_force(s, cfg, now),
+                     actor_contacts=acting_contacts(cfg, actor.identity))
             pol = cfg.policy(p.escalation_policy) if p.escalation_policy else None
             if pol:
                 inc.escalation_policy = pol.name
@@ -177,8 +177,7 @@ class IncidentService(IncidentStore):
             await self._cas(s, inc, acknowledged_by=actor.identity, acknowledged_at=now, next_escalation_at=None)
             cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
             msg = await self._message(s, inc, "ACK", f"Acknowledged by {actor.display or actor.identity}", actor, now)
-            p = plan(cfg, incident_event(inc, "ack"), now=now, extra=incident_extra(inc),
-                     overrides=await overrides_in_force(s, cfg, now))
+            p = await self._plan(s, cfg, inc, "ack", actor, now)
             queued = await self.fanout.incident(s, inc, msg, p, now, kind="ACK", body=msg.body, event_type="ack")
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.ack",
                                     resource=inc.ref, now=now,
@@ -246,7 +245,8 @@ class IncidentService(IncidentStore):
                 "level": step.level, "round": step.round, "policy": inc.escalation_policy})
             targets = Targets.model_validate(dict(step.targets))
             p = escalation_plan(cfg, inc, level=step.level, targets=targets, now=now,
-                                overrides=await overrides_in_force(s, cfg, now))
+                                overrides=await overrides_in_force(s, cfg, now),
+                                actor_contacts=acting_contacts(cfg, actor.identity))
             queued = await self.fanout.incident(s, inc, msg, p, now, kind="ESCALATION", body=body,
                                          event_type="escalate", purpose="escalation")
             entry: dict[str, Any] = {
@@ -278,9 +278,10 @@ class IncidentService(IncidentStore):
                      targets: Targets | None = None, severity: str = "sev4", event_type: str = "notify",
                      source: str | None = None, payload: dict[str, Any] | None = None,
                      labels: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
-                     session: AsyncSession | None = None) -> Outcome:
-        """A ONE-TIME message: no incident, no thread, just pages. An inbound event passes its labels and
-        metadata so the rules that chose `notify` also match when the pages are planned."""
+                     urgent: bool = False, session: AsyncSession | None = None) -> Outcome:
+        """A ONE-TIME message: no incident, no thread. It is news (people's news channels) unless `urgent`,
+        which makes it a page. An inbound event passes its labels and metadata so the rules that chose
+        `notify` also match when the deliveries are planned."""
         cfg = self.cfg
         require(cfg, actor, Permission.SEND_INCIDENTS)
         text = check_text(text, what="a notification")
@@ -297,17 +298,17 @@ class IncidentService(IncidentStore):
             if win is not None:
                 return await self._suppressed(s, win, actor, now, what=text)
             msg = IncidentMessage(incident_id=None, kind="ONE_TIME", body=text, author=actor.identity,
-                                  created_at=now, extra={"contact_list": contact_list})
+                                  created_at=now, extra={"contact_list": contact_list, "urgent": urgent})
             s.add(msg)
             await s.flush()
             ev = RouteEvent(event_type=event_type, severity=sev, source=source or actor.platform,
-                            payload=payload or {}, labels=labels or {}, metadata=metadata or {})
-            p = plan(cfg, ev, now=now, extra=t,
-                     overrides=await overrides_in_force(s, cfg, now))
+                            payload=payload or {}, labels=labels or {}, metadata=metadata or {}, urgent=urgent)
+            p = plan(cfg, ev, now=now, extra=t, overrides=await overrides_in_force(s, cfg, now),
+                     actor_contacts=acting_contacts(cfg, actor.identity))
             queued = await self.fanout.one_time(s, msg, p, ev, severity=sev, now=now)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="notify.one_time",
                                     resource=f"message:{msg.id}", now=now,
-                                    details={"contact_list": contact_list, "queued": queued})
+                                    details={"contact_list": contact_list, "queued": queued, "urgent": urgent})
         await self.events.emit(session, IncidentEvent("notify", None, msg.id, actor.identity, queued))
         return Outcome(None, msg, queued, p)
 
@@ -319,6 +320,15 @@ class IncidentService(IncidentStore):
                                 resource=win.ref, now=now, details={"what": what[:200]})
         return Outcome(None, None, 0, changed=False, suppressed_by=win,
                        note=f"suppressed by maintenance window {win.ref} (until {utc(win.ends_at):%H:%M} UTC)")
+
+    @staticmethod
+    async def _plan(s: AsyncSession, cfg: Config, inc: Incident, event_type: str, actor: Actor,
+                    now: datetime) -> Plan:
+        """Who hears of this incident message: never the actor; once acknowledged, news only reaches the
+        acknowledger's team."""
+        acked = acting_contacts(cfg, inc.acknowledged_by) if inc.acknowledged_by else set()
+        return incident_plan(cfg, inc, event_type, now=now, overrides=await overrides_in_force(s, cfg, now),
+                             actor_contacts=acting_contacts(cfg, actor.identity), acked_by=acked)
 
     async def _post(self, ref: str | int, *, actor: Actor, kind: str, event_type: str, text: str,
                     extra: dict[str, Any] | None = None, session: AsyncSession | None = None) -> Outcome:
@@ -334,8 +344,7 @@ class IncidentService(IncidentStore):
                                         "(declare a new incident instead)")
             await self._cas(s, inc)
             msg = await self._message(s, inc, kind, text, actor, now, extra=extra)
-            p = plan(cfg, incident_event(inc, event_type), now=now, extra=incident_extra(inc),
-                     overrides=await overrides_in_force(s, cfg, now))
+            p = await self._plan(s, cfg, inc, event_type, actor, now)
             queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=text, event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",
                                     resource=inc.ref, now=now, details={"message": msg.id, "queued": queued})
@@ -364,8 +373,7 @@ class IncidentService(IncidentStore):
             s.add(IncidentStateChange(incident_id=inc.id, from_state=prev, to_state=to, actor=actor.identity,
                                       at=now, seconds_in_previous=spent))
             msg = await self._message(s, inc, kind, text, actor, now)
-            p = plan(cfg, incident_event(inc, event_type), now=now, extra=incident_extra(inc),
-                     overrides=await overrides_in_force(s, cfg, now))
+            p = await self._plan(s, cfg, inc, event_type, actor, now)
             queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=msg.body,
                                                 event_type=event_type)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action=f"incident.{event_type}",

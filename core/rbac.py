@@ -92,6 +92,34 @@ def require(cfg: Config, actor: Actor, perm: Permission) -> Role:
     return role
 
 
+def acting_contacts(cfg: Config, identity: str) -> set[str]:
+    """The contacts an acting identity is, to leave them out of the news of their own action: chat ids
+    (`slack:U1`, `teams:..`, `telegram:..`), `contact:NAME` (voice keypress, ack link), a phone number
+    (`sms:+1..`, `voice:+1..`, two-way SMS), `cli:NAME`/`web:NAME` when NAME is the contact's name or
+    its `chat.cli`/`chat.web`, and `api:KEY` for a key whose `contact` is that person. Only for telling
+    people; roles never come from this."""
+    platform, _, uid = identity.partition(":")
+    if not uid:
+        return set()
+    out: set[str] = set()
+    for c in cfg.contacts:
+        if platform == "contact":
+            hit = uid == c.name
+        elif platform in ("slack", "teams", "telegram"):
+            hit = uid == getattr(c.chat, platform)
+        elif platform in ("sms", "voice", "phone"):
+            hit = c.phone is not None and uid == c.phone
+        elif platform in ("cli", "web"):
+            hit = uid in (c.name, getattr(c.chat, platform))
+        elif platform == "api":
+            hit = any(k.name == uid and k.contact == c.name for k in cfg.api.keys)
+        else:
+            hit = False
+        if hit:
+            out.add(c.name)
+    return out
+
+
 def contact_identities(cfg: Config, contact_name: str) -> set[str]:
     """Chat identities of a contact, as platform:user_id strings."""
     c = cfg.contact(contact_name)

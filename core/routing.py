@@ -9,7 +9,7 @@ from __future__ import annotations
 import reprlib
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "ntfy", "webpush", "outbox", "slack_dm", "teams_dm",
                    "telegram_dm")
 _MISSING = object()
+NEWS_EVENTS = frozenset({"update", "bridge", "monitor", "ack", "resolve"})
+"""Event types that are news (tell people, do not wake them): UPDATE, BRIDGE, MONITORING, ACK, RESOLVED.
+A ONE-TIME notification is news unless marked urgent; everything else (declare, escalate) is a page:
+when unsure, we ring rather than stay silent."""
 EVENT_ALIASES = {"escalation": "escalate", "acknowledge": "ack", "acknowledged": "ack",
                  "monitoring": "monitor", "resolved": "resolve", "declared": "declare"}
 """Spellings people write in `event_types` for the event names the service emits."""
@@ -41,6 +45,14 @@ EVENT_ALIASES = {"escalation": "escalate", "acknowledge": "ack", "acknowledged":
 def canonical_event_type(name: str) -> str:
     n = name.strip().lower()
     return EVENT_ALIASES.get(n, n)
+
+
+def is_news(event_type: str, *, urgent: bool | None = None) -> bool:
+    """Whether a message goes on people's news channels (else it is a page). A ONE-TIME message says so
+    itself (`urgent` True or False, whatever its event type); otherwise the event type decides."""
+    if urgent is not None:
+        return not urgent
+    return canonical_event_type(event_type) in NEWS_EVENTS
 
 
 @dataclass
@@ -54,6 +66,13 @@ class RouteEvent:
     payload: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    urgent: bool | None = None
+    """Set for ONE-TIME notifications only: True is a page (`notify --urgent`), False news; None lets
+    the event type decide."""
+
+    @property
+    def news(self) -> bool:
+        return is_news(self.event_type, urgent=self.urgent)
 
     def as_dict(self) -> dict[str, Any]:
         return {"event_type": self.event_type, "severity": self.severity, "source": self.source,
@@ -63,7 +82,8 @@ class RouteEvent:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RouteEvent:
         """Build from an event file (`tocsin route explain --event`); `type` is accepted for event_type."""
-        known = {"event_type", "type", "severity", "source", "incident", "payload", "labels", "metadata"}
+        known = {"event_type", "type", "severity", "source", "incident", "payload", "labels", "metadata",
+                 "urgent"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown event keys {unknown} (known: {sorted(known)})")
@@ -78,9 +98,12 @@ class RouteEvent:
             sev = normalize_severity(sev)
             if sev not in SEVERITIES:
                 raise ValueError(f"unknown severity {data.get('severity')!r}")
+        if not isinstance(data.get("urgent", False), (bool, type(None))):
+            raise ValueError("urgent must be true or false")
         return cls(event_type=etype, severity=sev, source=str(data.get("source") or ""),
                    incident=data.get("incident"), payload=dict(data.get("payload") or {}),
-                   labels=dict(data.get("labels") or {}), metadata=dict(data.get("metadata") or {}))
+                   labels=dict(data.get("labels") or {}), metadata=dict(data.get("metadata") or {}),
+                   urgent=data.get("urgent"))
 
 
 @dataclass(frozen=True)
@@ -89,6 +112,9 @@ class PlannedDelivery:
     channel: str
     address: str
     reason: str
+    chosen_by: str = ""
+    """Which list chose the channel: `preferences.sev1`, `preferences.updates.default`, ... for a person,
+    `destination` for a destination."""
 
 
 @dataclass
@@ -145,10 +171,16 @@ class Plan:
             lines.append("No rule matched: routed to routing.default_targets.")
         if self.escalation_policy and policy:
             lines.append(f"Escalation policy: {self.escalation_policy}")
+        if self.event is not None:
+            lines.append("Message: " + ("NEWS (people's news channels: preferences.updates, else their list "
+                                        "without voice/sms)" if self.event.news else
+                                        "PAGE (people's severity list: preferences.<severity>/default)"))
         lines.append(f"{len(self.deliveries)} deliveries {'were' if queued else 'would be'} queued "
                      "(recipient x channel):")
         for d in self.deliveries:
-            lines.append(f"  {d.recipient:<20} {d.channel:<14} {d.address:<30} ({d.reason})")
+            what = "news" if self.event is not None and self.event.news else "page"
+            via = f"; {what} via {d.chosen_by}" if d.chosen_by and d.chosen_by != "destination" else ""
+            lines.append(f"  {d.recipient:<20} {d.channel:<14} {d.address:<30} ({d.reason}{via})")
         if self.skipped:
             lines.append("Not sent:")
             lines.extend(f"  {s}" for s in self.skipped)
@@ -312,10 +344,11 @@ def in_quiet_hours(contact: Contact, now: datetime) -> bool:
     return local >= start or local < end  # spans midnight
 
 
-def contact_channels(contact: Contact, severity: str | None, now: datetime) -> tuple[list[str], list[str]]:
-    """Preferred channels for this severity, minus those quiet hours suppress; returns (channels, notes)."""
-    prefs = contact.preferences
-    chans: list[str] = list(prefs.get(severity or "", prefs.get("default", ["email"])))
+def contact_channels(contact: Contact, severity: str | None, now: datetime, *,
+                     news: bool = False) -> tuple[list[str], list[str], str]:
+    """Preferred channels for this severity (the news list for news), minus those quiet hours suppress;
+    returns (channels, notes, which list chose them)."""
+    chans, chosen_by = contact.preferences.news(severity) if news else contact.preferences.pages(severity)
     notes = []
     qh = contact.quiet_hours
     if qh and in_quiet_hours(contact, now) and (severity not in qh.allow_severities):
@@ -324,7 +357,7 @@ def contact_channels(contact: Contact, severity: str | None, now: datetime) -> t
             if c not in kept:
                 notes.append(f"{contact.name}/{c}: quiet hours ({qh.start}-{qh.end} {qh.timezone})")
         chans = kept
-    return chans, notes
+    return chans, notes, chosen_by
 
 
 def person_address(contact: Contact, channel: str) -> str | None:
@@ -376,7 +409,8 @@ Overrides = Mapping[str, Sequence[Override]]
 
 
 def resolve_targets(cfg: Config, targets: Targets, *, severity: str | None, now: datetime,
-                    reason: str, overrides: Overrides | None = None) -> tuple[list[PlannedDelivery], list[str]]:
+                    reason: str, overrides: Overrides | None = None,
+                    news: bool = False) -> tuple[list[PlannedDelivery], list[str]]:
     deliveries: list[PlannedDelivery] = []
     skipped: list[str] = []
     listed = expand_lists(cfg, targets.lists)
@@ -392,7 +426,8 @@ def resolve_targets(cfg: Config, targets: Targets, *, severity: str | None, now:
             people.append((who.contact, shift_reason(sname, sc.timezone, who)))
             continue
         skipped.append(f"{NOBODY_ON_CALL}{sname} at {now.isoformat(timespec='seconds')}; fallback paged")
-        d, s = resolve_targets(cfg, sc.fallback, severity=severity, now=now, reason=fallback_reason(sname))
+        d, s = resolve_targets(cfg, sc.fallback, severity=severity, now=now, reason=fallback_reason(sname),
+                               news=news)
         deliveries += d
         skipped += s
     for lname in targets.lists:
@@ -403,21 +438,21 @@ def resolve_targets(cfg: Config, targets: Targets, *, severity: str | None, now:
         if contact is None:
             skipped.append(f"{name}: unknown contact")
             continue
-        chans, notes = contact_channels(contact, severity, now)
+        chans, notes, chosen_by = contact_channels(contact, severity, now, news=news)
         skipped.extend(notes)
         for ch in chans:
             addr = person_address(contact, ch)
             if not addr:
                 skipped.append(f"{name}/{ch}: contact has no address for {ch}")
                 continue
-            deliveries.append(PlannedDelivery(name, ch, addr, why))
+            deliveries.append(PlannedDelivery(name, ch, addr, why, chosen_by))
     for dname in targets.destinations:
         dest = cfg.destination(dname)
         if dest is None:
             skipped.append(f"{dname}: unknown destination")
             continue
         addr = {"telegram": dest.chat_id, "email": dest.address}.get(dest.channel, dname)
-        deliveries.append(PlannedDelivery(dname, dest.channel, addr or dname, reason))
+        deliveries.append(PlannedDelivery(dname, dest.channel, addr or dname, reason, "destination"))
     return deliveries, skipped
 
 
@@ -435,10 +470,15 @@ def dedupe(items: list[PlannedDelivery]) -> list[PlannedDelivery]:
 
 def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = None,
          extra_reason: str = "named on the command", extra_first: bool = False,
-         overrides: Overrides | None = None) -> Plan:
+         overrides: Overrides | None = None, actor_contacts: Collection[str] = (),
+         acked_by: Collection[str] = (), team_lists: Sequence[str] = ()) -> Plan:
     """Match rules in order (first match wins unless the rule says `continue`); unrouted events go to
     default_targets. `extra` targets (a contact list named on declare, a one-time notify, an escalation
-    level) are added; `extra_first` lists them before the rules' so their reason is the one kept."""
+    level) are added; `extra_first` lists them before the rules' so their reason is the one kept.
+
+    Pages use each person's severity list, news their news list (`ev.news`). The contacts who did what the
+    message reports (`actor_contacts`) are never told about it. News about an acknowledged incident
+    (`acked_by`: the acknowledger's contacts) reaches only the acknowledger's team (see `ack_team`)."""
     picks: list[RulePick] = []
     matched: list[RoutingRule] = []
     deliveries: list[PlannedDelivery] = []
@@ -454,24 +494,48 @@ def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = 
         if ok:
             matched.append(rule)
             d, s = resolve_targets(cfg, rule.targets, severity=ev.severity, now=now,
-                                   reason=f"rule {rule.name}", overrides=overrides)
+                                   reason=f"rule {rule.name}", overrides=overrides, news=ev.news)
             deliveries += d
             skipped += s
             if not rule.continue_:
                 stopped = True
     if extra and not extra.empty():
         d, s = resolve_targets(cfg, extra, severity=ev.severity, now=now, reason=extra_reason,
-                               overrides=overrides)
+                               overrides=overrides, news=ev.news)
         deliveries = d + deliveries if extra_first else deliveries + d
         skipped += s
     used_default = False
     if not matched and not deliveries:
         used_default = True
         d, s = resolve_targets(cfg, cfg.routing.default_targets, severity=ev.severity, now=now,
-                               reason="default_targets", overrides=overrides)
+                               reason="default_targets", overrides=overrides, news=ev.news)
         deliveries += d
         skipped += s
+    if ev.news and acked_by:
+        lists = [*team_lists, *(extra.lists if extra else []),
+                 *(n for r in matched for n in r.targets.lists)]
+        team = ack_team(cfg, acked_by, lists)
+        if team:
+            skipped += sorted({f"{d.recipient}: not on the acknowledger's team (news after ack)"
+                               for d in deliveries if d.chosen_by != "destination" and d.recipient not in team})
+            deliveries = [d for d in deliveries if d.chosen_by == "destination" or d.recipient in team]
+    if actor_contacts:
+        skipped += sorted({f"{d.recipient}: did this, so is not told about it"
+                           for d in deliveries if d.chosen_by != "destination" and d.recipient in actor_contacts})
+        deliveries = [d for d in deliveries if d.chosen_by == "destination" or d.recipient not in actor_contacts]
     return Plan(dedupe(deliveries), picks, matched, skipped, used_default, ev)
+
+
+def ack_team(cfg: Config, acked_by: Collection[str], lists: Sequence[str]) -> set[str]:
+    """The acknowledger's team: every member of each contact list (nested lists included) among the
+    incident's targets that has the acknowledger in it. Empty when the acknowledger is on none of them
+    (then news is not narrowed: we prefer telling too many people to telling nobody)."""
+    team: set[str] = set()
+    for name in dict.fromkeys(lists):
+        members = expand_lists(cfg, [name])
+        if any(a in members for a in acked_by):
+            team.update(members)
+    return team
 
 
 # --- incidents ---------------------------------------------------------------------------------------
@@ -484,14 +548,38 @@ def incident_event(inc: Incident, event_type: str) -> RouteEvent:
                       metadata={"title": inc.title, "state": inc.state})
 
 
+def incident_lists(cfg: Config, inc: Incident, *, now: datetime) -> list[str]:
+    """The contact lists an incident pages: the one named at declare, those the rules route its
+    `declare` to, and every level of its escalation policy snapshot (where the acknowledger's team is
+    looked for)."""
+    out = [inc.contact_list] if inc.contact_list else []
+    for rule in plan(cfg, incident_event(inc, "declare"), now=now).matched_rules:
+        out += rule.targets.lists
+    for level in (inc.escalation_snapshot or {}).get("levels") or []:
+        out += list((level.get("targets") or {}).get("lists") or [])
+    return list(dict.fromkeys(out))
+
+
 def incident_extra(inc: Incident) -> Targets | None:
     """A contact list named when the incident was declared is paged on every event, besides the rules."""
     return Targets(lists=[inc.contact_list]) if inc.contact_list else None
 
 
+def incident_plan(cfg: Config, inc: Incident, event_type: str, *, now: datetime,
+                  overrides: Overrides | None = None, actor_contacts: Collection[str] = (),
+                  acked_by: Collection[str] = ()) -> Plan:
+    """The plan for an incident's message of `event_type` (not escalations): rules plus the contact list
+    named at declare; after an ack (`acked_by`: the acknowledger's contacts) news narrows to their team."""
+    ev = incident_event(inc, event_type)
+    lists = incident_lists(cfg, inc, now=now) if ev.news and acked_by else []
+    return plan(cfg, ev, now=now, extra=incident_extra(inc), overrides=overrides, actor_contacts=actor_contacts,
+                acked_by=acked_by, team_lists=lists)
+
+
 def escalation_plan(cfg: Config, inc: Incident, *, level: int, targets: Targets, now: datetime,
-                    overrides: Overrides | None = None) -> Plan:
+                    overrides: Overrides | None = None, actor_contacts: Collection[str] = ()) -> Plan:
     """An escalation pages the level's targets plus whatever rules route `escalate` events to;
     default_targets only when neither reaches anyone."""
     return plan(cfg, incident_event(inc, "escalate"), now=now, extra=targets,
-                extra_reason=f"escalation level {level}", extra_first=True, overrides=overrides)
+                extra_reason=f"escalation level {level}", extra_first=True, overrides=overrides,
+                actor_contacts=actor_contacts)

@@ -140,7 +140,8 @@ async def _apply(ctx: Context, event: InboundEvent, *, actor: Actor, source: str
         route = route_event(event, source=source, severity=sev)
         out = await svc.notify(actor=actor, text=f"{title}\n{description}".strip(), severity=sev,
                                event_type=event.event_type, source=source, payload=event.payload,
-                               labels=route.labels, metadata=route.metadata, session=session)
+                               labels=route.labels, metadata=route.metadata, urgent=event.urgent,
+                               session=session)
         if out.suppressed_by is not None:
             return EventResult(action="suppressed", severity=sev, rules=rules, note=out.note)
         return EventResult(action="notified", severity=sev, queued=out.queued, rules=rules)

@@ -41,6 +41,8 @@ class InboundEvent(BaseModel):
     tenant_id: str = Field(min_length=1, max_length=64)
     payload: dict[str, Any]
     metadata: EventMetadata | None = None
+    urgent: bool = Field(False, description="When a rule's action is notify: send the one-time message as a "
+                                            "page (people's severity lists) instead of news.")
 
 
 class EventResult(BaseModel):

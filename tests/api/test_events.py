@@ -106,6 +106,25 @@ async def test_notify_rule_pages_once_without_an_incident(make_client: Any) -> N
     assert c["incidents"] == 0 and c["messages"] == 1
 
 
+async def test_notify_is_news_unless_the_event_says_urgent(make_client: Any) -> None:
+    from sqlalchemy import select
+
+    from core.models import Delivery
+
+    client, ctx = await make_client(routing={"rules": [
+        {"name": "advisories", "event_types": ["advisory.new"], "action": "notify", "severity": "sev1",
+         "targets": {"contacts": ["alice"]}}]})
+    assert (await post(client, event("n1", event_type="advisory.new")))[0] == 202
+    assert (await post(client, {**event("n2", event_type="advisory.new"), "urgent": True}))[0] == 202
+    async with ctx.db.sessions() as s:
+        rows = (await s.execute(select(Delivery.message_id, Delivery.channel).order_by(Delivery.id))).all()
+    by_msg: dict[int, list[str]] = {}
+    for mid, ch in rows:
+        by_msg.setdefault(mid, []).append(ch)
+    # alice's sev1 list is [sms, email]: news skips the sms, the urgent one pages on both
+    assert list(by_msg.values()) == [["email"], ["sms", "email"]]
+
+
 async def test_update_without_an_open_incident_is_ignored_and_remembered(make_client: Any) -> None:
     client, ctx = await make_client(routing={"rules": [
         {"name": "progress", "event_types": ["deploy.progress"], "action": "update"}]})

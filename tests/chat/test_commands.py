@@ -21,6 +21,8 @@ OK = [
      Command("bridge", incident="INC-2", target="https://meet.example/x", text="join now")),
     ("escalate INC-5", Command("escalate", incident="INC-5")),
     ("notify oncall Maintenance tonight", Command("notify", target="oncall", text="Maintenance tonight")),
+    ("notify --urgent oncall Call in now", Command("notify", target="oncall", text="Call in now", urgent=True)),
+    ("notify \u2014urgent oncall Call in now", Command("notify", target="oncall", text="Call in now", urgent=True)),
     ("status INC-1", Command("status", incident="INC-1")),
     ("list", Command("list", filter="open")),
     ("list all", Command("list", filter="all")),
@@ -38,6 +40,7 @@ BAD = [
     ("ack INC-1 now", "takes only the incident id", "ack"),
     ("bridge INC-1", "needs a URL or dial-in", "bridge"),
     ("notify oncall", "needs a contact list and the text", "notify"),
+    ("notify --urgent oncall", "needs a contact list and the text", "notify"),
     ("list closed", "takes `open` or `all`", "list"),
 ]
 

@@ -54,8 +54,12 @@ async def test_explain_incident_for_admins(make_ctx: Callable[..., Any]) -> None
     assert "skip  sec: event type 'update' not in ['alert']" in text
     assert "MATCH major: all conditions hold" in text
     assert "Contact list leads was named at declare" in text
-    assert "alice                sms            +15550100001" in text
-    assert "carol                email          carol@example.com              (named on the command)" in text
+    # an update is news: alice's sev1 list is [sms, email], so it reaches her by email only
+    assert "Message: NEWS" in text
+    assert "alice                sms" not in text
+    assert "alice                email          alice@example.com" in text
+    assert ("carol                email          carol@example.com              (named on the command; news via "
+            "preferences.default without voice/sms)") in text
     # the chat command layer goes through the service and gets the same text
     assert await ctx.service.explain_route("INC-1", actor=ADMIN, event_type="update") == text
     with pytest.raises(Forbidden):
@@ -67,7 +71,7 @@ async def test_explain_escalate_shows_the_next_level_from_the_snapshot(make_ctx:
     await ctx.service.declare(actor=OP, title="db down", severity="sev2")
     text = await explain_incident(ctx.service, "INC-1", "escalation", actor=ADMIN)
     assert "next is level 1 of 2, round 1 of 2" in text
-    assert "carol                email          carol@example.com              (escalation level 1)" in text
+    assert "carol                email          carol@example.com              (escalation level 1; page via" in text
     await ctx.service.escalate("INC-1", actor=ADMIN)
     text2 = await explain_incident(ctx.service, "INC-1", "escalate", actor=ADMIN)
     assert "next is level 2 of 2" in text2 and "(escalation level 2)" in text2

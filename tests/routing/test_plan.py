@@ -60,12 +60,12 @@ POLICY = {"escalation_policies": [
 
 @pytest.mark.parametrize(("event", "matched", "expected"), [
     # severity threshold: sev3 is below sev2, so `major` skips; payments label matches
+    # (an update is news: carol's sms stays out, the destination still gets it)
     (RouteEvent("update", "sev3", "cli", labels={"team": "payments"}), ["payments"],
-     [("carol", "email"), ("carol", "sms"), ("war-room", "telegram")]),
-    # first match wins: major stops evaluation, payments is never reached
+     [("carol", "email"), ("war-room", "telegram")]),
+    # first match wins: major stops evaluation, payments is never reached (news: no voice, no sms)
     (RouteEvent("update", "sev1", "cli", labels={"team": "payments"}), ["major"],
-     [("alice", "voice"), ("alice", "sms"), ("alice", "email"), ("bob", "sms"), ("bob", "telegram"),
-      ("bob", "email")]),
+     [("alice", "email"), ("bob", "telegram"), ("bob", "email")]),
     # continue: security matches and continues into major; carol gets one email and one sms only
     (RouteEvent("declare", "sev2", "api", payload={"verdict": "malicious"}), ["security", "major"],
      [("carol", "email"), ("carol", "sms"), ("ops-hook", "webhook"), ("alice", "sms"), ("alice", "email"),
@@ -73,9 +73,9 @@ POLICY = {"escalation_policies": [
     # source mismatch: security needs api
     (RouteEvent("declare", "sev4", "slack", payload={"verdict": "malicious"}), [],
      [("carol", "email"), ("carol", "sms")]),
-    # event type mismatch: security is declare/update only; nothing matches -> default (leads)
+    # event type mismatch: security is declare/update only; nothing matches -> default (leads), as news
     (RouteEvent("resolve", "sev4", "api", payload={"verdict": "malicious"}), [],
-     [("carol", "email"), ("carol", "sms")]),
+     [("carol", "email")]),
     # no severity at all (an inbound event without one) never meets a min_severity
     (RouteEvent("alert", None, "api"), [], [("carol", "email"), ("carol", "sms")]),
 ])
@@ -179,7 +179,7 @@ def test_explain_says_which_rule_matched_why_others_did_not_and_exact_list() -> 
     assert "skip  security: source 'cli' not in ['api']" in text
     assert "skip  major: severity sev3 is below sev2" in text
     assert "MATCH payments: all conditions hold (labels.team='payments' eq 'payments')" in text
-    assert "3 deliveries would be queued" in text
+    assert "2 deliveries would be queued" in text
     assert "war-room             telegram       -100123" in text
     first = plan(cfg, RouteEvent("update", "sev1"), now=NOON).explain()
     assert "-     payments: not evaluated: an earlier rule matched without continue" in first
