@@ -74,7 +74,7 @@ async def test_explain_escalate_shows_the_next_level_from_the_snapshot(make_ctx:
     assert "carol                email          carol@example.com              (escalation level 1; page via" in text
     await ctx.service.escalate("INC-1", actor=ADMIN)
     text2 = await explain_incident(ctx.service, "INC-1", "escalate", actor=ADMIN)
-    assert "next is level 2 of 2" in text2 and "(escalation level 2)" in text2
+    assert "next is level 2 of 2" in text2 and "(escalation level 2; page via preferences.default)" in text2
     # what explain promised is what escalate queued
     out = await ctx.service.escalate("INC-1", actor=ADMIN)
     assert [(d.recipient, d.channel) for d in out.plan.deliveries] == explained_pairs(text2)
