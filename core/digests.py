@@ -134,7 +134,7 @@ class Digests:
         cfg = self.config.cfg
         data = await collect(s, cfg, d, since=since, now=now, due=due, late=late)
         ev = RouteEvent(event_type=d.event_type, source="tocsin", payload={"digest": data},
-                        metadata={"digest": d.name, "late": late})
+                        metadata={"digest": d.name, "late": late}, urgent=False)  # a digest is news
         p = plan(cfg, ev, now=now)
         text = digest_text(data)
         msg = IncidentMessage(incident_id=None, kind="DIGEST", body=text, author=actor, created_at=now,

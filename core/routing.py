@@ -67,8 +67,8 @@ class RouteEvent:
     labels: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     urgent: bool | None = None
-    """Set for ONE-TIME notifications only: True is a page (`notify --urgent`), False news; None lets
-    the event type decide."""
+    """Set for messages about no incident (ONE-TIME notifications, digests): True is a page
+    (`notify --urgent`), False news; None lets the event type decide."""
 
     @property
     def news(self) -> bool:
