@@ -125,6 +125,28 @@ async def test_notify_is_news_unless_the_event_says_urgent(make_client: Any) -> 
     assert list(by_msg.values()) == [["email"], ["sms", "email"]]
 
 
+async def test_the_api_caller_is_not_told_about_their_own_update(make_client: Any) -> None:
+    from sqlalchemy import select
+
+    from core.models import Delivery, IncidentMessage
+
+    client, ctx = await make_client(
+        api={"keys": [{"name": "ci", "key": OPS_KEY, "role": "operator", "contact": "alice"}]},
+        routing={"rules": [
+            {"name": "open", "event_types": ["scan.failed"], "action": "open", "targets": {"lists": ["oncall"]}},
+            {"name": "progress", "event_types": ["scan.progress"], "action": "update",
+             "targets": {"lists": ["oncall"]}}]})
+    assert (await post(client, event("o1", event_type="scan.failed")))[0] == 202
+    status, body = await post(client, event("u1", event_type="scan.progress"))
+    assert status == 202 and body["result"]["action"] == "updated", body
+    async with ctx.db.sessions() as s:
+        rows = (await s.execute(select(IncidentMessage.kind, Delivery.recipient).join(
+            Delivery, Delivery.message_id == IncidentMessage.id))).all()
+    # the key belongs to alice: she is not told about the update she sent (nor about the incident she opened)
+    assert {who for kind, who in rows if kind == "UPDATE"} == {"bob"}
+    assert {who for kind, who in rows if kind == "INITIAL"} == {"bob"}
+
+
 async def test_update_without_an_open_incident_is_ignored_and_remembered(make_client: Any) -> None:
     client, ctx = await make_client(routing={"rules": [
         {"name": "progress", "event_types": ["deploy.progress"], "action": "update"}]})

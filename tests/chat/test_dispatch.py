@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from bot.context import Context
 from bot.dispatch import run_text
@@ -60,3 +61,24 @@ async def test_errors_are_replies(ctx: Context) -> None:
     assert not ok and "already resolved" in text
     ok, text = await say(ctx, OP, "route INC-1")
     assert not ok and "may not manage settings" in text
+
+
+async def test_the_chat_actor_is_not_told_about_their_own_action(make_ctx: Any) -> None:
+    """alice (slack:UALICE) updates and resolves from chat: bob hears, alice does not (issue 23)."""
+    from sqlalchemy import select
+
+    from core.models import Delivery, IncidentMessage
+
+    ctx = await make_ctx(access={"slack:UALICE": "operator"})
+    alice = Actor("slack:UALICE", "slack")
+    assert (await say(ctx, OP, "declare sev2 db down"))[0]
+    assert (await say(ctx, alice, "update INC-1 failing over"))[0]
+    assert (await say(ctx, alice, "resolve INC-1 fixed"))[0]
+    async with ctx.db.sessions() as s:
+        rows = (await s.execute(select(IncidentMessage.kind, Delivery.recipient).join(
+            Delivery, Delivery.message_id == IncidentMessage.id))).all()
+    told: dict[str, set[str]] = {}
+    for kind, who in rows:
+        told.setdefault(kind, set()).add(who)
+    assert told["INITIAL"] == {"alice", "bob"}
+    assert told["UPDATE"] == told["RESOLVED"] == {"bob"}
