@@ -250,7 +250,7 @@ class QuietHours(Model):
         return v
 
 
-INTERRUPTING_CHANNELS = ("voice", "sms", "ntfy")
+INTERRUPTING_CHANNELS = ("voice", "sms", "ntfy", "webpush")
 """Channels that ring or buzz a phone (an ntfy push included). News (updates, acks, resolutions) uses them only when the person
 lists them under `preferences.updates`; pages (new incident, escalation, urgent notify) use any channel."""
 
@@ -302,6 +302,16 @@ class Preferences(Model):
     @classmethod
     def _keys(cls, v: Any) -> Any:
         return _severity_keys(v)
+
+    def lists(self) -> list[tuple[tuple[str, ...], list[str]]]:
+        """Every configured list with its key path (`("sev1",)`, `("updates", "default")`), for checks."""
+        out: list[tuple[tuple[str, ...], list[str]]] = []
+        for key in ("default", *SEVERITIES):
+            if getattr(self, key) is not None:
+                out.append(((key,), list(getattr(self, key))))
+            if self.updates is not None and getattr(self.updates, key) is not None:
+                out.append((("updates", key), list(getattr(self.updates, key))))
+        return out
 
     def pages(self, severity: str | None) -> tuple[list[str], str]:
         """The page list for a severity and the key it came from (`preferences.sev1`)."""
@@ -1106,9 +1116,9 @@ def _dm_problems(cfg: Config) -> list[Located]:
     out: list[Located] = []
     enabled = {"slack_dm": cfg.slack.enabled, "telegram_dm": cfg.telegram.enabled}
     for i, c in enumerate(cfg.contacts):
-        for sev, chans in c.preferences.items():
+        for keys, chans in c.preferences.lists():
             for j, ch in enumerate(chans):
-                where: PathKey = ("contacts", i, "preferences", sev, j)
+                where: PathKey = ("contacts", i, "preferences", *keys, j)
                 if ch == "teams_dm":
                     out.append((where, "teams_dm pages are not available yet; use teams_webhook or email"))
                 elif ch in enabled and not enabled[ch]:

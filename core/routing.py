@@ -37,6 +37,8 @@ NEWS_EVENTS = frozenset({"update", "bridge", "monitor", "ack", "resolve"})
 """Event types that are news (tell people, do not wake them): UPDATE, BRIDGE, MONITORING, ACK, RESOLVED.
 A ONE-TIME notification is news unless marked urgent; everything else (declare, escalate) is a page:
 when unsure, we ring rather than stay silent."""
+NEWS_KINDS = frozenset({"UPDATE", "BRIDGE", "MONITORING", "ACK", "RESOLVED", "DIGEST"})
+"""Message kinds that are news (ONE_TIME depends on `urgent`)."""
 EVENT_ALIASES = {"escalation": "escalate", "acknowledge": "ack", "acknowledged": "ack",
                  "monitoring": "monitor", "resolved": "resolve", "declared": "declare"}
 """Spellings people write in `event_types` for the event names the service emits."""
@@ -520,9 +522,11 @@ def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = 
                                for d in deliveries if d.chosen_by != "destination" and d.recipient not in team})
             deliveries = [d for d in deliveries if d.chosen_by == "destination" or d.recipient in team]
     if actor_contacts:
-        skipped += sorted({f"{d.recipient}: did this, so is not told about it"
-                           for d in deliveries if d.chosen_by != "destination" and d.recipient in actor_contacts})
-        deliveries = [d for d in deliveries if d.chosen_by == "destination" or d.recipient not in actor_contacts]
+        # The actor's own chat DM stays: it carries the card they acted on, which must show the new state.
+        def told(d: PlannedDelivery) -> bool:
+            return d.chosen_by == "destination" or d.recipient not in actor_contacts or d.channel.endswith("_dm")
+        skipped += sorted({f"{d.recipient}: did this, so is not told about it" for d in deliveries if not told(d)})
+        deliveries = [d for d in deliveries if told(d)]
     return Plan(dedupe(deliveries), picks, matched, skipped, used_default, ev)
 
 

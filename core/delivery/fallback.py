@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.config import DM_CHANNELS, Config
 from core.delivery.queue import Claimed, NewDelivery, enqueue
 from core.models import Delivery
-from core.routing import contact_channels, person_address
+from core.routing import NEWS_KINDS, contact_channels, person_address
 
 log = logging.getLogger("tocsin.worker")
 
@@ -25,7 +25,8 @@ async def page_next_channel(s: AsyncSession, cfg: Config, c: Claimed, *, now: da
     contact = cfg.contact(c.recipient)
     if contact is None:
         return None
-    chans, _ = contact_channels(contact, c.notification.severity, now)
+    news = c.notification.kind in NEWS_KINDS  # a news message falls back along the news list
+    chans, _, _ = contact_channels(contact, c.notification.severity, now, news=news)
     after = chans[chans.index(c.channel) + 1:] if c.channel in chans else chans
     for channel in after:
         address = person_address(contact, channel)
