@@ -17,8 +17,9 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from bot.web.bell import mount_bell
+from bot.context import Context
 from bot.server import Provided, Runtime
+from bot.web.bell import mount_bell
 from bot.web.charts import SEV_COLORS, hbars, oncall_timeline, stacked_bars
 from bot.web.session import COOKIE, LOGIN_COOKIE, Session, SessionCodec
 from bot.web.throttle import LoginThrottle, retry_after
@@ -29,6 +30,7 @@ from core.clock import utc
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, TocsinError
 from core.events import IncidentEvent
 from core.incidents import parse_ref
+from core.maintenance import Maintenance
 from core.rbac import Actor, Permission, Role, allows
 from core.stats import StatsReads
 from core.users import UserService
@@ -46,14 +48,15 @@ NOTICES = {"acked": "Acknowledged.", "resolved": "Resolved."}
 
 
 class Console:
-    """Owns the console's state: templates, session codec, live-board subscribers."""
+    """The console: its state (templates, session codec, sign-in throttle, live-board subscribers) and one
+    method per route; `routes` adds them to the app."""
 
     name = "console"
 
-    def __init__(self, rt: Any) -> None:
-        self.rt = rt
-        self.ctx = rt.ctx
-        cfg = self.ctx.cfg.console
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.svc = ctx.service
+        cfg = ctx.cfg.console
         key = cfg.session_secret.get_secret_value().encode() if cfg.session_secret else b""
         if not key:
             key = secrets.token_bytes(32)
@@ -61,14 +64,15 @@ class Console:
                         extra={"why": "sessions end on restart and are not shared between processes; "
                                       "set console.session_secret"})
         self.sessions = SessionCodec(key, hours=cfg.session_hours)
-        self.users = UserService(self.ctx.db, self.ctx.audit, self.ctx.clock, self.ctx.holder)
-        self.audit_reads = AuditReads(self.ctx.db, self.ctx.holder)
+        self.users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
+        self.audit_reads = AuditReads(ctx.db, ctx.holder)
+        self.stats_reads = StatsReads(ctx.db, ctx.holder)
         self.env = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape(),
                                enable_async=False)
         self.env.globals.update(sev_colors=SEV_COLORS, fmt_duration=fmt_duration, state_label=state_label,
                                 buttons=BUTTON_LABELS)
         self.subscribers: set[asyncio.Queue[str]] = set()
-        self.secure = self.ctx.cfg.server.public_url.startswith("https://")
+        self.secure = ctx.cfg.server.public_url.startswith("https://")
         self.throttle = LoginThrottle()
 
     async def start(self) -> None:
@@ -84,6 +88,25 @@ class Console:
         for q in list(self.subscribers):
             if q.qsize() < 100:
                 q.put_nowait(data)
+
+    def routes(self, router: web.UrlDispatcher) -> None:
+        """Every console route; all but sign-in need a session."""
+        auth = self.login_required
+        router.add_get("/login", self.login_form)
+        router.add_post("/login", self.login)
+        router.add_post("/logout", auth(self.logout))
+        router.add_get("/", auth(self.board))
+        router.add_get("/board/rows", auth(self.board_fragment))
+        router.add_get(r"/incidents/{id:\d+}", auth(self.incident))
+        router.add_post(r"/incidents/{id:\d+}/{action:ack|resolve}", auth(self.act))
+        router.add_get("/audit", auth(self.audit_page))
+        router.add_post("/audit/verify", auth(self.audit_verify))
+        router.add_get("/stats", auth(self.stats))
+        router.add_get("/schedules", auth(self.schedules_page))
+        router.add_get("/schedules/{name}", auth(self.schedules_page))
+        router.add_get("/events", auth(self.events))
+        mount_bell(self, router, auth)
+        router.add_static("/static/", STATIC, show_index=False)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -108,142 +131,139 @@ class Console:
             raise web.HTTPForbidden(text="CSRF token missing or wrong: reload the page and try again")
         return form
 
+    def login_required(self, handler: Handler) -> Handler:
+        """`handler` behind a session: no session goes to sign-in; a refusal or unknown id is an error page."""
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            sess = self.sessions.read(request.cookies.get(COOKIE))
+            if sess is None:
+                raise web.HTTPFound(f"/login?next={request.path_qs}")
+            request[SESSION] = sess
+            try:
+                return await handler(request)
+            except Forbidden as exc:
+                return self.render("error.html", request, status=403, message=str(exc))
+            except NotFound as exc:
+                return self.render("error.html", request, status=404, message=str(exc))
+        return wrapped
 
-def _login_required(console: Console, handler: Handler) -> Handler:
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        sess = console.sessions.read(request.cookies.get(COOKIE))
-        if sess is None:
-            raise web.HTTPFound(f"/login?next={request.path_qs}")
-        request[SESSION] = sess
-        try:
-            return await handler(request)
-        except Forbidden as exc:
-            return console.render("error.html", request, status=403, message=str(exc))
-        except NotFound as exc:
-            return console.render("error.html", request, status=404, message=str(exc))
-    return wrapped
+    # --- sign-in -------------------------------------------------------------------------------
 
-
-def mount_console(rt: Runtime) -> Provided:
-    """Add the console routes to the app (mounted from bot/server.py when console.enabled)."""
-    if not rt.cfg.console.enabled:
-        return Provided()
-    c = Console(rt)
-    svc = rt.ctx.service
-    auth = lambda h: _login_required(c, h)  # noqa: E731
-
-    def login_page(request: web.Request, *, nxt: str, error: str | None, status: int = 200,
+    def login_page(self, request: web.Request, *, nxt: str, error: str | None, status: int = 200,
                    headers: dict[str, str] | None = None) -> web.Response:
         """The sign-in form with a fresh CSRF nonce cookie and the token that matches it."""
-        nonce = c.sessions.login_nonce()
-        resp = c.render("login.html", request, status=status, next=nxt, error=error,
-                        login_csrf=c.sessions.login_csrf(nonce))
+        nonce = self.sessions.login_nonce()
+        resp = self.render("login.html", request, status=status, next=nxt, error=error,
+                           login_csrf=self.sessions.login_csrf(nonce))
         resp.headers.update(headers or {})
-        resp.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="Strict", secure=c.secure, path="/login",
-                        max_age=int(c.sessions.ttl))
+        resp.set_cookie(LOGIN_COOKIE, nonce, httponly=True, samesite="Strict", secure=self.secure, path="/login",
+                        max_age=int(self.sessions.ttl))
         return resp
 
-    async def login_form(request: web.Request) -> web.Response:
-        return login_page(request, nxt=request.query.get("next", "/"), error=None)
+    async def login_form(self, request: web.Request) -> web.Response:
+        return self.login_page(request, nxt=request.query.get("next", "/"), error=None)
 
-    async def login(request: web.Request) -> web.Response:
+    async def login(self, request: web.Request) -> web.Response:
         form = await request.post()
         name, password = str(form.get("name", ""))[:200], str(form.get("password", ""))
         nxt = str(form.get("next", "/"))
         if not nxt.startswith("/") or nxt.startswith("//"):
             nxt = "/"
         source = request.remote or "web"
-        if not c.sessions.login_csrf_ok(request.cookies.get(LOGIN_COOKIE), str(form.get("csrf", ""))):
+        if not self.sessions.login_csrf_ok(request.cookies.get(LOGIN_COOKIE), str(form.get("csrf", ""))):
             log.info("console.login.csrf", extra={"source": source})
-            return login_page(request, nxt=nxt, status=403,
-                              error="The sign-in form expired or came from another site: sign in again.")
-        keys = c.throttle.keys(user=name, address=source)
-        now = svc.clock.now().timestamp()
-        wait = c.throttle.wait(keys, now=now)
+            return self.login_page(request, nxt=nxt, status=403,
+                                   error="The sign-in form expired or came from another site: sign in again.")
+        keys = self.throttle.keys(user=name, address=source)
+        now = self.svc.clock.now().timestamp()
+        wait = self.throttle.wait(keys, now=now)
         if wait > 0:
-            await throttled(name=name, source=source, wait=wait)
-            return login_page(request, nxt=nxt, status=429, headers={"Retry-After": str(retry_after(wait))},
-                              error=f"Too many failed sign-ins: try again in {retry_after(wait)} seconds.")
-        user = await c.users.authenticate(name=name, password=password, source=source)
+            await self.throttled(name=name, source=source, wait=wait)
+            return self.login_page(request, nxt=nxt, status=429, headers={"Retry-After": str(retry_after(wait))},
+                                   error=f"Too many failed sign-ins: try again in {retry_after(wait)} seconds.")
+        user = await self.users.authenticate(name=name, password=password, source=source)
         if user is None:
-            wait = c.throttle.failure(keys, now=now)
+            wait = self.throttle.failure(keys, now=now)
             if wait > 0:
-                await throttled(name=name, source=source, wait=wait)
-                return login_page(request, nxt=nxt, status=429, headers={"Retry-After": str(retry_after(wait))},
-                                  error=f"Wrong name or password. Too many failed sign-ins: try again in "
-                                        f"{retry_after(wait)} seconds.")
-            return login_page(request, nxt=nxt, status=401, error="Wrong name or password.")
-        c.throttle.success(keys[0])
-        value, _ = c.sessions.issue(user.name, user.role)
+                await self.throttled(name=name, source=source, wait=wait)
+                return self.login_page(request, nxt=nxt, status=429,
+                                       headers={"Retry-After": str(retry_after(wait))},
+                                       error=f"Wrong name or password. Too many failed sign-ins: try again in "
+                                             f"{retry_after(wait)} seconds.")
+            return self.login_page(request, nxt=nxt, status=401, error="Wrong name or password.")
+        self.throttle.success(keys[0])
+        value, _ = self.sessions.issue(user.name, user.role)
         resp = web.HTTPFound(nxt)
-        resp.set_cookie(COOKIE, value, httponly=True, samesite="Strict", secure=c.secure, path="/",
-                        max_age=int(c.sessions.ttl))
+        resp.set_cookie(COOKIE, value, httponly=True, samesite="Strict", secure=self.secure, path="/",
+                        max_age=int(self.sessions.ttl))
         resp.del_cookie(LOGIN_COOKIE, path="/login")
         raise resp
 
-    async def throttled(*, name: str, source: str, wait: float) -> None:
+    async def throttled(self, *, name: str, source: str, wait: float) -> None:
         """Audit a refused or newly blocked sign-in (who, from where, for how long)."""
         log.warning("console.login.throttled", extra={"user": name[:100], "source": source,
                                                       "retry_after": retry_after(wait)})
-        async with rt.ctx.db.transaction() as s:
-            await rt.ctx.audit.append(s, actor=f"web:{name[:100]}", source=source, action="login.throttled",
-                                      resource="console", details={"retry_after": retry_after(wait)},
-                                      now=svc.clock.now())
+        async with self.ctx.db.transaction() as s:
+            await self.ctx.audit.append(s, actor=f"web:{name[:100]}", source=source, action="login.throttled",
+                                        resource="console", details={"retry_after": retry_after(wait)},
+                                        now=self.svc.clock.now())
 
-    async def logout(request: web.Request) -> web.Response:
-        await c.check_csrf(request)
+    async def logout(self, request: web.Request) -> web.Response:
+        await self.check_csrf(request)
         resp = web.HTTPFound("/login")
         resp.del_cookie(COOKIE, path="/")
         raise resp
 
-    async def board_rows(request: web.Request) -> dict[str, Any]:
+    # --- board and schedules -------------------------------------------------------------------
+
+    async def board_rows(self, request: web.Request) -> dict[str, Any]:
         """The newest `?limit=` incidents (default 200), open first, and how many older ones are not shown."""
         raw = request.query.get("limit", "")
         limit = min(int(raw), BOARD_MAX) if raw.isdigit() and int(raw) > 0 else BOARD_LIMIT
-        page = await svc.page(state="all", actor=c.actor(request), limit=limit)
-        now = svc.clock.now()
+        page = await self.svc.page(state="all", actor=self.actor(request), limit=limit)
+        now = self.svc.clock.now()
         order = {"open": 0, "monitoring": 1, "resolved": 2}
         incidents = sorted(page.incidents, key=lambda i: (order.get(i.state, 3), i.severity, -i.id))
         return {"rows": [{"i": i, "age": fmt_duration(i.time_open(now))} for i in incidents],
                 "more": page.more, "limit": limit, "wider": min(limit * 2, BOARD_MAX)}
 
-    async def oncall_now(request: web.Request) -> list[dict[str, Any]]:
+    async def oncall_now(self, request: web.Request) -> list[dict[str, Any]]:
         """Who is on call now per schedule, for the board (nothing when no schedule is configured)."""
         out = []
-        for sc in svc.cfg.schedules:
-            _, segs, _ = await svc.schedules.timeline(sc.name, actor=c.actor(request), days=14)
+        for sc in self.svc.cfg.schedules:
+            _, segs, _ = await self.svc.schedules.timeline(sc.name, actor=self.actor(request), days=14)
             cur = segs[0] if segs else None
             out.append({"name": sc.name, "who": cur.contact if cur else None, "source": cur.source if cur else "",
                         "until": when(cur.end if cur else None, sc.timezone)})
         return out
 
-    async def board(request: web.Request) -> web.Response:
-        return c.render("board.html", request, **await board_rows(request), oncall=await oncall_now(request))
+    async def board(self, request: web.Request) -> web.Response:
+        windows = await Maintenance(self.svc).list(actor=self.actor(request))
+        return self.render("board.html", request, **await self.board_rows(request),
+                           oncall=await self.oncall_now(request),
+                           maintenance=[v.line(self.svc.clock.now()) for v in windows])
 
-    async def schedules_page(request: web.Request) -> web.Response:
+    async def board_fragment(self, request: web.Request) -> web.Response:
+        return self.render("board_rows.html", request, **await self.board_rows(request))
+
+    async def schedules_page(self, request: web.Request) -> web.Response:
         """Each schedule as a two-week timeline (overrides marked), with its overrides listed."""
-        names = [request.match_info["name"]] if "name" in request.match_info else [s.name for s in svc.cfg.schedules]
+        names = ([request.match_info["name"]] if "name" in request.match_info
+                 else [s.name for s in self.svc.cfg.schedules])
         items = []
         for name in names:
-            sc, segs, rows = await svc.schedules.timeline(name, actor=c.actor(request), days=14)
-            start = svc.clock.now()
+            sc, segs, rows = await self.svc.schedules.timeline(name, actor=self.actor(request), days=14)
+            start = self.svc.clock.now()
             svg = oncall_timeline(segs, utc(start), utc(start) + timedelta(days=14), sc.timezone)  # type: ignore[arg-type]
             items.append({"sc": sc, "svg": Markup(svg), "now": now_and_next(name, sc.timezone, segs),
                           "overrides": [override_line(o.id, o.schedule, o.contact, o.starts_at, o.ends_at,
                                                       sc.timezone, o.created_by) for o in rows]})
-        return c.render("schedules.html", request, items=items)
-        from core.maintenance import Maintenance
+        return self.render("schedules.html", request, items=items)
 
-        windows = await Maintenance(svc).list(actor=c.actor(request))
-        now = svc.clock.now()
-        return c.render("board.html", request, rows=await board_rows(request),
-                        maintenance=[v.line(now) for v in windows])
+    # --- one incident --------------------------------------------------------------------------
 
-    async def board_fragment(request: web.Request) -> web.Response:
-        return c.render("board_rows.html", request, **await board_rows(request))
-
-    async def incident(request: web.Request, *, notice: str | None = None, status: int = 200) -> web.Response:
-        d = await svc.detail(incident_id(request), actor=c.actor(request))
+    async def incident(self, request: web.Request, *, notice: str | None = None,
+                       status: int = 200) -> web.Response:
+        d = await self.svc.detail(incident_id(request), actor=self.actor(request))
         timeline: list[tuple[datetime, str, str, str]] = []
         for ch in d.state_changes:  # first, so a state change sorts before the message written with it
             spent = f" after {fmt_duration(ch.seconds_in_previous)} {ch.from_state}" if ch.from_state else ""
@@ -269,39 +289,42 @@ def mount_console(rt: Runtime) -> Provided:
         tta, ttr = inc.time_to_ack, inc.time_to_resolve
         can_act = allows(request[SESSION].role, Permission.SEND_INCIDENTS)
         message = notice or NOTICES.get(request.query.get("msg", ""))
-        return c.render("incident.html", request, status=status, inc=inc, timeline=timeline, channels=channels,
-                        matrix=matrix, tta=tta, ttr=ttr, can_act=can_act, message=message)
+        return self.render("incident.html", request, status=status, inc=inc, timeline=timeline, channels=channels,
+                           matrix=matrix, tta=tta, ttr=ttr, can_act=can_act, message=message)
 
-    async def act(request: web.Request) -> web.Response:
+    async def act(self, request: web.Request) -> web.Response:
         """Acknowledge or resolve; success redirects to a fixed notice, a refusal is said on the page."""
-        await c.check_csrf(request)
+        await self.check_csrf(request)
         iid = incident_id(request)
-        actor = c.actor(request)
+        actor = self.actor(request)
         try:
             if request.match_info["action"] == "ack":
-                out = await svc.acknowledge(iid, actor=actor)
+                out = await self.svc.acknowledge(iid, actor=actor)
                 if out.note:  # already acknowledged: say by whom, on this answer only
-                    return await incident(request, notice=out.note)
+                    return await self.incident(request, notice=out.note)
                 key = "acked"
             else:
-                await svc.resolve(iid, actor=actor, text="Resolved from the console.")
+                await self.svc.resolve(iid, actor=actor, text="Resolved from the console.")
                 key = "resolved"
         except (Forbidden, InvalidTransition, InvalidInput) as exc:
             status = 403 if isinstance(exc, Forbidden) else 409 if isinstance(exc, InvalidTransition) else 400
-            return await incident(request, notice=str(exc), status=status)
+            return await self.incident(request, notice=str(exc), status=status)
         raise web.HTTPSeeOther(f"/incidents/{iid}?msg={key}")
 
-    async def audit_page(request: web.Request, result: str | None = None, ok: bool | None = None) -> web.Response:
-        entries = list(await c.audit_reads.entries(actor=c.actor(request), limit=200))
-        return c.render("audit.html", request, entries=list(reversed(entries)), result=result, ok=ok)
+    # --- audit, stats, live events -------------------------------------------------------------
 
-    async def audit_verify(request: web.Request) -> web.Response:
-        await c.check_csrf(request)
-        res = await c.audit_reads.verify(actor=c.actor(request))
-        return await audit_page(request, result=res.describe(), ok=res.ok)
+    async def audit_page(self, request: web.Request, result: str | None = None,
+                         ok: bool | None = None) -> web.Response:
+        entries = list(await self.audit_reads.entries(actor=self.actor(request), limit=200))
+        return self.render("audit.html", request, entries=list(reversed(entries)), result=result, ok=ok)
 
-    async def stats(request: web.Request) -> web.Response:
-        st = await StatsReads(rt.ctx.db, rt.ctx.holder).collect(actor=c.actor(request), now=svc.clock.now())
+    async def audit_verify(self, request: web.Request) -> web.Response:
+        await self.check_csrf(request)
+        res = await self.audit_reads.verify(actor=self.actor(request))
+        return await self.audit_page(request, result=res.describe(), ok=res.ok)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        st = await self.stats_reads.collect(actor=self.actor(request), now=self.svc.clock.now())
 
         def dur(v: float | None) -> str:
             return fmt_duration(v) if v is not None else "no data"
@@ -312,14 +335,14 @@ def mount_console(rt: Runtime) -> Provided:
                        ("resolve p90", st.ttr["p90"], dur(st.ttr["p90"]))])
         rates = hbars([(ch, 100 * ok / total if total else None, f"{100 * ok / total:.1f}% of {total}")
                        for ch, (ok, total) in st.success.items()], maximum=100.0)
-        return c.render("stats.html", request, per_day=stacked_bars(st.days, st.per_day), times=times, rates=rates,
-                        total=sum(sum(v.values()) for v in st.per_day.values()))
+        return self.render("stats.html", request, per_day=stacked_bars(st.days, st.per_day), times=times,
+                           rates=rates, total=sum(sum(v.values()) for v in st.per_day.values()))
 
-    async def events(request: web.Request) -> web.StreamResponse:
+    async def events(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         q: asyncio.Queue[str] = asyncio.Queue()
-        c.subscribers.add(q)
+        self.subscribers.add(q)
         try:
             await resp.write(b": connected\n\n")
             while True:
@@ -334,26 +357,17 @@ def mount_console(rt: Runtime) -> Provided:
         except ConnectionResetError:
             log.debug("console.events.disconnected", extra={"remote": request.remote})
         finally:
-            c.subscribers.discard(q)
+            self.subscribers.discard(q)
         return resp
 
-    r = rt.app.router
-    r.add_get("/login", login_form)
-    r.add_post("/login", login)
-    r.add_post("/logout", auth(logout))
-    r.add_get("/", auth(board))
-    r.add_get("/board/rows", auth(board_fragment))
-    r.add_get(r"/incidents/{id:\d+}", auth(incident))
-    r.add_post(r"/incidents/{id:\d+}/{action:ack|resolve}", auth(act))
-    r.add_get("/audit", auth(audit_page))
-    r.add_post("/audit/verify", auth(audit_verify))
-    r.add_get("/stats", auth(stats))
-    r.add_get("/schedules", auth(schedules_page))
-    r.add_get("/schedules/{name}", auth(schedules_page))
-    r.add_get("/events", auth(events))
-    mount_bell(c, r, auth)
-    r.add_static("/static/", STATIC, show_index=False)
-    return Provided(components=[c])
+
+def mount_console(rt: Runtime) -> Provided:
+    """Add the console routes to the app (mounted from bot/server.py when console.enabled)."""
+    if not rt.cfg.console.enabled:
+        return Provided()
+    console = Console(rt.ctx)
+    console.routes(rt.app.router)
+    return Provided(components=[console])
 
 
 def incident_id(request: web.Request) -> int:

@@ -5,6 +5,7 @@ is served from /sw.js so its scope covers the whole console."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -14,7 +15,7 @@ from core.errors import InvalidInput
 from core.webpush import subscribe, unsubscribe, vapid_keys
 
 if TYPE_CHECKING:
-    from bot.web.app import Console
+    from bot.web.app import Console, Handler
 
 SERVICE_WORKER = """// Tocsin: show a page pushed to this browser, open its incident when clicked.
 self.addEventListener("push", function (event) {
@@ -32,7 +33,7 @@ self.addEventListener("notificationclick", function (event) {
 """
 
 
-def mount_bell(console: Console, router: web.UrlDispatcher, auth: Any) -> None:
+def mount_bell(console: Console, router: web.UrlDispatcher, auth: Callable[[Handler], Handler]) -> None:
     from bot.web.app import SESSION  # the module mounting us; imported here to keep imports one-way
 
     ctx = console.ctx

@@ -23,8 +23,8 @@ from tests.web.test_console_browser import DOCS, _browser_or_skip
 async def make(make_ctx: Any, clock: Any) -> Any:
     ctx = await make_ctx(clock=clock, worker={"enabled": False}, console={"session_secret": "console-test-secret"},
                          **SCHEDULES)
-    await UserService(ctx.db, ctx.audit, ctx.clock).add(name="vera", role="viewer", password="vera-password",
-                                                        actor="cli:admin")
+    await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(name="vera", role="viewer", password="vera-password",
+                                                        actor=Actor("cli:admin", "cli"))
     await ctx.service.schedules.override("primary", "dave", actor=Actor("cli:admin", "cli"),
                                          start=berlin(2026, 1, 8, 18), length=timedelta(hours=14))
     return ctx
@@ -60,8 +60,8 @@ async def test_schedule_page_in_a_browser(make_ctx: Any, tmp_path: Path) -> None
 
     ctx = await make_ctx(clock=SystemClock(), worker={"enabled": False},
                          console={"session_secret": "console-test-secret"}, **SCHEDULES)
-    await UserService(ctx.db, ctx.audit, ctx.clock).add(name="vera", role="viewer", password="vera-password",
-                                                        actor="cli:admin")
+    await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(name="vera", role="viewer", password="vera-password",
+                                                        actor=Actor("cli:admin", "cli"))
     await ctx.service.schedules.override("primary", "dave", actor=Actor("cli:admin", "cli"),
                                          start=ctx.clock.now() + timedelta(days=2), length=timedelta(hours=30))
     app, _ = await build_app(ctx)

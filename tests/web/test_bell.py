@@ -27,9 +27,9 @@ async def console(make_ctx: Any) -> AsyncIterator[tuple[Context, TestClient]]:
                                     "console_user": "otto", "preferences": {"default": ["email", "sms"]}},
                                    {"name": "bob", "email": "bob@example.com"},
                                    {"name": "carol", "email": "carol@example.com"}])
-    users = UserService(ctx.db, ctx.audit, ctx.clock)
+    users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
     for name in ("otto", "vera"):
-        await users.add(name=name, role="operator", password=f"{name}-password", actor="cli:admin")
+        await users.add(name=name, role="operator", password=f"{name}-password", actor=Actor("cli:admin", "cli"))
     app, _rt = await build_app(ctx)
     client = TestClient(TestServer(app))
     await client.start_server()

@@ -121,8 +121,8 @@ async def test_bell_counts_new_pages_live_in_a_browser(make_ctx: Any, tmp_path: 
                          contacts=[{"name": "alice", "email": "alice@example.com", "console_user": "otto"},
                                    {"name": "bob", "email": "bob@example.com"},
                                    {"name": "carol", "email": "carol@example.com"}])
-    await UserService(ctx.db, ctx.audit, ctx.clock).add(name="otto", role="operator", password="otto-password",
-                                                        actor="cli:admin")
+    await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(name="otto", role="operator", password="otto-password",
+                                                        actor=Actor("cli:admin", "cli"))
     app, _rt = await build_app(ctx)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
