@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, cast, exists, func, insert, select, text
+from sqlalchemy import Connection, bindparam, cast, event, exists, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 from core.audit.chain import (
     GENESIS,
@@ -22,8 +23,11 @@ from core.audit.chain import (
 from core.models import AuditCheckpoint, AuditEntry
 
 # Arbitrary constant: the PostgreSQL advisory lock that serializes appends to the chain.
-AUDIT_LOCK_ID = 0x70C5_1A0D
-_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+AUDIT_LOCK_ID = 0x70C5_1A0D  # fits the int4 of the two-key form
+# The second key is the schema: installs sharing one database (`?search_path=`) have separate chains.
+_LOCK = text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))")
+_PENDING = "tocsin_audit_pending"
+"""session.info key: (AuditLog, entries) appended in this transaction, written at commit (PostgreSQL)."""
 _T = AuditEntry.__table__
 _HEAD = select(_T.c.seq, _T.c.hash).order_by(_T.c.seq.desc()).limit(1)
 _INSERT = insert(AuditEntry.__table__)  # type: ignore[arg-type]
@@ -42,6 +46,24 @@ def _insert_if_head() -> Any:
 
 
 _INSERT_IF_HEAD = _insert_if_head()
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    """Write the entries queued by `AuditLog._link` (PostgreSQL) as the transaction's last statements:
+    flush the unit of work first, so nothing after the audit lock waits for a row lock."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    session.flush()
+    conn = session.connection()
+    for log, items in pending:
+        log._write(conn, items)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def _ts(now: datetime | None) -> str:
@@ -77,42 +99,61 @@ class AuditLog:
 
     async def _link(self, session: AsyncSession, items: Sequence[dict[str, Any]],
                     now: datetime | None) -> list[dict[str, Any]]:
-        """Core INSERTs on the session's connection (no ORM unit of work: an append is on every action's
+        """Link `items` after the head, or (PostgreSQL) queue them for the end of the transaction.
+
+        On PostgreSQL the chain is serialized by an advisory lock held until commit. Taken mid-transaction,
+        a writer holding it could then wait for a row lock (the next incident of an SMS "ack all", a seen
+        key) that another transaction holds while it waits for the audit lock: a deadlock. So the entries
+        are written in `before_commit` (`_write_pending`), after the transaction's last flush: the audit
+        lock is always the last lock a transaction takes, and its holder never waits for another lock.
+        Their `seq` and `hash` are then only known after the commit (the returned rows have None there).
+        SQLite serializes writers already (BEGIN IMMEDIATE): the entries are written at once."""
+        ts = _ts(now)
+        stamped = [{**it, "ts": ts} for it in items]
+        if session.bind.dialect.name == "postgresql":
+            session.info.setdefault(_PENDING, []).append((self, stamped))
+            return [{"seq": None, "ts": ts, "actor": it["actor"], "source": it.get("source") or "",
+                     "action": it["action"], "resource": it.get("resource") or "",
+                     "details": canonical_json(redact(it.get("details") or {})), "prev_hash": None,
+                     "hash": None} for it in stamped]
+        if session.new or session.dirty or session.deleted:
+            await session.flush()  # the caller's pending rows reach the database first, as the ORM add did
+        return await session.run_sync(lambda ss: self._write(ss.connection(), stamped))
+
+    def _write(self, conn: Connection, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Core INSERTs on the transaction's connection (no ORM unit of work: an append is on every action's
         path, and the flush machinery cost more than the SQL). A single entry first tries the head this
         process wrote last, in one conditional INSERT that only lands if that head is still the head;
         otherwise (another writer, a rolled-back transaction, a first append) the head is read. Returns the
         rows as written."""
-        if session.new or session.dirty or session.deleted:
-            await session.flush()  # the caller's pending rows reach the database first, as the ORM add did
-        conn = await session.connection()  # Core statements on the session's connection and transaction
         if conn.dialect.name == "postgresql":
-            await conn.execute(_LOCK, {"k": AUDIT_LOCK_ID})
-        ts = _ts(now)
-        key = id(conn.sync_engine)
+            conn.execute(_LOCK, {"k": AUDIT_LOCK_ID})
+        key = id(conn.engine)
         cached = self._heads.get(key)
         rows: list[dict[str, Any]] = []
         if cached and len(items) == 1:
-            rows, checkpoints = self._chain(items, *cached, ts)
-            if (await conn.execute(_INSERT_IF_HEAD, rows[0] | {"head_seq": cached[0]})).rowcount != 1:
+            rows, checkpoints = self._chain(items, *cached)
+            if conn.execute(_INSERT_IF_HEAD, rows[0] | {"head_seq": cached[0]}).rowcount != 1:
                 rows = []
         if not rows:
-            head = (await conn.execute(_HEAD)).first()
-            rows, checkpoints = self._chain(items, *((head[0], head[1]) if head else (0, GENESIS)), ts)
-            await conn.execute(_INSERT, rows if len(rows) > 1 else rows[0])
+            head = conn.execute(_HEAD).first()
+            rows, checkpoints = self._chain(items, *((head[0], head[1]) if head else (0, GENESIS)))
+            conn.execute(_INSERT, rows if len(rows) > 1 else rows[0])
         if checkpoints:
-            await conn.execute(_INSERT_CP, checkpoints if len(checkpoints) > 1 else checkpoints[0])
+            conn.execute(_INSERT_CP, checkpoints if len(checkpoints) > 1 else checkpoints[0])
         self._heads[key] = (rows[-1]["seq"], rows[-1]["hash"])
         if self.on_append:
             for r in rows:
                 self.on_append(AuditEntry(**r))
         return rows
 
-    def _chain(self, items: Sequence[dict[str, Any]], seq: int, prev: str,
-               ts: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _chain(self, items: Sequence[dict[str, Any]], seq: int,
+               prev: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The entry rows linked after (seq, prev), and the signed checkpoints that fall among them."""
         rows, checkpoints = [], []
         for it in items:
             seq += 1
+            ts = it["ts"]
             body = canonical_json(redact(it.get("details") or {}))
             row = {"seq": seq, "ts": ts, "actor": it["actor"], "source": it.get("source") or "",
                    "action": it["action"], "resource": it.get("resource") or "", "details": body,
