@@ -11,11 +11,9 @@ import asyncio
 import json
 from typing import Any, TextIO
 
-from sqlalchemy import select
-
 from core.clock import utc
 from core.models import OutboxMessage
-from core.rbac import Permission, require
+from core.outbox_reads import OutboxReads
 
 
 def message_json(m: OutboxMessage) -> str:
@@ -38,33 +36,36 @@ def format_message(m: OutboxMessage) -> str:
     return "\n".join(lines)
 
 
-async def cmd_outbox(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
-    from bot.cli import _with_ctx, actor_of
+async def cmd_outbox(args: argparse.Namespace, *, out: TextIO | None = None, status: TextIO | None = None) -> int:
+    """Print the latest messages; with --follow keep printing new ones, with a live count on a terminal
+    (stderr, or `status`) and nothing extra off one."""
+    from bot.cli import Progress, _with_ctx, actor_of
 
     actor = actor_of(args)
 
     async def run(ctx: Any) -> int:
-        require(ctx.cfg, actor, Permission.VIEW)
+        reads = OutboxReads(ctx.db, ctx.holder)
         stream = out
-        async with ctx.db.sessions() as s:
-            rows = list((await s.execute(select(OutboxMessage).order_by(OutboxMessage.id.desc())
-                                         .limit(args.limit))).scalars().all())
-        rows.reverse()
+        rows = await reads.latest(actor=actor, limit=args.limit)
         last = rows[-1].id if rows else 0
         show = message_json if args.json else (lambda m: format_message(m) + "\n")
         if not rows and not args.follow and not args.json:
             print("the outbox is empty", file=stream)
         for m in rows:
             print(show(m), file=stream, flush=True)
-        while args.follow:
-            await asyncio.sleep(args.interval)
-            async with ctx.db.sessions() as s:
-                new = (await s.execute(select(OutboxMessage).where(OutboxMessage.id > last)
-                                       .order_by(OutboxMessage.id).limit(1000))).scalars().all()
-            for m in new:
-                print(show(m), file=stream, flush=True)
-                last = m.id
-        return 0
+        if not args.follow:
+            return 0
+        prog, shown = Progress("following the outbox, Ctrl-C stops; new messages", status), 0
+        prog(shown, 0)
+        try:
+            while True:
+                await asyncio.sleep(args.interval)
+                for m in await reads.after(actor=actor, last=last):
+                    print(show(m), file=stream, flush=True)
+                    last, shown = m.id, shown + 1
+                prog(shown, 0)
+        finally:
+            prog.finish()
 
     return await _with_ctx(args, run)
 

@@ -41,3 +41,19 @@ def test_role_names_and_checks_come_from_the_enum_and_the_table() -> None:
         for perm in Permission:
             assert allows(role, perm) == (perm in MATRIX[role])
         assert allows(role.value, Permission.ACKNOWLEDGE) == (role is not Role.VIEWER)
+
+
+async def test_outbox_reads_check_view_from_the_table(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox service asks the one table: every role may VIEW today, so a viewer reads it; take VIEW away
+    from viewers in the table and the core refuses, with no adapter involved."""
+    from core.outbox_reads import OutboxReads
+
+    reads = OutboxReads(ctx.db, ctx.holder)
+    assert list(await reads.latest(actor=VIEWER, limit=5)) == []
+    assert list(await reads.after(actor=VIEWER, last=0)) == []
+    monkeypatch.setitem(MATRIX, Role.VIEWER, frozenset())
+    with pytest.raises(Forbidden):
+        await reads.latest(actor=VIEWER, limit=5)
+    with pytest.raises(Forbidden):
+        await reads.after(actor=VIEWER, last=0)
+    assert list(await reads.latest(actor=OP, limit=5)) == []

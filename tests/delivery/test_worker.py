@@ -3,6 +3,7 @@ letters with their internal alert, timeouts, wake-up without polling, per-channe
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
@@ -398,16 +399,29 @@ async def test_outbox_cli_prints_and_follows(sqlite_url: str, tmp_path: Any,
         buf = io.StringIO()
         args = build_parser().parse_args(["--config", str(path), "outbox", "--limit", "1", "--follow",
                                           "--interval", "0.05"])
-        follower = asyncio.create_task(cmd_outbox(args, out=buf))
+        tty, pipe = _Tty(), io.StringIO()
+        follower = asyncio.create_task(cmd_outbox(args, out=buf, status=tty))
+        quiet = asyncio.create_task(cmd_outbox(args, out=io.StringIO(), status=pipe))
         await asyncio.sleep(0.3)
         out2 = await declare(ctx, title="queue backlog")
         await wait_until(lambda: _has(buf, "queue backlog", out2.queued), timeout=5)
-        follower.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await follower
+        await asyncio.sleep(0.3)
+        for task in (follower, quiet):
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # Progress on a terminal (how many new messages were printed), nothing off one.
+        shown = tty.getvalue()
+        assert "following the outbox, Ctrl-C stops; new messages" in shown and f"{out2.queued}/?" in shown
+        assert pipe.getvalue() == ""
     finally:
         await comp.close()
         await ctx.close()
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 
 async def _has(buf: Any, text: str, n: int) -> bool:
