@@ -498,6 +498,16 @@ class RoutingRule(Model):
     action: Literal["auto", "open", "update", "resolve", "notify"] = "auto"
     """What an inbound event does; `auto` opens on first sight and updates after."""
     continue_: bool = Field(False, alias="continue")
+    min_occurrences: int = Field(1, ge=1)
+    """Storms page once: an inbound event this rule matches opens an incident only once this many matching
+    events (same rule and correlation key, else same title) came `within` the window."""
+    within: Duration | None = None
+
+    @model_validator(mode="after")
+    def _occurrences(self) -> RoutingRule:
+        if self.min_occurrences > 1 and self.within is None:
+            raise ValueError("min_occurrences needs `within`, e.g. within: 10m")
+        return self
 
 
 class RoutingConfig(Model):

@@ -28,10 +28,11 @@ from core.fanout import FanOut
 from core.incident_store import IncidentDetail, IncidentStore  # noqa: F401 (IncidentDetail: re-exported)
 from core.incident_store import MONITORING, OPEN, RESOLVED
 from core.metrics import ESCALATIONS
-from core.maintenance import suppressing
+from core.maintenance import inbound, suppressing
 from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange, MaintenanceWindow
 from core.schedules.service import ScheduleService, overrides_in_force
 from core.rbac import Actor, Permission, acting_contacts, allows, contact_identities, require, role_for
+from core.storms import occurrence
 from core.routing import (
     Plan,
     RouteEvent,
@@ -58,6 +59,8 @@ class Outcome:
     note: str = ""
     cancelled_pages: int = 0
     suppressed_by: MaintenanceWindow | None = None
+    held: bool = False
+    """A rule's min_occurrences is not reached yet: the event was counted, nothing opened or paged."""
     """The maintenance window that kept this inbound event from opening or paging (recorded there)."""
 
 
@@ -102,6 +105,15 @@ class IncidentService(IncidentStore):
                 labels=labels or {}, metadata={"title": title}))
             if win is not None:
                 return await self._suppressed(s, win, actor, now, what=title)
+            storm = await occurrence(s, cfg, RouteEvent(
+                event_type=event_type, severity=sev, source=source or actor.platform, payload=payload or {},
+                labels=labels or {}, metadata={"title": title}), key=correlation_key or title, now=now) \
+                if inbound(actor) else None
+            if storm is not None and storm.held:
+                return Outcome(None, None, 0, changed=False, note=storm.text(), held=True)
+            if storm is not None:
+                description = f"{storm.text()}\n{description}".strip()
+                labels = {**(labels or {}), "occurrences": str(storm.seen)}
             inc = Incident(title=title, description=description, severity=sev, state=OPEN,
                            source=source or actor.platform, commander=actor.identity, contact_list=contact_list,
                            created_at=now, updated_at=now, state_since=now, version=1,

@@ -405,3 +405,13 @@ class SuppressedEvent(Base):
     title: Mapped[str] = mapped_column(Text)
     severity: Mapped[str | None] = mapped_column(String(16), nullable=True)
     labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class EventOccurrence(Base):
+    """One inbound event counted toward a routing rule's min_occurrences (deleted when the incident opens)."""
+
+    __tablename__ = "event_occurrences"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(300), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -249,6 +249,8 @@ async def _apply(ctx: Context, hook: AlertmanagerWebhook, firing: list[AmAlert],
                             labels=dict(hook.commonLabels), payload=payload, event_type=EVENT_TYPE,
                             correlation_key=bounded_key("am", hook.groupKey, limit=500), session=session)
     opened = out.incident
+    if out.held:
+        return AlertmanagerResult(action="held", note=out.note, **base)
     if out.suppressed_by is not None or opened is None:
         # not remembered: the group opens its incident on its first notification after the window
         return AlertmanagerResult(action="suppressed", note=out.note, **base)

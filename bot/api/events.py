@@ -168,6 +168,8 @@ async def _apply(ctx: Context, event: InboundEvent, *, actor: Actor, source: str
                             labels=route.labels, payload=event.payload, correlation_key=correlation,
                             event_type=event.event_type, session=session)
     inc = out.incident
+    if out.held:
+        return EventResult(action="held", severity=sev, rules=rules, note=out.note)
     if out.suppressed_by is not None or inc is None:
         return EventResult(action="suppressed", severity=sev, rules=rules, note=out.note)
     return EventResult(action="opened", incident=inc.ref, incident_id=inc.id, severity=sev, queued=out.queued,

@@ -14,7 +14,8 @@ def _as_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
-Action = Literal["opened", "updated", "resolved", "notified", "ignored", "unchanged", "heartbeat", "suppressed"]
+Action = Literal["opened", "updated", "resolved", "notified", "ignored", "unchanged", "heartbeat", "suppressed",
+                 "held"]
 
 
 # --- inbound events ----------------------------------------------------------------------------------
