@@ -216,14 +216,18 @@ class Console:
     # --- board and schedules -------------------------------------------------------------------
 
     async def board_rows(self, request: web.Request) -> dict[str, Any]:
-        """The newest `?limit=` incidents (default 200), open first, and how many older ones are not shown."""
+        """The newest `?limit=` incidents (default 200), open first, and how many older ones are not shown.
+        Age is time since declared for every incident; time to resolve has its own column."""
         raw = request.query.get("limit", "")
         limit = min(int(raw), BOARD_MAX) if raw.isdigit() and int(raw) > 0 else BOARD_LIMIT
         page = await self.svc.page(state="all", actor=self.actor(request), limit=limit)
         now = self.svc.clock.now()
         order = {"open": 0, "monitoring": 1, "resolved": 2}
         incidents = sorted(page.incidents, key=lambda i: (order.get(i.state, 3), i.severity, -i.id))
-        return {"rows": [{"i": i, "age": fmt_duration(i.time_open(now))} for i in incidents],
+        rows = [{"i": i, "age": fmt_duration(utc(now) - utc(i.created_at)),  # type: ignore[operator]
+                 "resolved_in": fmt_duration(i.time_to_resolve) if i.time_to_resolve is not None else "—"}
+                for i in incidents]
+        return {"rows": rows,
                 "more": page.more, "limit": limit, "wider": min(limit * 2, BOARD_MAX)}
 
     async def oncall_now(self, request: web.Request) -> list[dict[str, Any]]:

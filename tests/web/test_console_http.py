@@ -234,3 +234,43 @@ async def test_the_board_shows_active_maintenance_and_what_it_suppressed(
     board = await (await client.get("/")).text()
     assert "M-1 [source=alertmanager] active" in board and "suppressed 1 event(s)" in board
     assert "Disk &lt;full&gt;" in board and "DB upgrade" in board
+
+
+async def test_board_age_is_time_since_declared_and_resolve_time_has_its_own_column(
+        console: tuple[Context, TestClient]) -> None:
+    """Age means the same for open and resolved incidents (since declared); time to resolve is its own column."""
+    ctx, client = console
+    await ctx.service.declare(actor=OP, title="Resolved one", severity="sev2")
+    ctx.clock.advance(minutes=30)  # type: ignore[attr-defined]
+    await ctx.service.resolve("INC-1", actor=Actor("cli:admin", "cli"), text="fixed")
+    await ctx.service.declare(actor=OP, title="Open one", severity="sev2")
+    ctx.clock.advance(hours=2)  # type: ignore[attr-defined]
+    await login(client, "otto")
+    board = await (await client.get("/")).text()
+    assert "<th>Age</th><th>Resolved in</th>" in board
+
+    def cells(ref: str) -> list[str]:
+        row = re.search(rf'<tr class="state-\w+" id="row-{ref}">(.*?)</tr>', board, re.S)
+        assert row, board
+        return [c.strip() for c in re.findall(r"<td>(.*?)</td>", row.group(1), re.S)]
+
+    resolved, still_open = cells("1"), cells("2")
+    assert resolved[-3:-1] == ["2h30m", "30m00s"], resolved  # age since declared, not frozen at resolve
+    assert still_open[-3:-1] == ["2h00m", "—"], still_open
+
+
+async def test_incident_page_says_why_each_recipient_was_paged(console: tuple[Context, TestClient]) -> None:
+    """Each delivery cell shows its status and, next to it, the reason the recipient was paged."""
+    ctx, client = console
+    await ctx.service.declare(actor=OP, title="Checkout failing", severity="sev1")
+    d = await ctx.service.detail(1, actor=OP)
+    reasons = {x.recipient: x.reason for x in d.deliveries if x.purpose != "surface"}
+    assert reasons and all(reasons.values()), reasons
+    await login(client, "otto")
+    page = await (await client.get("/incidents/1")).text()
+    for who, reason in reasons.items():
+        row = re.search(rf"<tr><td>{who}</td>(.*?)</tr>", page, re.S)
+        assert row, page
+        cell = row.group(1)
+        assert re.search(r'<span class="st st-\w+">\w+</span>', cell), cell
+        assert f'<small class="muted">{reason}</small>' in cell, cell
