@@ -81,10 +81,10 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
                      ephemeral=False, incident_id=inc.id)
     if v == "update":
         out = await service.update(cmd.incident or "", actor=actor, text=cmd.text)
-        return _done(out.incident, f"update posted, {out.queued} news messages queued")
+        return _done(out.incident, f"update posted, {out.queued} pages queued")
     if v == "bridge":
         out = await service.bridge(cmd.incident or "", actor=actor, details=cmd.target or "", text=cmd.text)
-        return _done(out.incident, f"bridge posted, {out.queued} news messages queued")
+        return _done(out.incident, f"bridge posted, {out.queued} pages queued")
     if v == "monitor":
         out = await service.monitor(cmd.incident or "", actor=actor, text=cmd.text)
         return _done(out.incident, f"now monitoring, escalation stopped, {out.queued} pages queued")
