@@ -51,19 +51,24 @@ def worst_bodies() -> dict[str, bytes]:
     return out
 
 
-async def timed_post(client: Any, body: bytes) -> tuple[int, float, float]:
-    """(status, seconds the request took, the slowest /healthz answer or event-loop lag while it ran).
+async def timed_post(client: Any, body: bytes) -> tuple[int, float, float, float]:
+    """(status, seconds the request took, the longest event-loop block while it ran, the slowest /healthz).
 
-    The test client shares the server's event loop, so the lag probe sees any block of the loop in every
-    run, whether or not a health check happened to be in flight then."""
+    The test client shares the server's process and event loop. A block is how late a 2 ms sleep on the loop
+    woke, counted only as far as the process was busy meanwhile: min(wall-clock lateness, CPU time of the
+    whole process in that interval). Work that holds the loop (on the loop, or a thread holding the GIL)
+    is both late and busy on any machine; time the OS gave to other processes (a loaded test machine) is
+    late but not busy, and a thread working beside a free loop (SQLite, without the GIL) is busy but not
+    late. /healthz is requested all along and its wall-clock time reported."""
+    lags: list[float] = [0.0]
     pings: list[float] = [0.0]
     done = asyncio.Event()
 
     async def lag() -> None:
         while not done.is_set():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             await asyncio.sleep(0.002)
-            pings.append(time.perf_counter() - t - 0.002)
+            lags.append(min(time.perf_counter() - t - 0.002, time.process_time() - c))
 
     async def ping() -> None:
         while not done.is_set():
@@ -81,26 +86,30 @@ async def timed_post(client: Any, body: bytes) -> tuple[int, float, float]:
     done.set()
     await pinger
     await prober
-    return resp.status, took, max(pings)
+    return resp.status, took, max(lags), max(pings)
 
 
 @pytest.mark.parametrize("name", sorted(worst_bodies()))
 async def test_worst_case_bodies_answer_quickly_and_healthz_stays_fast(make_client: Any, name: str) -> None:
+    """No worst-case body holds the event loop for 100 ms (so /healthz and every other request keep being
+    answered), and each is answered within 5 s."""
     client, _ctx = await make_client(routing={"rules": RULES}, worker={"enabled": False})
     body = worst_bodies()[name]
     runs = []
-    # A stall on the event loop shows in every run; a slow ping on a loaded test machine (2 cores shared by
-    # many test runs) does not: the body is sent up to three times (new event ids), one clean run passes.
+    # A block of the loop is CPU work and shows in every run. The wall-clock bound on the answer is generous
+    # for a shared test machine (most of it is storing the payload on PostgreSQL); the body is sent up to
+    # three times (new event ids) and one run within it passes.
     for attempt in range(3):
-        status, took, slowest = await timed_post(client, body.replace(b'"evt-1"', f'"evt-{attempt}"'.encode()))
-        print(f"{name}: {status} in {took * 1000:.0f} ms; slowest healthz or loop lag {slowest * 1000:.0f} ms")
+        status, took, block, slowest = await timed_post(
+            client, body.replace(b'"evt-1"', f'"evt-{attempt}"'.encode()))
+        print(f"{name}: {status} in {took * 1000:.0f} ms; longest loop block {block * 1000:.0f} ms; "
+              f"slowest /healthz {slowest * 1000:.0f} ms")
         assert status == 202, status
-        runs.append((took, slowest))
-        if took < 5.0 and slowest < 0.1:
+        assert block < 0.1, f"{name}: the event loop was held for {block * 1000:.0f} ms"
+        runs.append(took)
+        if took < 5.0:
             break
-    # generous for a shared test machine; most of it is storing the payload (once per page) on PostgreSQL
-    assert any(took < 5.0 and slowest < 0.1 for took, slowest in runs), (
-        f"{name}: (seconds taken, slowest /healthz) per run: {runs}")
+    assert min(runs) < 5.0, f"{name}: seconds taken per run: {runs}"
 
 
 async def test_a_big_event_paged_to_many_is_not_stored_again_per_recipient(make_client: Any) -> None:
