@@ -105,8 +105,8 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
     if v == "notify":
         out = await service.notify(actor=actor, text=cmd.text, contact_list=cmd.target,
                                    severity=cmd.severity or "sev4", urgent=cmd.urgent)
-        what = "pages" if cmd.urgent else "news messages"
-        return Reply(f"One-time message sent to {cmd.target}: {out.queued} {what} queued.", ephemeral=False)
+        how = "" if cmd.urgent else " (as news: no voice or SMS unless listed under updates)"
+        return Reply(f"One-time message sent to {cmd.target}: {out.queued} pages queued{how}.", ephemeral=False)
     if v == "status":
         detail = await service.detail(cmd.incident or "", actor=actor)
         return Reply(view.status(detail, service.clock.now()), incident_id=detail.incident.id)
