@@ -16,6 +16,7 @@ from bot.commands import Command
 from bot.context import Context, open_context
 from core import config as config_mod
 from core.audit_reads import AuditReads
+from core.clock import SystemClock
 from core.errors import ConfigError, TocsinError
 from core.rbac import Actor
 
@@ -81,7 +82,7 @@ async def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"OK: {path} ({len(cfg.contacts)} contacts, {len(cfg.contact_lists)} lists, "
           f"{len(cfg.routing.rules)} rules, {len(cfg.escalation_policies)} escalation policies"
           + (f", {len(cfg.schedules)} schedules" if cfg.schedules else "") + ")")
-    for warning in coverage_warnings(cfg, path, _now()):
+    for warning in coverage_warnings(cfg, path, SystemClock().now()):
         print(warning, file=sys.stderr)
     return 0
 
