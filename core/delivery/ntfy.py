@@ -15,11 +15,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from core.appearance.common import json_bytes
+from core.appearance.common import headline, json_bytes
 from core.appearance.ntfy import render_ntfy
 from core.config import Config, ConfigHolder
 from core.delivery.message import DeliveryResult, Envelope
-from core.delivery.transport import USER_AGENT, HttpReply, attempt_timeout, http_attempt, log_result, redact
+from core.delivery.base import Wire
+from core.delivery.transport import (USER_AGENT, HttpReply, HttpRequest, attempt_timeout, log_result, redact,
+                                     send_request)
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +67,32 @@ class NtfySender:
         self._config = config
         self._http = http
 
-    async def send(self, envelope: Envelope) -> DeliveryResult:
-        started = time.monotonic()
-        cfg = self._config.cfg
-        target = ntfy_target(cfg, envelope)
+    def request(self, envelope: Envelope) -> HttpRequest | DeliveryResult:
+        """The exact publish `send` makes (also what the outbox shows, the token masked)."""
+        target = ntfy_target(self._config.cfg, envelope)
         if isinstance(target, DeliveryResult):
-            return log_result(log, envelope, target, started=started)
+            return target
         headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
         if target.token:
             headers["Authorization"] = f"Bearer {target.token}"
         body = json_bytes(render_ntfy(envelope.notification, topic=target.topic))
-        reply = await http_attempt(self._http, method="POST", url=target.server + "/", body=body,
-                                   headers=headers, timeout=attempt_timeout(cfg, self.channel))
-        secrets = [target.token]
-        if isinstance(reply, HttpReply):
-            result = classify_ntfy(reply)
-            result = DeliveryResult(result.outcome, redact(result.summary, secrets), result.status_code,
+        return HttpRequest("POST", target.server + "/", headers, body,
+                           tuple(s for s in (f"Bearer {target.token}", target.token) if target.token))
+
+    def wire(self, envelope: Envelope) -> Wire | DeliveryResult:
+        req = self.request(envelope)
+        return req if isinstance(req, DeliveryResult) else req.wire(headline(envelope.notification))
+
+    async def send(self, envelope: Envelope) -> DeliveryResult:
+        started = time.monotonic()
+        req = self.request(envelope)
+        if isinstance(req, DeliveryResult):
+            return log_result(log, envelope, req, started=started)
+        reply = await send_request(self._http, req, timeout=attempt_timeout(self._config.cfg, self.channel))
+        result = classify_ntfy(reply) if isinstance(reply, HttpReply) else reply
+        if isinstance(reply, HttpReply):  # ntfy's error text may quote what we sent
+            result = DeliveryResult(result.outcome, redact(result.summary, list(req.secrets)), result.status_code,
                                     result.retry_after)
-        else:
-            result = DeliveryResult(reply.outcome, redact(reply.summary, secrets), reply.status_code,
-                                    reply.retry_after)
         return log_result(log, envelope, result, started=started)
 
     async def aclose(self) -> None:

@@ -72,13 +72,14 @@ async def stored(ctx: Any, real: Any, env: Envelope) -> OutboxMessage:
 
 
 @pytest.mark.parametrize(("channel", "sender_cls", "address", "path"),
-                         [s for s in HTTP_SENDERS if s[0] in ("slack_webhook", "teams_webhook", "webhook", "telegram")])
+                         [s for s in HTTP_SENDERS if s[0] in ("slack_webhook", "teams_webhook", "webhook", "telegram", "ntfy")])
 async def test_http_channels_store_the_request_sent(ctx: Any, peer: HttpStandIn, http: aiohttp.ClientSession,
                                                     channel: str, sender_cls: Any, address: str, path: str) -> None:
     peer.script(path, OK_REPLY[channel])
     sender = sender_cls(ConfigHolder(http_config(peer.url)), http=http)
-    env = envelope(channel, address)
-    assert (await sender.send(env)).outcome == "delivered"
+    env = envelope(channel, address, recipient=address)
+    result = await sender.send(env)
+    assert result.outcome == "delivered", result
     sent = peer.requests_to(path)[0]
     row = await stored(ctx, sender, env)
     wire = row.payload
@@ -89,7 +90,7 @@ async def test_http_channels_store_the_request_sent(ctx: Any, peer: HttpStandIn,
         assert value == "<redacted>" or sent.headers[name] == value, name
     # secrets never reach the outbox: webhook path, header values, bot token
     dumped = json.dumps(wire) + row.body
-    for secret in ("T000/B000/XXXX", "hook-token", "s3cret", TOKEN):
+    for secret in ("T000/B000/XXXX", "hook-token", "s3cret", TOKEN, "tk_SECRETntfy"):
         assert secret not in dumped
     assert row.subject == "[SEV1] INC-12 Declared: Database <primary> down & out"
     if channel == "webhook":
@@ -104,6 +105,9 @@ async def test_http_channels_store_the_request_sent(ctx: Any, peer: HttpStandIn,
         assert wire["url"] == f"{peer.url}/bot<redacted>/sendMessage"
         assert wire["body"]["parse_mode"] == "HTML"
         assert "--- text (HTML) ---\n<b>" in row.body
+    if channel == "ntfy":
+        assert wire["url"] == f"{peer.url}/ntfy/" and wire["headers"]["Authorization"] == "<redacted>"
+        assert wire["body"]["topic"] == "ops-pages" and sent.headers["Authorization"] == "Bearer tk_SECRETntfy"
 
 
 async def test_email_stores_subject_and_both_parts_sent(ctx: Any) -> None:
