@@ -179,18 +179,18 @@ def render_text(channel: str, notification: Notification) -> tuple[str, str]:
 
 def wire_text(channel: str, data: dict[str, Any]) -> str:
     """What a real sender would send (core.delivery.base.Wire.data), laid out for `tocsin outbox`: the HTTP
-    request line, headers and JSON body; email headers and both parts; SMS text with its encoding and
-    segments; the voice call's TwiML. Values from outside are cleaned of terminal control sequences."""
+    request line, headers and JSON body; email headers and both parts; SMS text (SNS `Message`, Twilio `Body`)
+    with its encoding and segments; the voice call's TwiML. Values from outside are cleaned of terminal control sequences."""
     if channel == "email":
         head = [f"{k}: {clean(str(v))}" for k, v in data.get("headers", {}).items()]
         return "\n".join([*head, "", "--- text/plain ---", clean(data.get("text", ""), lines=True).rstrip("\n"),
                           "--- text/html ---", clean(data.get("html", ""), lines=True).rstrip("\n")])
     if channel == "sms":
         return "\n".join([
-            f"To: {clean(str(data.get('PhoneNumber', '')))}",
+            f"To: {clean(str(data.get('PhoneNumber') or data.get('To') or ''))}",
             f"{data.get('encoding')}, {data.get('segments')} of {data.get('max_segments')} segments, "
             f"{data.get('units')} {'septets' if data.get('encoding') == 'GSM-7' else 'UTF-16 units'}",
-            "", clean(str(data.get("Message", "")), lines=True)])
+            "", clean(str(data.get("Message") or data.get("Body") or ""), lines=True)])
     if channel == "voice":
         return "\n".join([f"To: {clean(str(data.get('To', '')))}", f"From: {clean(str(data.get('From') or '-'))}",
                           f"Timeout: {data.get('Timeout')}", "", clean(str(data.get("Twiml", "")), lines=True)])

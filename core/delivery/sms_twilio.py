@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 from twilio.rest import Client
 
-from core.appearance.sms import render_sms
+from core.appearance.common import headline
+from core.appearance.sms import render_sms, sms_info
 from core.config import ConfigHolder, SmsChannel
+from core.delivery.base import Wire
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.sms_sns import E164
 from core.delivery.transport import attempt_timeout, log_result
@@ -40,6 +42,25 @@ class TwilioSmsSender:
                                  auth_token=c.auth_token.get_secret_value() if c.auth_token else "",
                                  api_url=c.api_url, timeout=attempt_timeout(self._config.cfg, self.channel))
 
+    def create_args(self, envelope: Envelope) -> dict[str, Any]:
+        """The Messages.create arguments `send` passes (Twilio posts them as To, Body, From or
+        MessagingServiceSid)."""
+        c = self._c
+        sender = ({"messaging_service_sid": c.messaging_service_sid} if c.messaging_service_sid
+                  else {"from_": c.from_number})
+        return {"to": envelope.address, "body": render_sms(envelope.notification, max_segments=c.max_segments),
+                **sender}
+
+    def wire(self, envelope: Envelope) -> Wire:
+        """What the outbox shows: the form Twilio receives, with the text's encoding and segments."""
+        args = self.create_args(envelope)
+        info = sms_info(args["body"])
+        sender = ({"MessagingServiceSid": args["messaging_service_sid"]} if "messaging_service_sid" in args
+                  else {"From": args["from_"]})
+        return Wire(headline(envelope.notification), {
+            "To": args["to"], **sender, "Body": args["body"], "encoding": info.encoding,
+            "segments": info.segments, "units": info.units, "max_segments": self._c.max_segments})
+
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
         c, client = self._c, self._twilio()
@@ -50,11 +71,9 @@ class TwilioSmsSender:
         if not E164.match(envelope.address):
             return log_result(log, envelope, DeliveryResult.permanent("not an E.164 phone number"),
                               started=started)
-        text = render_sms(envelope.notification, max_segments=c.max_segments)
-        sender = ({"messaging_service_sid": c.messaging_service_sid} if c.messaging_service_sid
-                  else {"from_": c.from_number})
+        args = self.create_args(envelope)
         result = await twilio_attempt(
-            lambda: client.messages.create_async(to=envelope.address, body=text, **sender),
+            lambda: client.messages.create_async(**args),
             timeout=attempt_timeout(self._config.cfg, self.channel),
             done=lambda msg: DeliveryResult.ok(f"MessageSid={msg.sid} {msg.status}", 201))
         return log_result(log, envelope, result, started=started)

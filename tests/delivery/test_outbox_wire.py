@@ -150,6 +150,31 @@ async def test_sms_stores_the_text_published_with_its_segments(ctx: Any, peer: H
     assert f"{encoding}, 3 of 3 segments" in row.body
 
 
+@pytest.mark.parametrize("body", ["Writes fail. " * 40, "База недоступна. " * 40])
+async def test_twilio_sms_stores_the_form_posted_with_its_segments(ctx: Any, peer: HttpStandIn,
+                                                                    http: aiohttp.ClientSession, body: str) -> None:
+    from core.delivery.sms_twilio import TwilioSmsSender
+
+    sid = "AC" + "2" * 32
+    messages = f"/2010-04-01/Accounts/{sid}/Messages.json"
+    peer.script(messages, Reply(201, {"sid": "SM" + "1" * 32, "status": "queued", "account_sid": sid}))
+    cfg = config(channels={"sms": {"provider": "twilio", "account_sid": sid, "auth_token": "twilio-sms-token",
+                                   "from_number": "+15550009998", "api_url": peer.url, "max_segments": 3}})
+    sender = TwilioSmsSender(ConfigHolder(cfg), http=http)
+    env = envelope("sms", "+15550100001", notification(body=body))
+    assert (await sender.send(env)).outcome == "delivered"
+    form = peer.requests_to(messages)[0].form or {}
+    row = await stored(ctx, sender, env)
+    wire = row.payload
+    assert wire is not None
+    assert (wire["To"], wire["From"], wire["Body"]) == (form["To"], form["From"], form["Body"])
+    info = sms_info(form["Body"])
+    assert (wire["encoding"], wire["segments"]) == (info.encoding, info.segments) and info.segments <= 3
+    assert "twilio-sms-token" not in json.dumps(wire) + row.body
+    assert row.body.startswith("To: +15550100001\n") and form["Body"] in row.body
+    assert f"{info.encoding}, {info.segments} of 3 segments" in row.body
+
+
 async def test_voice_stores_the_twiml_of_the_call(ctx: Any, peer: HttpStandIn, http: aiohttp.ClientSession) -> None:
     sid = "AC" + "0" * 32
     calls = f"/2010-04-01/Accounts/{sid}/Calls.json"
