@@ -11,16 +11,19 @@ from typing import ClassVar
 
 import aiohttp
 
-from core.appearance.common import json_bytes
+from core.appearance.common import headline, json_bytes
 from core.appearance.pagerduty import pagerduty_dedup_key, render_pagerduty
 from core.config import ConfigHolder
 from core.delivery.message import DeliveryResult, Envelope
+from core.delivery.base import Wire
 from core.delivery.transport import (
     HttpReply,
+    HttpRequest,
     attempt_timeout,
+    destination_request,
     log_result,
-    post_to_destination,
     resolve_destination,
+    send_request,
 )
 
 log = logging.getLogger(__name__)
@@ -36,24 +39,40 @@ class PagerDutySender:
         self._config = config
         self._http = http
 
+    def request(self, envelope: Envelope, *, kind: str | None = None) -> HttpRequest | DeliveryResult:
+        """The exact event `send` posts (also what the outbox shows, masked); `kind` overrides the
+        notification's (the channel test's resolving event)."""
+        dest = resolve_destination(self._config.cfg, envelope.address, self.channel)
+        if isinstance(dest, DeliveryResult):
+            return dest
+        assert dest.routing_key is not None  # the config model requires it
+        n = envelope.notification if kind is None else replace(envelope.notification, kind=kind)
+        key = pagerduty_dedup_key(envelope.notification, envelope.idempotency_key)
+        body = json_bytes(render_pagerduty(n, routing_key=dest.routing_key.get_secret_value(), dedup_key=key))
+        return destination_request(dest, body=body)
+
+    def wire(self, envelope: Envelope) -> Wire | DeliveryResult:
+        """The event as sent, its routing key (a secret, in the body) masked like the URL and headers."""
+        req = self.request(envelope)
+        if isinstance(req, DeliveryResult):
+            return req
+        wire = req.wire(headline(envelope.notification))
+        wire.data["body"]["routing_key"] = "<redacted>"
+        return wire
+
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
-        cfg = self._config.cfg
-        dest = resolve_destination(cfg, envelope.address, self.channel)
-        if isinstance(dest, DeliveryResult):
-            return log_result(log, envelope, dest, started=started)
-        assert dest.routing_key is not None  # the config model requires it
-        n = envelope.notification
-        key = pagerduty_dedup_key(n, envelope.idempotency_key)
-        body = json_bytes(render_pagerduty(n, routing_key=dest.routing_key.get_secret_value(), dedup_key=key))
-        reply = await post_to_destination(self._http, dest, body=body, timeout=attempt_timeout(cfg, self.channel))
+        timeout = attempt_timeout(self._config.cfg, self.channel)
+        req = self.request(envelope)
+        if isinstance(req, DeliveryResult):
+            return log_result(log, envelope, req, started=started)
+        reply = await send_request(self._http, req, timeout=timeout)
         result = classify_pagerduty(reply) if isinstance(reply, HttpReply) else reply
-        if n.kind.upper() == "TEST" and result.outcome == "delivered":
+        if envelope.notification.kind.upper() == "TEST" and result.outcome == "delivered":
             # A channel test proves the key works without leaving an alert open that pages someone.
-            done = json_bytes(render_pagerduty(replace(n, kind="RESOLVED"),
-                                               routing_key=dest.routing_key.get_secret_value(), dedup_key=key))
-            again = await post_to_destination(self._http, dest, body=done,
-                                              timeout=attempt_timeout(cfg, self.channel))
+            done = self.request(envelope, kind="RESOLVED")
+            again = done if isinstance(done, DeliveryResult) else await send_request(self._http, done,
+                                                                                     timeout=timeout)
             closed = classify_pagerduty(again) if isinstance(again, HttpReply) else again
             result = replace(result, summary=f"{result.summary}; test alert resolved again: {closed.summary}")
         return log_result(log, envelope, result, started=started)

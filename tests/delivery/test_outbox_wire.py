@@ -28,6 +28,7 @@ from tests.stand_ins.smtp import smtp_stand_in
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+PD_KEY = "SECRETroutingkey0000000000000001"  # tests.delivery.test_senders.http_config's ops-pd
 SNS_OK = (200, '<PublishResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/"><PublishResult>'
                "<MessageId>m-1</MessageId></PublishResult><ResponseMetadata><RequestId>r</RequestId>"
                "</ResponseMetadata></PublishResponse>", {"Content-Type": "text/xml"})
@@ -72,7 +73,8 @@ async def stored(ctx: Any, real: Any, env: Envelope) -> OutboxMessage:
 
 
 @pytest.mark.parametrize(("channel", "sender_cls", "address", "path"),
-                         [s for s in HTTP_SENDERS if s[0] in ("slack_webhook", "teams_webhook", "webhook", "telegram", "ntfy")])
+                         [s for s in HTTP_SENDERS if s[0] in ("slack_webhook", "teams_webhook", "webhook", "telegram", "ntfy",
+                                                     "pagerduty")])
 async def test_http_channels_store_the_request_sent(ctx: Any, peer: HttpStandIn, http: aiohttp.ClientSession,
                                                     channel: str, sender_cls: Any, address: str, path: str) -> None:
     peer.script(path, OK_REPLY[channel])
@@ -84,13 +86,17 @@ async def test_http_channels_store_the_request_sent(ctx: Any, peer: HttpStandIn,
     row = await stored(ctx, sender, env)
     wire = row.payload
     assert wire is not None
-    assert json_bytes(wire["body"]) == sent.body                     # the exact bytes
+    if channel == "pagerduty":  # the routing key travels in the body: masked there, the rest byte for byte
+        assert wire["body"]["routing_key"] == "<redacted>"
+        assert json_bytes({**wire["body"], "routing_key": PD_KEY}) == sent.body
+    else:
+        assert json_bytes(wire["body"]) == sent.body                 # the exact bytes
     assert wire["method"] == sent.method
     for name, value in wire["headers"].items():
         assert value == "<redacted>" or sent.headers[name] == value, name
     # secrets never reach the outbox: webhook path, header values, bot token
     dumped = json.dumps(wire) + row.body
-    for secret in ("T000/B000/XXXX", "hook-token", "s3cret", TOKEN, "tk_SECRETntfy"):
+    for secret in ("T000/B000/XXXX", "hook-token", "s3cret", TOKEN, "tk_SECRETntfy", PD_KEY):
         assert secret not in dumped
     assert row.subject == "[SEV1] INC-12 Declared: Database <primary> down & out"
     if channel == "webhook":
@@ -108,6 +114,8 @@ async def test_http_channels_store_the_request_sent(ctx: Any, peer: HttpStandIn,
     if channel == "ntfy":
         assert wire["url"] == f"{peer.url}/ntfy/" and wire["headers"]["Authorization"] == "<redacted>"
         assert wire["body"]["topic"] == "ops-pages" and sent.headers["Authorization"] == "Bearer tk_SECRETntfy"
+    if channel == "pagerduty":
+        assert wire["url"] == f"{peer.url}/<redacted>" and wire["body"]["event_action"] == "trigger"
 
 
 async def test_email_stores_subject_and_both_parts_sent(ctx: Any) -> None:
