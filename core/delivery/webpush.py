@@ -13,11 +13,12 @@ from typing import Any, ClassVar
 import aiohttp
 from pywebpush import WebPushException, webpush_async
 
+from core.appearance.common import headline
 from core.appearance.webpush import render_webpush
 from core.clock import SystemClock
 from core.config import ConfigHolder
 from core.db import Database
-from core.delivery.base import classify_http
+from core.delivery.base import Wire, classify_http
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.transport import attempt_timeout, log_result
 from core.webpush import forget, subscriptions, vapid_keys
@@ -38,6 +39,18 @@ class WebPushSender:
         self._http = http
         self._db = db
 
+    def push_data(self, envelope: Envelope) -> str:
+        """The JSON each subscribed browser decrypts (one text for all of a user's browsers)."""
+        return json.dumps(render_webpush(envelope.notification), ensure_ascii=False)
+
+    def wire(self, envelope: Envelope) -> Wire:
+        """What the outbox shows: the decrypted push every browser of the user would get, with the push
+        headers; the encrypted bytes differ per browser and attempt, the VAPID key stays in the database."""
+        c = self._config.cfg.channels.webpush
+        return Wire(headline(envelope.notification), {
+            "user": envelope.address, "headers": {"TTL": str(c.ttl_seconds), "Content-Encoding": "aes128gcm"},
+            "vapid_subject": c.subject, "data": json.loads(self.push_data(envelope))})
+
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
         if self._db is None:
@@ -50,7 +63,7 @@ class WebPushSender:
                 f"console user {envelope.address!r} has no browser subscribed to push (open the console's "
                 "bell and turn on notifications)"), started=started)
         keys = await vapid_keys(self._db, now=SystemClock().now())
-        data = json.dumps(render_webpush(envelope.notification), ensure_ascii=False)
+        data = self.push_data(envelope)
         timeout = attempt_timeout(cfg, self.channel)
         results: list[DeliveryResult] = []
         for sub in subs:

@@ -210,3 +210,25 @@ async def test_unknown_destination_is_refused_by_the_outbox_too(ctx: Any, peer: 
                           outbox=OutboxStore(ctx.db, clock=ctx.clock).sender("webhook"))
     result = await switch.send(env)
     assert result.outcome == "permanent" and "unknown destination" in result.summary
+
+
+async def test_webpush_stores_what_the_browser_decrypts(make_ctx: Any, peer: HttpStandIn,
+                                                         http: aiohttp.ClientSession) -> None:
+    from core.delivery.webpush import WebPushSender
+    from core.webpush import subscribe
+    from tests.delivery.test_webpush import ALICE
+    from tests.stand_ins.push import PushService
+
+    ctx = await make_ctx(**ALICE)
+    browser = PushService(peer).browser("laptop")
+    await subscribe(ctx.db, user="alice", subscription=browser.subscription(), user_agent="", now=ctx.clock.now())
+    sender = WebPushSender(ConfigHolder(ctx.cfg), http=http, db=ctx.db)
+    env = envelope("webpush", "alice")
+    assert (await sender.send(env)).outcome == "delivered"
+    [received] = browser.received
+    sent = peer.requests[0]
+    row = await stored(ctx, sender, env)
+    wire = row.payload
+    assert wire is not None and wire["data"] == received  # the decrypted push, field for field
+    assert wire["headers"] == {"TTL": sent.headers["TTL"], "Content-Encoding": sent.headers["Content-Encoding"]}
+    assert wire["user"] == "alice" and received["title"] in row.body
