@@ -1124,14 +1124,12 @@ def problems(cfg: Config) -> list[Located]:
 def _dm_problems(cfg: Config) -> list[Located]:
     """A DM channel in someone's preferences needs its chat platform running, or every such page would fail."""
     out: list[Located] = []
-    enabled = {"slack_dm": cfg.slack.enabled, "telegram_dm": cfg.telegram.enabled}
+    enabled = {"slack_dm": cfg.slack.enabled, "teams_dm": cfg.teams.enabled, "telegram_dm": cfg.telegram.enabled}
     for i, c in enumerate(cfg.contacts):
         for keys, chans in c.preferences.lists():
             for j, ch in enumerate(chans):
                 where: PathKey = ("contacts", i, "preferences", *keys, j)
-                if ch == "teams_dm":
-                    out.append((where, "teams_dm pages are not available yet; use teams_webhook or email"))
-                elif ch in enabled and not enabled[ch]:
+                if ch in enabled and not enabled[ch]:
                     platform = ch[:-3]
                     out.append((where, f"{ch} needs {platform}.enabled: true (the bot sends the DM)"))
     return out

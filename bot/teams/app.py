@@ -34,9 +34,9 @@ from msrest.exceptions import DeserializationError
 from msrest.pipeline.async_abc import AsyncHTTPPolicy
 
 from bot.server import Provided
-from bot.surface import SurfaceSender
+from bot.surface import DirectMessageSender, SurfaceSender
 from bot.teams.bot import TeamsBot
-from bot.teams.surface import TeamsSurface, incident_reference
+from bot.teams.surface import NO_PERSONAL_CHAT, TeamsDirectSurface, TeamsSurface, incident_reference
 from core.config import TeamsConfig
 
 if TYPE_CHECKING:
@@ -259,7 +259,8 @@ class TeamsComponent:
 
 
 def mount_teams(rt: Runtime, *, openid_metadata_url: str | None = None) -> Provided:
-    """Add POST /api/messages and, when an incident conversation is set, the `chat:teams` card sender."""
+    """Add POST /api/messages, the `teams_dm` page sender and, when an incident conversation is set, the
+    `chat:teams` card sender."""
     teams = rt.cfg.teams
     if not teams.enabled:
         return Provided()
@@ -269,4 +270,8 @@ def mount_teams(rt: Runtime, *, openid_metadata_url: str | None = None) -> Provi
     if edge.cards_follow:
         surface = TeamsSurface(edge.adapter, app_id=teams.app_id, reference=incident_reference(teams))
         out.chat_senders["chat:teams"] = SurfaceSender(surface, service=rt.ctx.service, cards=rt.ctx.cards)
+    # teams_dm pages: a proactive 1:1 message to the person's Teams user id (contacts[].chat.teams).
+    out.chat_senders["teams_dm"] = DirectMessageSender(
+        "teams", lambda user: TeamsDirectSurface(edge.adapter, teams=teams, user=user), service=rt.ctx.service,
+        cards=rt.ctx.cards, never_opened=frozenset({NO_PERSONAL_CHAT}))
     return out

@@ -16,6 +16,7 @@ from botbuilder.core import BotAdapter, TurnContext
 from botbuilder.schema import (
     ChannelAccount,
     ConversationAccount,
+    ConversationParameters,
     ConversationReference,
     ResourceResponse,
 )
@@ -49,6 +50,11 @@ def incident_reference(teams: TeamsConfig) -> ConversationReference:
         conversation=ConversationAccount(id=teams.incident_conversation, is_group=True,
                                          tenant_id=teams.tenant_id),
         bot=ChannelAccount(id=f"28:{app_id}", name="Tocsin"))
+
+
+NO_PERSONAL_CHAT = "cannot open a 1:1 chat with this Teams user"
+"""The reason a teams_dm page names when the connector refuses to create the 1:1 conversation (403/404: the
+app is not installed for the person, or the id is not a user of the tenant)."""
 
 
 def thread_of(reference: ConversationReference, root_id: str) -> ConversationReference:
@@ -111,18 +117,69 @@ class TeamsSurface:
         async def logic(turn_context: TurnContext) -> None:
             result.append(await action(turn_context))
 
-        try:
-            await self.adapter.continue_conversation(reference, logic, self.app_id or None)
-        except HttpOperationError as exc:
-            resp = getattr(exc, "response", None)
-            status = int(getattr(resp, "status_code", 0) or 0)
-            headers = getattr(resp, "headers", None) or {}
-            verdict = classify_http(status, retry_after=headers.get("Retry-After"), summary=str(exc))
-            raise SurfaceError(f"Bot Connector: {verdict.summary}", retry=verdict.outcome == "retry",
-                               after=verdict.retry_after, status=status or None) from exc
-        except ClientRequestError as exc:
-            raise SurfaceError(f"Bot Connector unreachable: {exc}", retry=True) from exc
-        except PermissionError as exc:
-            # MSAL could not get a token (wrong password, or the login endpoint failed): retried, then dead.
-            raise SurfaceError(f"Bot Framework token: {exc}", retry=True) from exc
+        await connector_call(self.adapter.continue_conversation(reference, logic, self.app_id or None))
         return result[0] if result else None
+
+
+async def connector_call(call: Awaitable[Any]) -> Any:
+    """Await one Bot Connector call, mapping its failures to SurfaceError (retry or permanent, with status)."""
+    try:
+        return await call
+    except HttpOperationError as exc:
+        resp = getattr(exc, "response", None)
+        status = int(getattr(resp, "status_code", 0) or 0)
+        headers = getattr(resp, "headers", None) or {}
+        verdict = classify_http(status, retry_after=headers.get("Retry-After"), summary=str(exc))
+        raise SurfaceError(f"Bot Connector: {verdict.summary}", retry=verdict.outcome == "retry",
+                           after=verdict.retry_after, status=status or None) from exc
+    except ClientRequestError as exc:
+        raise SurfaceError(f"Bot Connector unreachable: {exc}", retry=True) from exc
+    except PermissionError as exc:
+        # MSAL could not get a token (wrong password, or the login endpoint failed): retried, then dead.
+        raise SurfaceError(f"Bot Framework token: {exc}", retry=True) from exc
+
+
+class TeamsDirectSurface(TeamsSurface):
+    """One person's 1:1 chat with the bot, for teams_dm pages (bot.surface.DirectMessageSender).
+
+    The first card of an incident opens the chat with the connector's create_conversation (Teams answers
+    with the existing 1:1 conversation when there is one, so nothing is stored per person); the CardRef
+    keeps that conversation's reference, so later changes edit that card and answer under it."""
+
+    def __init__(self, adapter: BotAdapter, *, teams: TeamsConfig, user: str) -> None:
+        self.teams = teams
+        self.user = user
+        bot = ChannelAccount(id=f"28:{teams.app_id or 'tocsin'}", name="Tocsin")
+        super().__init__(adapter, app_id=teams.app_id, reference=ConversationReference(
+            channel_id="msteams", service_url=teams.service_url or PUBLIC_SERVICE_URL, bot=bot,
+            user=ChannelAccount(id=user), conversation=None))
+
+    async def post_card(self, card: IncidentCard) -> CardRef:
+        self.reference = await self.open_chat()
+        return await super().post_card(card)
+
+    async def open_chat(self) -> ConversationReference:
+        """The reference of the 1:1 conversation with `user` (POST /v3/conversations, isGroup false)."""
+        base = self.reference
+        params = ConversationParameters(
+            is_group=False, bot=base.bot, members=[ChannelAccount(id=self.user)], tenant_id=self.teams.tenant_id,
+            channel_data={"tenant": {"id": self.teams.tenant_id}} if self.teams.tenant_id else None)
+        opened: list[ConversationReference] = []
+
+        async def logic(turn_context: TurnContext) -> None:
+            opened.append(TurnContext.get_conversation_reference(turn_context.activity))
+
+        try:
+            await connector_call(self.adapter.create_conversation(
+                self.app_id or None, logic, params, "msteams", base.service_url, None))
+        except SurfaceError as exc:
+            if exc.retry:
+                raise
+            raise SurfaceError(f"{NO_PERSONAL_CHAT} ({self.user}): {exc}", retry=False, status=exc.status) from exc
+        if not opened or opened[0].conversation is None or not opened[0].conversation.id:
+            raise SurfaceError(f"{NO_PERSONAL_CHAT} ({self.user}): the connector returned no conversation id",
+                               retry=False)
+        reference = opened[0]
+        reference.user = ChannelAccount(id=self.user)
+        log.info("teams.dm.opened", extra={"user": self.user, "conversation": reference.conversation.id})
+        return reference

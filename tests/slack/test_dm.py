@@ -126,5 +126,5 @@ def test_dm_channels_need_their_platform_at_load() -> None:
                     contact_lists=[], routing={"default_targets": {"contacts": ["alice"]}})
     text = str(err.value)
     assert "contacts[0].preferences.sev1[0]: slack_dm needs slack.enabled: true" in text
-    assert "contacts[0].preferences.sev1[1]: teams_dm pages are not available yet" in text
+    assert "contacts[0].preferences.sev1[1]: teams_dm needs teams.enabled: true" in text
     assert "test-config.yaml:" in text

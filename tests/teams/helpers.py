@@ -1,7 +1,8 @@
 """Teams test kit: Bot Framework activities as Teams sends them, a loopback Bot Connector, signed tokens.
 
 The Bot Connector stand-in is the shared recording HTTP stand-in (tests/stand_ins/http.py) answering the
-three Connector calls the bot makes, each with a fresh activity id:
+Connector calls the bot makes, each with a fresh activity id:
+  createConversation  POST /v3/conversations (a 1:1 chat: `a:dm-<member id>`, or the status in `refused`)
   replyToActivity     POST /v3/conversations/{id}/activities/{activityId}
   sendToConversation  POST /v3/conversations/{id}/activities
   updateActivity      PUT  /v3/conversations/{id}/activities/{activityId}
@@ -15,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -105,6 +106,12 @@ class Connector:
     """Bot Connector stand-in plus readers for the three calls."""
 
     peer: HttpStandIn
+    refused: dict[str, int] = field(default_factory=dict)
+    """Member ids createConversation refuses, with the status (403: app not installed for them)."""
+
+    def created(self) -> list[Recorded]:
+        """createConversation calls."""
+        return self.peer.requests_to("/v3/conversations")
 
     @property
     def url(self) -> str:
@@ -140,8 +147,20 @@ async def bot_connector() -> AsyncIterator[Connector]:
         return 200, {"id": f"srv-{next(ids)}"}
 
     async with HttpStandIn() as peer:
+        connector = Connector(peer)
+
+        def create(req: Recorded) -> tuple[int, dict[str, Any]]:
+            members = [m.get("id") for m in (req.json or {}).get("members") or []]
+            if len(members) != 1 or not members[0]:
+                return 400, {"error": {"code": "BadArgument", "message": "one member expected"}}
+            if members[0] in connector.refused:
+                return connector.refused[members[0]], {"error": {"code": "Forbidden",
+                                                                 "message": "The bot is not part of the roster"}}
+            return 201, {"id": f"a:dm-{members[0]}", "serviceUrl": peer.url}
+
+        peer.on("/v3/conversations", create)
         peer.on("/v3/conversations/*", answer)
-        yield Connector(peer)
+        yield connector
 
 
 # --- tokens the Bot Framework channel would sign -----------------------------------------------------------

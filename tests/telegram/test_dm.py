@@ -9,16 +9,14 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select, update
 
 from bot import server
 from bot.telegram import bot as tg_bot
-from core.delivery.message import DeliveryResult, Envelope, Notification
-from core.models import Delivery
+from core.delivery.message import DeliveryResult
 from tests.stand_ins.http import Reply
 from tests.telegram.botapi import BotApi, decode, press
 from tests.telegram.conftest import SECRET, telegram_overrides
-from tests.twoway.helpers import OP, audit, deliveries, paging_config
+from tests.twoway.helpers import OP, audit, deliveries, drive_dm_pages, paging_config
 
 CONTACTS = [{"name": "alice", "email": "alice@example.com", "chat": {"telegram": "4242"},
              "preferences": {"sev1": ["telegram_dm", "email"], "default": ["email"]}},
@@ -44,21 +42,7 @@ async def started(make_ctx: Callable[..., Any], api: BotApi,
 
 
 async def sync_dms(ctx: Any, rt: Any) -> list[DeliveryResult]:
-    sender = rt.chat_senders["telegram_dm"]
-    async with ctx.db.sessions() as s:
-        rows = (await s.execute(select(Delivery).where(Delivery.channel == "telegram_dm",
-                                                       Delivery.status == "queued").order_by(Delivery.id))
-                ).scalars().all()
-    out = []
-    for row in rows:
-        result = await sender.send(Envelope(row.id, row.channel, row.recipient, row.address,
-                                            row.idempotency_key, 1, Notification.from_json(row.payload)))
-        out.append(result)
-        async with ctx.db.transaction() as s:
-            await s.execute(update(Delivery).where(Delivery.id == row.id).values(
-                status={"delivered": "delivered", "permanent": "failed"}.get(result.outcome, "queued"),
-                last_error=None if result.outcome == "delivered" else result.summary))
-    return out
+    return await drive_dm_pages(ctx, rt.chat_senders["telegram_dm"], "telegram_dm")
 
 
 async def test_dm_page_ack_in_the_private_chat(started: tuple[Any, Any, TestClient], api: BotApi) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.context import Context
+from core.delivery.message import DeliveryResult, Envelope, Notification
 from core.models import AuditEntry, Delivery
 from core.rbac import Actor
 from tests.escalation.conftest import policy_config
@@ -43,3 +44,21 @@ async def audit(ctx: Context, action: str) -> list[AuditEntry]:
     async with ctx.db.sessions() as s:
         return list((await s.execute(select(AuditEntry).where(AuditEntry.action == action)
                                      .order_by(AuditEntry.seq))).scalars().all())
+
+
+async def drive_dm_pages(ctx: Context, sender: Any, channel: str) -> list[DeliveryResult]:
+    """Hand every queued delivery of a DM `channel` to its sender and record the outcome, as the worker
+    would (no worker racing the test)."""
+    async with ctx.db.sessions() as s:
+        rows = (await s.execute(select(Delivery).where(Delivery.channel == channel, Delivery.status == "queued")
+                                .order_by(Delivery.id))).scalars().all()
+    out = []
+    for row in rows:
+        result = await sender.send(Envelope(row.id, row.channel, row.recipient, row.address, row.idempotency_key, 1,
+                                            Notification.from_json(row.payload)))
+        out.append(result)
+        async with ctx.db.transaction() as s:
+            await s.execute(update(Delivery).where(Delivery.id == row.id).values(
+                status={"delivered": "delivered", "permanent": "failed"}.get(result.outcome, "queued"),
+                last_error=None if result.outcome == "delivered" else result.summary))
+    return out
