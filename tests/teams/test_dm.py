@@ -182,4 +182,4 @@ def test_teams_dm_needs_teams_enabled_at_load() -> None:
     assert "contacts[0].preferences.sev1[0]: teams_dm needs teams.enabled: true" in str(err.value)
     cfg = make_config(contacts=contacts, contact_lists=[], routing={"default_targets": {"contacts": ["alice"], "lists": []}},
                       teams={"enabled": True, "allow_unauthenticated": True})
-    assert cfg.contacts[0].preferences["sev1"] == ["teams_dm"]
+    assert cfg.contacts[0].preferences.sev1 == ["teams_dm"]
