@@ -127,8 +127,9 @@ def _sms_clean(text: str) -> str:
 
 def render_sms(n: Notification, *, max_segments: int = 3) -> str:
     """What a phone shows first is what matters: severity, id, thread position and title, then how to ack
-    (link and reply code); state (when the kind does not say it), body and fields follow and are cut first
-    to stay within `max_segments`. If even the lead does not fit, the title is cut and how to ack survives."""
+    (the link); state (when the kind does not say it), body (unless it only repeats the title) and fields
+    follow and are cut first to stay within `max_segments`; the page ends with the reply code. If even the
+    lead does not fit, the title is cut and how to ack survives."""
     if n.kind.upper() == REPLY_KIND:
         return fit_sms(" ".join(strip_symbols(gsm_friendly(n.title)).split()), max_segments=max_segments)
     bits = [b for b in (severity_label(n.severity), n.incident) if b]
@@ -136,30 +137,30 @@ def render_sms(n: Notification, *, max_segments: int = 3) -> str:
     ack = offers_ack(n)
     ack_line = gsm_friendly(f"\nAck: {ack}") if ack else ""
     codes = reply_codes(n)
-    ack_line += f"\n{codes}" if codes else ""
+    tail = f"\n{codes}" if codes else ""
     rest = ""
     if (state := shown_state(n)) and state != "Open":
         rest += f"\nState: {state}"
-    if n.body.strip():
+    if n.body.strip() and one_line(n.body) != one_line(n.title):
         rest += "\n" + one_line(n.body)
     for key, value in page_fields(n):
         rest += f"\n{key}: {one_line(value)}"
     rest = _sms_clean(rest)
-    if sms_info(lead + ack_line).segments > max_segments:
-        return fit_sms(lead, ack_line, max_segments=max_segments)
-    if sms_info(lead + ack_line + rest).segments <= max_segments:
-        return lead + ack_line + rest
-    return lead + ack_line + _cut_to_fit(lead + ack_line, rest, max_segments=max_segments)
+    if sms_info(lead + ack_line + tail).segments > max_segments:
+        return fit_sms(lead, ack_line + tail, max_segments=max_segments)
+    if sms_info(lead + ack_line + rest + tail).segments <= max_segments:
+        return lead + ack_line + rest + tail
+    return lead + ack_line + _cut_to_fit(lead + ack_line, rest, tail, max_segments=max_segments) + tail
 
 
-def _cut_to_fit(kept: str, rest: str, *, max_segments: int) -> str:
-    """The longest prefix of `rest` (marked "...") that fits after `kept`. Segments grow with the prefix
+def _cut_to_fit(kept: str, rest: str, after: str = "", *, max_segments: int) -> str:
+    """The longest prefix of `rest` (marked "...") that fits between `kept` and `after`. Segments grow with the prefix
     except where its first non-GSM-7 character switches the whole text to UCS-2, so search each side of
     that point on its own and prefer the longer."""
     marker = "..."
 
     def fits(k: int) -> bool:
-        return sms_info(kept + rest[:k].rstrip() + marker).segments <= max_segments
+        return sms_info(kept + rest[:k].rstrip() + marker + after).segments <= max_segments
 
     def longest(lo: int, hi: int) -> int | None:
         if lo > hi or not fits(lo):

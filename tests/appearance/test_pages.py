@@ -96,18 +96,20 @@ def test_sms_fits_segments_and_keeps_the_ack_link(max_segments: int) -> None:
     text = render_sms(notification(body="x" * 2000), max_segments=max_segments)
     info = sms_info(text)
     assert info.encoding == "GSM-7" and info.segments <= max_segments
-    # What matters leads: severity, id, kind, title, then how to ack; the body is what gets cut.
+    # What matters leads: severity, id, kind, title, then how to ack; the body is what gets cut; the page
+    # ends with the reply code.
     assert text.startswith("SEV1 INC-12 Declared: Database <primary> down & out\n"
-                           "Ack: https://tocsin.example/ack/tok123\nReply 4 to ack INC-12\n")
-    assert text.endswith("...")
+                           "Ack: https://tocsin.example/ack/tok123\n")
+    assert text.endswith("...\nReply 4 to ack INC-12")
 
 
 def test_sms_ucs2_when_the_body_needs_it() -> None:
     text = render_sms(notification(body="База данных недоступна. " * 30), max_segments=3)
     info = sms_info(text)
-    assert info.encoding == "UCS-2" and info.segments == 3 and "База" in text and text.endswith("...")
+    assert info.encoding == "UCS-2" and info.segments == 3 and "База" in text
+    assert text.endswith("...\nReply 4 to ack INC-12")
     assert text.startswith("SEV1 INC-12 Declared: Database <primary> down & out\n"
-                           "Ack: https://tocsin.example/ack/tok123\nReply 4 to ack INC-12\n")
+                           "Ack: https://tocsin.example/ack/tok123\n")
 
 
 def test_sms_keeps_gsm7_despite_typography_and_emoji() -> None:
@@ -301,7 +303,10 @@ def test_email_says_each_thing_once() -> None:
 
 def test_sms_and_voice_say_each_thing_once() -> None:
     assert render_sms(_checkout()) == ("SEV2 INC-1 Declared: Checkout is failing\nAck: https://t.example/ack/tok\n"
-                                       "Reply 4 to ack INC-1\nPayments time out.\nCommander: cli:alice")
+                                       "Payments time out.\nCommander: cli:alice\nReply 4 to ack INC-1")
+    # A declare without a description does not repeat the title as its body.
+    assert "failing\nChecks" not in render_sms(_checkout(body="Checkout is failing"))
+    assert render_sms(_checkout(body="Checkout is failing")).count("Checkout is failing") == 1
     assert render_voice(_checkout()) == ("This is Tocsin. Declared for incident 1, severity 2, high. "
                                          "Checkout is failing. Payments time out.")
     resolved = _checkout(kind="RESOLVED", state="resolved", body="")

@@ -98,8 +98,10 @@ async def test_provider_switch_applies_on_reload(twilio: HttpStandIn, http: aioh
 def test_reply_codes_survive_a_one_segment_budget() -> None:
     from core.appearance.sms import render_sms
 
-    text = render_sms(notification(body="z" * 2000, ack_url=None), max_segments=1)
+    text = render_sms(notification(body="z" * 2000), max_segments=1)
     assert text.endswith("\nReply 4 to ack INC-12") and sms_info(text).segments == 1
+    # Once acknowledged (the core sends no ack link then) there is nothing left to reply to.
+    assert "Reply 4" not in render_sms(notification(body="z" * 2000, ack_url=None), max_segments=1)
     assert "Reply 4" not in render_sms(notification(kind="RESOLVED"))
     assert "Reply 4" not in render_sms(Notification(kind="ONE_TIME", title="hello"))
 
