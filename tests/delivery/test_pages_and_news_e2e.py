@@ -172,3 +172,37 @@ async def test_sev1_rings_once_per_page_and_escalation_never_for_news(
                 [(d.recipient, d.channel, d.status, d.last_error) for d in rows if d.status != "delivered"]
     finally:
         await ctx.close()
+
+
+async def test_the_console_actor_is_not_told_about_their_own_resolve(
+        db_url: str, peers: tuple[HttpStandIn, SmtpStandIn, MotoSns]) -> None:
+    """A console user linked to a contact by name (web:bob -> bob) resolves from the incident page: the
+    resolution reaches alice by email and nobody's phone, and bob hears nothing about his own action."""
+    from core.rbac import SYSTEM
+    from core.users import UserService
+    from tests.security.kit import console_login
+
+    http, smtp, sns = peers
+    clock = FrozenClock(datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc))
+    ctx = await shipped(db_url, clock, http, smtp, sns)
+    seen = Phones(http, smtp, sns)
+    app, _ = await build_app(ctx)
+    try:
+        async with TestClient(TestServer(app)) as client:
+            await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(
+                name="bob", role="operator", password="bob-console-pw-0123", actor=SYSTEM)
+            await ctx.service.declare(actor=Actor("cli:op", "cli"), title="DB down", severity="sev1")
+            await settled(ctx)
+            calls, texts, mails = len(await seen.calls()), len(await seen.texts()), len(seen.mail_to())
+            session = await console_login(client, "bob", "bob-console-pw-0123")
+            assert session is not None
+            resp = await client.post("/incidents/1/resolve", data={"csrf": session["X-Csrf"]},
+                                     headers={"Cookie": session["Cookie"]})
+            assert resp.status == 200, await resp.text()
+            inc = await ctx.service.get("INC-1")
+            assert inc.state == "resolved"
+            await settled(ctx)
+            assert seen.mail_to()[mails:] == ["alice@example.com"]
+            assert len(await seen.calls()) == calls and len(await seen.texts()) == texts
+    finally:
+        await ctx.close()
