@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableSequence, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,11 +24,13 @@ from core.errors import InvalidInput, InvalidTransition, NotFound
 from core.escalation_policy import first_due, next_step
 from core.events import EventBus, IncidentEvent
 from core.fanout import FanOut
-from core.incident_store import IncidentDetail, IncidentStore  # noqa: F401 (IncidentDetail: re-exported)
+from core.incident_store import IncidentDetail  # noqa: F401 (re-exported)
 from core.incident_store import MONITORING, OPEN, RESOLVED
+from core.notices import Notices
+from core.outcome import Outcome
 from core.metrics import ESCALATIONS
 from core.maintenance import inbound, suppressing
-from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange, MaintenanceWindow
+from core.models import Delivery, Incident, IncidentStateChange
 from core.schedules.service import ScheduleService, overrides_in_force
 from core.rbac import Actor, Permission, acting_contacts, allows, contact_identities, require, role_for
 from core.storms import occurrence
@@ -47,24 +48,7 @@ log = logging.getLogger("tocsin.incidents")
 
 
 
-@dataclass
-class Outcome:
-    """Result of a service call: the incident (None for one-time), the message and what was queued."""
-
-    incident: Incident | None
-    message: IncidentMessage | None
-    queued: int = 0
-    plan: Plan | None = None
-    changed: bool = True
-    note: str = ""
-    cancelled_pages: int = 0
-    suppressed_by: MaintenanceWindow | None = None
-    held: bool = False
-    """A rule's min_occurrences is not reached yet: the event was counted, nothing opened or paged."""
-    """The maintenance window that kept this inbound event from opening or paging (recorded there)."""
-
-
-class IncidentService(IncidentStore):
+class IncidentService(Notices):
     """See module docstring. Reads and row primitives: IncidentStore. Committed changes: `events`."""
 
     def __init__(self, db: Database, config: ConfigHolder, *, audit: AuditLog, clock: Clock | None = None,
@@ -286,52 +270,7 @@ class IncidentService(IncidentStore):
                                                      inc.state, inc.state))
         return Outcome(inc, msg, queued, p)
 
-    async def notify(self, *, actor: Actor, text: str, contact_list: str | None = None,
-                     targets: Targets | None = None, severity: str = "sev4", event_type: str = "notify",
-                     source: str | None = None, payload: dict[str, Any] | None = None,
-                     labels: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
-                     urgent: bool = False, session: AsyncSession | None = None) -> Outcome:
-        """A ONE-TIME message: no incident, no thread. It is news (people's news channels) unless `urgent`,
-        which makes it a page. An inbound event passes its labels and metadata so the rules that chose
-        `notify` also match when the deliveries are planned."""
-        cfg = self.cfg
-        require(cfg, actor, Permission.SEND_INCIDENTS)
-        text = check_text(text, what="a notification")
-        check_contact_list(cfg, contact_list)
-        sev = check_severity(severity)
-        now = self.clock.now()
-        t = targets or Targets()
-        if contact_list:
-            t = Targets(lists=t.lists + [contact_list], contacts=t.contacts, destinations=t.destinations)
-        async with self._tx(session) as s:
-            win = await suppressing(s, actor=actor, now=now, title=text, event=RouteEvent(
-                event_type=event_type, severity=sev, source=source or actor.platform, payload=payload or {},
-                labels=labels or {}, metadata=metadata or {}))
-            if win is not None:
-                return await self._suppressed(s, win, actor, now, what=text)
-            msg = IncidentMessage(incident_id=None, kind="ONE_TIME", body=text, author=actor.identity,
-                                  created_at=now, extra={"contact_list": contact_list, "urgent": urgent})
-            s.add(msg)
-            await s.flush()
-            ev = RouteEvent(event_type=event_type, severity=sev, source=source or actor.platform,
-                            payload=payload or {}, labels=labels or {}, metadata=metadata or {}, urgent=urgent)
-            p = plan(cfg, ev, now=now, extra=t, overrides=await overrides_in_force(s, cfg, now),
-                     actor_contacts=acting_contacts(cfg, actor.identity))
-            queued = await self.fanout.one_time(s, msg, p, ev, severity=sev, now=now)
-            await self.audit.append(s, actor=actor.identity, source=actor.source, action="notify.one_time",
-                                    resource=f"message:{msg.id}", now=now,
-                                    details={"contact_list": contact_list, "queued": queued, "urgent": urgent})
-        await self.events.emit(session, IncidentEvent("notify", None, msg.id, actor.identity, queued))
-        return Outcome(None, msg, queued, p)
-
     # --- internals ----------------------------------------------------------------------------
-
-    async def _suppressed(self, s: AsyncSession, win: MaintenanceWindow, actor: Actor, now: datetime, *,
-                          what: str) -> Outcome:
-        await self.audit.append(s, actor=actor.identity, source=actor.source, action="maintenance.suppressed",
-                                resource=win.ref, now=now, details={"what": what[:200]})
-        return Outcome(None, None, 0, changed=False, suppressed_by=win,
-                       note=f"suppressed by maintenance window {win.ref} (until {utc(win.ends_at):%H:%M} UTC)")
 
     @staticmethod
     async def _plan(s: AsyncSession, cfg: Config, inc: Incident, event_type: str, actor: Actor,
