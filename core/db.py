@@ -237,7 +237,10 @@ class Database:
         if problem:
             # Committed into a file that is gone from its path: lost at the next restart. Say so.
             raise self._fault(f"{problem}; the last change was not stored")
-        await self._cleared()
+        if self.fault is not None and self.storage_problem() is None:
+            # Only a store that takes writes again ends an outage: a transaction that began before the fault
+            # and committed nothing new must not clear it (the next write would raise a second alert).
+            await self._cleared()
 
     def grouped(self) -> Any:
         """A write unit that shares one transaction with the service operations arriving with it (group
