@@ -233,26 +233,25 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts (--limit, -n): 1 or more; 0, negatives and words are usage errors."""
+def _whole_number(text: str, *, minimum: int, wanted: str) -> int:
+    """argparse type: a whole number >= `minimum`; anything else is a usage error naming what was wanted."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number (1 or more), not {value}")
+        raise argparse.ArgumentTypeError(f"expected {wanted}, not {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, not {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (--limit, -n): 1 or more; 0, negatives and words are usage errors."""
+    return _whole_number(text, minimum=1, wanted="a positive whole number (1 or more)")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type for offsets: 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, not {value}")
-    return value
+    return _whole_number(text, minimum=0, wanted="0 or more (a whole number)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,6 @@ visitor's rate limit is hit (Retry-After honoured); other statuses follow the sh
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from core.config import Config, ConfigHolder
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.base import Wire
 from core.delivery.transport import (USER_AGENT, HttpReply, HttpRequest, attempt_timeout, log_result, redact,
-                                     send_request)
+                                     reply_object, send_request)
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +100,7 @@ class NtfySender:
 
 def classify_ntfy(reply: HttpReply) -> DeliveryResult:
     """200 `{"id": ...}` is delivered (the id is the provider's); errors carry ntfy's `error` text."""
-    try:
-        data = json.loads(reply.text) if reply.text.strip() else {}
-    except ValueError:
-        data = {}
-    if not isinstance(data, dict):
-        data = {}
+    data = reply_object(reply)
     if 200 <= reply.status < 300:
         return DeliveryResult.ok(f"HTTP {reply.status}: accepted, id {data.get('id', '?')}", reply.status)
     summary = str(data.get("error") or reply.text.strip())

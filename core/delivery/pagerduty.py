@@ -3,7 +3,6 @@
 retry (the shared classifier)."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import replace
@@ -17,6 +16,7 @@ from core.config import ConfigHolder
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.base import Wire
 from core.delivery.transport import (
+    reply_object,
     HttpReply,
     HttpRequest,
     attempt_timeout,
@@ -83,12 +83,7 @@ class PagerDutySender:
 
 def classify_pagerduty(reply: HttpReply) -> DeliveryResult:
     """202 `{"status": "success", "dedup_key": ...}`; 400 `{"message": ..., "errors": [...]}`."""
-    try:
-        data = json.loads(reply.text) if reply.text.strip() else {}
-    except ValueError:
-        data = {}
-    if not isinstance(data, dict):
-        data = {}
+    data = reply_object(reply)
     if 200 <= reply.status < 300:
         return DeliveryResult.ok(f"HTTP {reply.status}: {data.get('message') or 'accepted'}, dedup_key "
                                  f"{data.get('dedup_key', '?')}", reply.status)

@@ -34,6 +34,15 @@ ATTEMPT_TIMEOUT_SHARE = 0.9
 the sender reports the timeout itself (with detail) instead of being cancelled."""
 
 
+def reply_object(reply: "HttpReply") -> dict[str, object]:
+    """A provider's JSON answer as a dict; an empty, non-JSON or non-object body is {} (the status decides)."""
+    try:
+        data = json.loads(reply.text) if reply.text.strip() else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def attempt_timeout(cfg: Config, channel: str) -> float:
     """Per-attempt I/O timeout from the channel's retry policy (config, else core.delivery.policy)."""
     return retry_policy(cfg, channel).timeout_seconds * ATTEMPT_TIMEOUT_SHARE
