@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import or_, select, update
@@ -32,6 +31,7 @@ from core.errors import NotFound
 from core.models import Delivery, Incident, IncidentMessage, TimerJob
 from core.rbac import Actor, Permission, require
 from core.routing import RouteEvent, plan
+from core.timers import TimerScheduler
 
 log = logging.getLogger("tocsin.digests")
 
@@ -210,7 +210,7 @@ class DigestTimer:
     def __init__(self, digests: Digests, *, tick_seconds: float = TICK_SECONDS) -> None:
         self.digests = digests
         self.tick_seconds = tick_seconds
-        self.scheduler: AsyncIOScheduler | None = None
+        self.scheduler: TimerScheduler | None = None
 
     async def _safe_tick(self) -> None:
         try:
@@ -219,13 +219,12 @@ class DigestTimer:
             log.warning("digest.tick.failed", exc_info=True)
 
     async def start(self) -> None:
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
-            "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
+        self.scheduler = TimerScheduler()
         self.scheduler.add_job(self._safe_tick, IntervalTrigger(seconds=self.tick_seconds, timezone=timezone.utc),
                                id="digests", next_run_time=datetime.now(timezone.utc))
         self.scheduler.start()
 
     async def close(self) -> None:
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        self.scheduler = None
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()  # a tick in progress commits first

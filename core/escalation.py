@@ -17,7 +17,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 
@@ -26,6 +25,7 @@ from core.errors import InvalidTransition, NotFound
 from core.escalation_schedule import EscalationSchedule
 from core.models import Incident
 from core.rbac import Actor
+from core.timers import TimerScheduler
 
 if TYPE_CHECKING:
     from core.incidents import IncidentService, Outcome
@@ -65,8 +65,7 @@ class Escalator(EscalationSchedule):
     async def start(self) -> None:
         """Subscribe first (so no change slips between scan and subscription), rebuild from the database,
         then start the timer: the initial jobs are added while it is stopped, without 10,000 wake-ups."""
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
-            "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
+        self.scheduler = TimerScheduler()
         self.service.events.subscribe(self._on_event)
         scheduled = await self.rescan()
         every = IntervalTrigger(seconds=self.rescan_seconds, timezone=timezone.utc)
@@ -82,9 +81,8 @@ class Escalator(EscalationSchedule):
         """Stop the timer; let an escalation in progress commit (up to `grace_seconds`), then cancel.
         Anything not fired stays due in the database for the next start or another process."""
         self.service.events.unsubscribe(self._on_event)
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-            await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
+        if self.scheduler is not None:
+            await self.scheduler.stop(grace_seconds)  # a rescan in progress finishes first
         deadline = time.monotonic() + grace_seconds
         while self._inflight and time.monotonic() < deadline and any(not t.done() for t in self._tasks):
             await asyncio.sleep(0.02)

@@ -16,13 +16,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import select
 
 from core.clock import utc
 from core.models import Incident
 from core.rbac import Actor
+from core.timers import TimerScheduler
 
 if TYPE_CHECKING:
     from core.events import IncidentEvent
@@ -44,7 +44,7 @@ class EscalationSchedule(ABC):
         self.service = service
         self.rescan_seconds = rescan_seconds
         self.actor = actor
-        self.scheduler: AsyncIOScheduler | None = None
+        self.scheduler: TimerScheduler | None = None
         self._scheduled: dict[int, datetime] = {}
         self._inflight: set[int] = set()
         """Incidents queued or being fired: the schedule leaves them to the firing side until it is done."""

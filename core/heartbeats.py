@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +24,7 @@ from core.errors import NotFound
 from core.incident_store import RESOLVED
 from core.incidents import IncidentService
 from core.models import HeartbeatState, Incident
-from core.timers import Ticker
+from core.timers import Ticker, TimerScheduler
 from core.rbac import Actor
 
 log = logging.getLogger("tocsin.heartbeats")
@@ -204,7 +203,7 @@ class HeartbeatTimer:
     def __init__(self, heartbeats: Heartbeats, *, check_seconds: float = 5.0) -> None:
         self.heartbeats = heartbeats
         self.check_seconds = check_seconds
-        self.scheduler: AsyncIOScheduler | None = None
+        self.scheduler: TimerScheduler | None = None
         self.ticker: Ticker | None = None
         self.opened: list[str] = []
 

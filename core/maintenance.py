@@ -16,7 +16,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +29,7 @@ from core.events import IncidentEvent
 from core.metrics import MAINTENANCE_SUPPRESSED
 from core.models import Incident, MaintenanceWindow, SuppressedEvent
 from core.rbac import Actor, Permission, require
-from core.timers import Ticker
+from core.timers import Ticker, TimerScheduler
 from core.routing import RouteEvent, incident_event, lookup
 
 log = logging.getLogger("tocsin.maintenance")
@@ -308,7 +307,7 @@ class MaintenanceTimer:
     def __init__(self, maintenance: Maintenance, *, check_seconds: float = 5.0) -> None:
         self.maintenance = maintenance
         self.check_seconds = check_seconds
-        self.scheduler: AsyncIOScheduler | None = None
+        self.scheduler: TimerScheduler | None = None
         self.ticker: Ticker | None = None
 
     async def run(self) -> None:

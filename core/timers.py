@@ -7,9 +7,11 @@ the job. The period lives in the database, so a restart neither repeats nor skip
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -23,31 +25,70 @@ from core.models import TimerJob
 log = logging.getLogger("tocsin.timers")
 
 
+class TimerScheduler(AsyncIOScheduler):
+    """The one APScheduler timer setup of Tocsin: UTC, missed runs coalesced, one instance per job, and
+    coroutine jobs that are never cancelled in the middle of a database statement.
+
+    APScheduler's shutdown() cancels the task of a job in progress. A cancel that lands inside an aiosqlite
+    statement makes SQLAlchemy terminate the connection while its worker thread is stopping, which can
+    leave a close waiting forever (a hung shutdown). So each coroutine job runs as its own task that the
+    scheduler's task only awaits through a shield: stop() lets a job in progress finish (up to `grace`)
+    and cancels it only after that, once."""
+
+    def __init__(self) -> None:
+        super().__init__(timezone=timezone.utc, job_defaults={
+            "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
+        self._bodies: set[asyncio.Future[Any]] = set()
+
+    def add_job(self, func: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if inspect.iscoroutinefunction(func):
+            func = self._shielded(func)
+        return super().add_job(func, *args, **kwargs)
+
+    def _shielded(self, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            body = asyncio.ensure_future(func(*args, **kwargs))
+            self._bodies.add(body)
+            body.add_done_callback(self._bodies.discard)
+            return await asyncio.shield(body)
+
+        run.__name__ = run.__qualname__ = getattr(func, "__qualname__", "job")
+        return run
+
+    @property
+    def in_progress(self) -> int:
+        return sum(1 for b in self._bodies if not b.done())
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """No new runs; a run in progress may commit for up to `grace` seconds, then it is cancelled."""
+        if self.running:
+            self.shutdown(wait=False)
+        me = asyncio.current_task()
+        pending = [b for b in self._bodies if not b.done() and b is not me]
+        if not pending:
+            return
+        _done, late = await asyncio.wait(pending, timeout=grace)
+        for b in late:
+            b.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+
 class Ticker:
-    """APScheduler calling `job` now and every `seconds` (one at a time, missed ticks coalesced): the timer
-    of the periodic components (pruning, heartbeats, maintenance). close() also cancels a tick in progress,
-    which the scheduler's shutdown alone would leave running."""
+    """The timer of the periodic components (pruning, heartbeats, maintenance): `job` now and every
+    `seconds`, one at a time, missed ticks coalesced. close() lets a tick in progress finish first."""
 
     def __init__(self, job: Callable[[], Awaitable[object]], *, seconds: float, job_id: str) -> None:
         self.job = job
         self.seconds = seconds
         self.job_id = job_id
-        self.scheduler: AsyncIOScheduler | None = None
-        self._running: set[asyncio.Task[object]] = set()
+        self.scheduler: TimerScheduler | None = None
 
     async def tick(self) -> None:
-        """One run of the job, tracked so close() can cancel it (also for extra one-off jobs)."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._running.add(task)
-        try:
-            await self.job()
-        finally:
-            self._running.discard(task)  # type: ignore[arg-type]
+        """One run of the job (also the target of extra one-off jobs)."""
+        await self.job()
 
-    def start(self) -> AsyncIOScheduler:
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
-            "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
+    def start(self) -> TimerScheduler:
+        self.scheduler = TimerScheduler()
         self.scheduler.add_job(self.tick, IntervalTrigger(seconds=self.seconds, timezone=timezone.utc),
                                id=self.job_id, next_run_time=datetime.now(timezone.utc))
         self.scheduler.start()
@@ -58,14 +99,9 @@ class Ticker:
         return self.scheduler is not None and self.scheduler.running
 
     async def close(self) -> None:
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        self.scheduler = None
-        tasks = [t for t in self._running if t is not asyncio.current_task()]
-        self._running.clear()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()
 
 
 async def claim_run(db: Database, name: str, *, now: datetime, every: timedelta) -> bool:

@@ -12,7 +12,6 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
@@ -27,6 +26,7 @@ from core.models import Incident, IncidentMessage, ScheduleHandoff, ScheduleOver
 from core.routing import resolve_targets
 from core.schedules.rotation import Override, handoffs
 from core.schedules.service import as_override
+from core.timers import TimerScheduler
 
 if TYPE_CHECKING:
     from core.incidents import IncidentService
@@ -48,7 +48,7 @@ class HandoffTimer:
     def __init__(self, service: IncidentService, *, tick_seconds: float = 30.0) -> None:
         self.service = service
         self.tick_seconds = tick_seconds
-        self.scheduler: AsyncIOScheduler | None = None
+        self.scheduler: TimerScheduler | None = None
         self.sent = 0
 
     async def run_due(self) -> int:
@@ -156,13 +156,12 @@ class HandoffTimer:
                                id="handoffs:next", replace_existing=True, misfire_grace_time=None)
 
     async def start(self) -> None:
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc, job_defaults={
-            "misfire_grace_time": None, "coalesce": True, "max_instances": 1})
+        self.scheduler = TimerScheduler()
         self.scheduler.add_job(self._tick, IntervalTrigger(seconds=self.tick_seconds, timezone=timezone.utc),
                                id="handoffs:tick", next_run_time=datetime.now(timezone.utc))
         self.scheduler.start()
 
     async def close(self) -> None:
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        self.scheduler = None
+        scheduler, self.scheduler = self.scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()  # a tick in progress commits first
