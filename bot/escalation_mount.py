@@ -39,3 +39,11 @@ def mount_handoffs(rt: Runtime) -> Provided:
     from core.schedules.handoffs import HandoffTimer
 
     return Provided(components=[HandoffTimer(rt.ctx.service)])
+
+
+def mount_flapping(rt: Runtime) -> Provided:
+    """Every process ticks the flapping timer (core/flapping.py): claim_run gives each period to one, and
+    the row lock lets one settle each stable incident. Mounted always: marks outlive config reloads."""
+    from core.flapping import FlappingTimer
+
+    return Provided(components=[FlappingTimer(rt.ctx.service.flaps, db=rt.ctx.db, clock=rt.ctx.clock)])

@@ -22,6 +22,7 @@ from core.metrics import (
     HEARTBEAT_AGE,
     HEARTBEAT_MISSED,
     INCIDENTS,
+    INCIDENTS_FLAPPING,
     MAINTENANCE_ACTIVE,
     QUEUE_DEPTH,
     REGISTRY,
@@ -54,11 +55,14 @@ async def refresh_gauges(db: Database, clock: Clock | None = None) -> None:
             select(Delivery.status, func.count()).group_by(Delivery.status))).all()}
         states = {state: n for state, n in (await conn.execute(
             select(Incident.state, func.count()).group_by(Incident.state))).all()}
+        flapping = (await conn.execute(select(func.count()).select_from(Incident).where(
+            Incident.flapping_until.is_not(None), Incident.state != "resolved"))).scalar_one()
     for status in sorted(set(QUEUE_STATUSES) | set(queue)):
         QUEUE_DEPTH.labels(status=status).set(int(queue.get(status, 0)))
     for state in sorted(set(INCIDENT_STATES) | set(states)):
         INCIDENTS.labels(state=state).set(int(states.get(state, 0)))
     MAINTENANCE_ACTIVE.set(int(active))
+    INCIDENTS_FLAPPING.set(int(flapping))
     HEARTBEAT_AGE.clear()
     HEARTBEAT_MISSED.clear()
     for name, last, incident_id in beats:

@@ -482,6 +482,21 @@ class Targets(Model):
         return not (self.lists or self.contacts or self.destinations or self.schedules)
 
 
+class Flapping(Model):
+    """An incident whose correlation key resolved and reopened more than `reopens` times `within` T is
+    held open and marked flapping (one page) until no state change came for T (core/flapping.py)."""
+
+    reopens: int = Field(ge=1)
+    within: Duration
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("within must be longer than 0, e.g. within: 30m")
+        return v
+
+
 class RoutingRule(Model):
     name: str = Field(min_length=1)
     description: str = ""
@@ -502,6 +517,8 @@ class RoutingRule(Model):
     """Storms page once: an inbound event this rule matches opens an incident only once this many matching
     events (same rule and correlation key, else same title) came `within` the window."""
     within: Duration | None = None
+    flapping: Flapping | None = None
+    """Flapping detection for incidents this rule opens (overrides the global `flapping`)."""
 
     @model_validator(mode="after")
     def _occurrences(self) -> RoutingRule:
@@ -986,6 +1003,8 @@ class Config(Model):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     heartbeats: list[Heartbeat] = Field(default_factory=list)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    flapping: Flapping | None = None
+    """Flapping detection for every inbound incident with a correlation key (a rule's own wins)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

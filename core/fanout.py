@@ -58,10 +58,11 @@ class FanOut:
             log.error("schedule.nobody_on_call", extra={"incident": incident, "why": note, "alert": True})
 
     async def incident(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, p: Plan, now: datetime, *,
-                       kind: str, body: str, event_type: str, purpose: str = "page") -> int:
+                       kind: str, body: str, event_type: str, purpose: str = "page", held: bool = False) -> int:
         """Queue the plan's pages plus one card sync per subscribed chat surface; returns the pages queued.
         The notification carries the event type routing matched (declare, monitor, resolve, escalate...),
-        as webhooks document it."""
+        as webhooks document it. `held`: an entry that pages nobody on purpose (a flapping incident's),
+        so an empty plan is not logged as unrouted."""
         note = self.notification(inc, kind=kind, body=body, event_type=event_type)
         # Each person's page gets its own signed, single-use ack link (core.acklinks), made here with the page.
         cfg, ackable = self.cfg, note.ack_url is not None
@@ -74,7 +75,9 @@ class FanOut:
         log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,
                                                  "actor": msg.author})
         self.nobody_on_call(p, incident=inc.ref)
-        if not p.deliveries:
+        if held:
+            log.info("notify.held", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind})
+        elif not p.deliveries:
             log.warning("notify.unrouted", extra={"incident": inc.ref, "kind": kind,
                                                  "why": "no rule, contact list or default target reaches anyone"})
         else:

@@ -24,6 +24,7 @@ from core.errors import InvalidInput, InvalidTransition, NotFound
 from core.escalation_policy import first_due, next_step
 from core.events import EventBus, IncidentEvent
 from core.fanout import FanOut
+from core.flapping import Flaps, at_open, opened_note, stable_at
 from core.incident_store import IncidentDetail  # noqa: F401 (re-exported)
 from core.incident_store import MONITORING, OPEN, RESOLVED
 from core.notices import Notices
@@ -61,6 +62,7 @@ class IncidentService(Notices):
         """core.channel_test.ChannelTests, set by the process that can send; `/incident test` uses it (typed
         Any: channel_test reads appearance, which reads incidents)."""
         self.schedules = ScheduleService(db, config, audit=audit, clock=self.clock)
+        self.flaps = Flaps(self)
         """On-call schedules and overrides (every entry point reaches them through the service it has)."""
 
     @property
@@ -84,25 +86,26 @@ class IncidentService(Notices):
         check_contact_list(cfg, contact_list)
         now = self.clock.now()
         async with self._tx(session) as s:
-            win = await suppressing(s, actor=actor, now=now, title=title, event=RouteEvent(
-                event_type=event_type, severity=sev, source=source or actor.platform, payload=payload or {},
-                labels=labels or {}, metadata={"title": title}))
+            ev = RouteEvent(event_type=event_type, severity=sev, source=source or actor.platform,
+                            payload=payload or {}, labels=labels or {}, metadata={"title": title})
+            win = await suppressing(s, actor=actor, now=now, title=title, event=ev)
             if win is not None:
                 return await self._suppressed(s, win, actor, now, what=title)
-            storm = await occurrence(s, cfg, RouteEvent(
-                event_type=event_type, severity=sev, source=source or actor.platform, payload=payload or {},
-                labels=labels or {}, metadata={"title": title}), key=correlation_key or title, now=now) \
-                if inbound(actor) else None
+            storm = await occurrence(s, cfg, ev, key=correlation_key or title, now=now) if inbound(actor) else None
             if storm is not None and storm.held:
                 return Outcome(None, None, 0, changed=False, note=storm.text(), held=True)
             if storm is not None:
                 description = f"{storm.text()}\n{description}".strip()
                 labels = {**(labels or {}), "occurrences": str(storm.seen)}
+            flap = await at_open(s, cfg, ev, key=correlation_key, now=now) if inbound(actor) else None
+            if flap is not None:
+                description = f"{opened_note(flap)}\n{description}".strip()
             inc = Incident(title=title, description=description, severity=sev, state=OPEN,
                            source=source or actor.platform, commander=actor.identity, contact_list=contact_list,
                            created_at=now, updated_at=now, state_since=now, version=1,
                            correlation_key=correlation_key, labels=labels or {}, payload=payload or {},
-                           escalation_level=0, escalation_round=0)
+                           escalation_level=0, escalation_round=0, flapping=flap,
+                           flapping_until=stable_at(flap, now))
             s.add(inc)
             await s.flush()
             ev = incident_event(inc, event_type)
@@ -133,6 +136,8 @@ class IncidentService(Notices):
     async def update(self, ref: str | int, *, actor: Actor, text: str,
                      session: AsyncSession | None = None) -> Outcome:
         """Add an UPDATE to the thread and notify."""
+        if held := await self.flaps.hold(ref, actor=actor, text=text, last="fire", session=session):
+            return held
         return await self._post(ref, actor=actor, kind="UPDATE", event_type="update", text=text, session=session)
 
     async def bridge(self, ref: str | int, *, actor: Actor, details: str, text: str = "") -> Outcome:
@@ -153,6 +158,8 @@ class IncidentService(Notices):
     async def resolve(self, ref: str | int, *, actor: Actor, text: str = "", event_type: str = "resolve",
                       session: AsyncSession | None = None) -> Outcome:
         """Close the thread with RESOLVED (`event_type` is what routing sees, e.g. heartbeat.recovered)."""
+        if held := await self.flaps.hold(ref, actor=actor, text=text, last="resolve", session=session):
+            return held
         return await self._transition(ref, actor=actor, to=RESOLVED, kind="RESOLVED", event_type=event_type,
                                       text=text or "Resolved.", allowed_from=(OPEN, MONITORING), session=session)
 
@@ -163,7 +170,7 @@ class IncidentService(Notices):
         now = self.clock.now()
         async with self._tx(session) as s:
             inc = await self._load(s, iid, ref)
-            await self._require_ack(s, cfg, actor, inc)
+            await require_ack(s, cfg, actor, inc)
             if inc.state == RESOLVED:
                 raise InvalidTransition(f"{inc.ref} is already resolved; nothing to acknowledge")
             if inc.acknowledged_at is not None:
@@ -337,16 +344,17 @@ class IncidentService(Notices):
                                                      to, prev, stop_paging=True))
         return Outcome(inc, msg, queued, p, cancelled_pages=cancelled)
 
-    async def _require_ack(self, s: AsyncSession, cfg: Config, actor: Actor, inc: Incident) -> None:
-        """OPERATOR and above may ack; so may any contact who was paged for this incident."""
-        if allows(role_for(cfg, actor), Permission.ACKNOWLEDGE):  # the permission table, no role list
+
+async def require_ack(s: AsyncSession, cfg: Config, actor: Actor, inc: Incident) -> None:
+    """OPERATOR and above may ack; so may any contact who was paged for this incident."""
+    if allows(role_for(cfg, actor), Permission.ACKNOWLEDGE):  # the permission table, no role list
+        return
+    paged = (await s.execute(select(Delivery.recipient).where(Delivery.incident_id == inc.id)
+                             .distinct())).scalars().all()
+    for name in paged:
+        if actor.identity in contact_identities(cfg, name):
             return
-        paged = (await s.execute(select(Delivery.recipient).where(Delivery.incident_id == inc.id)
-                                 .distinct())).scalars().all()
-        for name in paged:
-            if actor.identity in contact_identities(cfg, name):
-                return
-        require(cfg, actor, Permission.ACKNOWLEDGE)
+    require(cfg, actor, Permission.ACKNOWLEDGE)
 
 
 _AFTER_COMMIT = "tocsin_after_commit"

@@ -32,3 +32,8 @@ MAINTENANCE_SUPPRESSED = Counter("tocsin_maintenance_suppressed_total", "What ma
                                  "(an open incident's escalation was paused)", ["kind"], registry=REGISTRY)
 MAINTENANCE_ACTIVE = Gauge("tocsin_maintenance_windows_active", "Maintenance windows active now",
                            registry=REGISTRY)
+FLAPPING_HELD = Counter("tocsin_flapping_held_total", "Inbound events a flapping incident recorded without paging: "
+                        "kind=resolve (a resolve held, the incident stays open), kind=fire (a re-fire or update)",
+                        ["kind"], registry=REGISTRY)
+INCIDENTS_FLAPPING = Gauge("tocsin_incidents_flapping", "Open incidents marked flapping (held open until stable)",
+                           registry=REGISTRY)

@@ -90,6 +90,11 @@ class Incident(IncidentTimes, Base):
     correlation_key: Mapped[str | None] = mapped_column(String(500), nullable=True, index=True)
     labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Flapping (core/flapping.py): while marked, inbound resolves are held and inbound events page nobody.
+    flapping: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """{"reopens", "within" (seconds), "since", "last" ("resolve" | "fire"), "held"}; None when stable."""
+    flapping_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    """Last state change + `within`: the flapping timer clears the mark at this time."""
 
     @property
     def ref(self) -> str:

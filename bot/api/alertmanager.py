@@ -222,14 +222,14 @@ async def _apply(ctx: Context, hook: AlertmanagerWebhook, firing: list[AmAlert],
                                 text="All alerts of the group resolved (Alertmanager).\n"
                                      + "\n".join(_listing(hook.alerts)))
         await keep(inc.id)
-        return AlertmanagerResult(action="resolved", incident=inc.ref, incident_id=inc.id, queued=out.queued,
-                                  **base)
+        return AlertmanagerResult(action="held" if out.held else "resolved", incident=inc.ref, incident_id=inc.id,
+                                  queued=out.queued, note=out.note if out.held else "", **base)
     if what == "update" and inc is not None:
         out = await svc.update(inc.id, actor=actor, text=change_text(hook, firing, known or set()),
                                session=session)
         await keep(inc.id)
-        return AlertmanagerResult(action="updated", incident=inc.ref, incident_id=inc.id, queued=out.queued,
-                                  **base)
+        return AlertmanagerResult(action="held" if out.held else "updated", incident=inc.ref, incident_id=inc.id,
+                                  queued=out.queued, note=out.note if out.held else "", **base)
     # open: a new group, a group that fires again after it resolved, or new alerts after a manual resolve.
     if choice.action == "notify":
         out = await svc.notify(actor=actor, text=f"{title_of(hook)}\n{description_of(hook, firing)}",

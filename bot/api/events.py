@@ -158,8 +158,11 @@ async def _apply(ctx: Context, event: InboundEvent, *, actor: Actor, source: str
         else:
             out = await svc.update(existing.id, actor=actor, text=update_text, session=session)
             verb = "updated"
+        if out.held:  # a flapping incident recorded it without paging (core/flapping.py)
+            verb = "held"
         return EventResult(action=verb, incident=existing.ref, incident_id=existing.id,
-                           severity=existing.severity, queued=out.queued, rules=rules)
+                           severity=existing.severity, queued=out.queued, rules=rules,
+                           note=out.note if out.held else "")
 
     # `open` always opens; `auto` opens when no incident with this correlation key is open.
     sev = pick_severity(cfg, rule=decision.severity, payload=payload_sev, invalid=invalid)

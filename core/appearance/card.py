@@ -25,6 +25,8 @@ class IncidentCard(IncidentTimes):
     resolved_at: datetime | None
     link: str
     state_since: datetime | None = None
+    flapping: bool = False
+    """Held open as flapping (core/flapping.py): the state reads `Open (flapping)`."""
 
     @property
     def open(self) -> bool:
@@ -48,4 +50,5 @@ class IncidentCard(IncidentTimes):
                    commander=inc.commander, description=inc.description or "",
                    created_at=utc(inc.created_at), acknowledged_by=inc.acknowledged_by,  # type: ignore[arg-type]
                    acknowledged_at=utc(inc.acknowledged_at), resolved_at=utc(inc.resolved_at),
-                   link=f"{public_url.rstrip('/')}/incidents/{inc.id}", state_since=utc(inc.state_since))
+                   link=f"{public_url.rstrip('/')}/incidents/{inc.id}", state_since=utc(inc.state_since),
+                   flapping=bool(inc.flapping))

@@ -130,7 +130,7 @@ def card_blocks(card: IncidentCard, *, now: datetime) -> list[dict[str, Any]]:
     emoji = STATE_EMOJI["resolved"] if not card.open else SEVERITY_EMOJI.get(card.severity, ":rotating_light:")
     fields = [
         f"*Severity*\n{severity_long(card.severity)}",
-        f"*State*\n{state_label(card.state)}",
+        f"*State*\n{state_label(card.state, flapping=card.flapping)}",
         f"*Commander*\n{who(card.commander)}",
     ]
     if card.acknowledged_at:

@@ -131,7 +131,7 @@ def _action(verb: str, title: str, ref: str, *, style: str | None = None) -> dic
 def incident_card(card: IncidentCard) -> dict[str, Any]:
     """The incident card: headline, title, description, facts, the buttons still meaningful, and links."""
     facts = [{"title": "Severity", "value": severity_long(card.severity)},
-             {"title": "State", "value": state_label(card.state)},
+             {"title": "State", "value": state_label(card.state, flapping=card.flapping)},
              {"title": "Commander", "value": card.commander},
              {"title": KIND_LABELS["INITIAL"], "value": _when(card.created_at)}]
     if card.acknowledged_by:

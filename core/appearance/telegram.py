@@ -20,6 +20,7 @@ from core.appearance.vocabulary import (
     kind_label,
     one_line,
     severity_label,
+    state_label,
     truncate,
 )
 from core.delivery.message import Notification
@@ -122,7 +123,8 @@ def linkable(url: str) -> bool:
 def card_html(card: IncidentCard) -> str:
     """The card body: what, how bad, where it stands, who owns it, how long ack/resolve took."""
     icon = STATE_EMOJI.get(card.state) or SEVERITY_EMOJI.get(card.severity, "")
-    facts = f"{card.ref} \u00b7 {card.severity.upper()} \u00b7 {card.state.upper()}"
+    state = state_label(card.state, flapping=card.flapping).upper()
+    facts = f"{card.ref} \u00b7 {card.severity.upper()} \u00b7 {state}"
     head = f"{icon} <b>{escape_telegram(facts)}</b>"
     lines = [head.strip(), f"<b>{esc_clip(card.title, _TITLE_MAX)}</b>"]
     if card.description and card.description.strip() != card.title.strip():

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from core.config import format_duration
 
 KIND_LABELS: dict[str, str] = {
     "INITIAL": "Declared",
@@ -21,6 +23,7 @@ KIND_LABELS: dict[str, str] = {
     "ALERT": "Alert",
     "TEST": "Test",
     "DIGEST": "Digest",
+    "FLAPPING": "Flapping",
 }
 """Thread positions as people read them. INITIAL is "Declared", the verb of `/incident declare`."""
 STATE_LABELS: dict[str, str] = {"open": "Open", "monitoring": "Monitoring", "resolved": "Resolved"}
@@ -42,8 +45,33 @@ def kind_label(kind: str) -> str:
     return KIND_LABELS.get(kind.upper(), kind.replace("_", " ").title())
 
 
-def state_label(state: str) -> str:
-    return STATE_LABELS.get(state, state.replace("_", " ").capitalize())
+FLAPPING_LABEL = "flapping"
+"""The mark of an incident held open because it resolves and reopens too often (core/flapping.py)."""
+
+
+def state_label(state: str, *, flapping: bool = False) -> str:
+    """`Open`, or `Open (flapping)` while the incident is held open as flapping."""
+    label = STATE_LABELS.get(state, state.replace("_", " ").capitalize())
+    return f"{label} ({FLAPPING_LABEL})" if flapping and state != "resolved" else label
+
+
+def flapping_text(what: str, *, event: str | None = None, text: str = "", until: datetime | None = None,
+                  stable_for: timedelta | None = None, reopens: int = 0, limit: int = 0) -> str:
+    """The thread entries of a flapping incident: `opened` (the mark), `held` (an inbound resolve or
+    re-fire recorded without paging), `stable` (the mark cleared), `resolved` (closed after it)."""
+    span = format_duration(stable_for) if stable_for is not None else ""
+    if what == "opened":
+        return (f"Flapping: resolved and reopened {reopens} times within {span} "
+                f"(more than {limit}). Held open; further resolves and re-fires page nobody until it is "
+                f"stable for {span}.")
+    if what == "held":
+        verb = "Resolve held" if event == "resolve" else "Fired again"
+        when = f"; stable at {until:%Y-%m-%d %H:%M} UTC if nothing changes" if until else ""
+        return f"{verb} (flapping, nobody paged){when}." + (f"\n{text}" if text else "")
+    if what == "stable":
+        tail = "; the last event was a resolve" if event == "resolve" else "; still firing, stays open"
+        return f"Stable for {span}: no longer flapping{tail}."
+    return "Resolved: stable after flapping, and the last event was a resolve."
 
 
 def severity_label(severity: str | None) -> str:
