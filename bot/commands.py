@@ -15,6 +15,7 @@ USAGE: dict[str, str] = {
     "resolve": "/incident resolve <INC-n> [text]",
     "bridge": "/incident bridge <INC-n> <url or dial-in> [text]",
     "escalate": "/incident escalate <INC-n>",
+    "snooze": "/incident snooze <INC-n> [duration, e.g. 30m]",
     "notify": "/incident notify [--urgent] <contact list> <text>",
     "status": "/incident status <INC-n>",
     "list": "/incident list [open|all]",
@@ -160,10 +161,27 @@ def parse(text: str) -> Command:
         if len(rest) < 2:
             raise UsageError("`bridge` needs a URL or dial-in.", verb)
         return Command(verb, incident=ref, target=rest[1], text=_take(after, 2)[1])
+    if verb == "snooze":
+        return _snooze(ref, tail)
     if verb == "route":
         kind = rest[1].lower() if len(rest) > 1 else "update"
         return Command(verb, incident=ref, target=kind)
     return Command(verb, incident=ref, text=tail)  # monitor, resolve
+
+
+def _snooze(ref: str, tail: str) -> Command:
+    """`snooze INC-n [duration]`: postpone the incident's reminders (the configured default without one)."""
+    words = tail.split()
+    if len(words) > 1:
+        raise UsageError(f"`snooze` takes the incident id and one duration like 30m, not {tail[:60]!r}.", "snooze")
+    if words:
+        try:
+            length = parse_duration(words[0])
+        except ValueError as exc:
+            raise UsageError(f"Duration {words[0][:40]!r}: {exc}.", "snooze") from None
+        if length.total_seconds() <= 0:
+            raise UsageError("A snooze must last longer than nothing, e.g. 30m.", "snooze")
+    return Command("snooze", incident=ref, duration=words[0] if words else None)
 
 
 def _oncall(rest: list[str]) -> Command:

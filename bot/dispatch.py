@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass
 
 from bot.commands import USAGE, Command, UsageError, parse
+from core.appearance.reminders import snoozed
 from core.appearance.terminal import CHAT, View
 from core.db import unavailable
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, StorageUnavailable, TocsinError
@@ -126,6 +127,13 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
         return Reply(result.text(), ok=result.ok)
     if v == "maintenance":
         return await _maintenance(service, actor, cmd)
+    if v == "snooze":
+        from core.reminders import Reminders
+
+        done = await Reminders(service).snooze(cmd.incident or "", actor=actor,
+                                               length=parse_duration(cmd.duration) if cmd.duration else None)
+        return Reply(snoozed(done.incident.ref, done.until, done.length, actor.display or actor.identity),
+                     incident_id=done.incident.id)
     raise UsageError(f"Unknown command {v!r}.")
 
 

@@ -1,4 +1,4 @@
-"""Wires the escalation timer, the heartbeat and handoff timers into `tocsin run` (config reload:
+"""Wires the escalation timer, the heartbeat, handoff and reminder timers into `tocsin run` (config reload:
 bot/reload_mount.py)."""
 from __future__ import annotations
 
@@ -47,3 +47,12 @@ def mount_flapping(rt: Runtime) -> Provided:
     from core.flapping import FlappingTimer
 
     return Provided(components=[FlappingTimer(rt.ctx.service.flaps, db=rt.ctx.db, clock=rt.ctx.clock)])
+
+
+def mount_reminders(rt: Runtime) -> Provided:
+    """Every process ticks the reminder timer (core/reminders.py): the incident row lock and the unique
+    (incident, kind, due time) row let one of them send each reminder. Mounted always, so reminders
+    configured by a reload start without a restart."""
+    from core.reminders import ReminderTimer
+
+    return Provided(components=[ReminderTimer(rt.ctx.service)])

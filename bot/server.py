@@ -116,7 +116,7 @@ def _mounts() -> list[Mount]:
     from bot.api import mount as mount_api
     from bot.delivery_mount import mount_channel_tests, mount_digests, mount_worker
     from bot.escalation_mount import (mount_escalator, mount_flapping, mount_handoffs, mount_heartbeats,
-                                      mount_maintenance)
+                                      mount_maintenance, mount_reminders)
     from bot.metrics_http import mount_metrics
     from bot.reload_mount import mount_reloader
     from bot.slack.app import mount as mount_slack
@@ -130,7 +130,7 @@ def _mounts() -> list[Mount]:
     return [mount_metrics, mount_telegram, mount_slack, mount_teams, mount_worker, mount_channel_tests,
             mount_digests, mount_api, mount_twilio, mount_sns_sms, mount_console, mount_ack_links, mount_reloader,
             mount_escalator, mount_heartbeats, mount_maintenance, mount_handoffs, mount_flapping,
-            mount_seen_keys]
+            mount_reminders, mount_seen_keys]
 
 
 def mount_seen_keys(rt: Runtime) -> Provided:

@@ -939,6 +939,58 @@ class MaintenanceConfig(Model):
     windows: list[ScheduledMaintenance] = Field(default_factory=list)
 
 
+class PerSeverity(Model):
+    """A duration per severity (`sev1: 10m`, or `critical: 10m`); a severity left out is off."""
+
+    sev1: Duration | None = None
+    sev2: Duration | None = None
+    sev3: Duration | None = None
+    sev4: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {SEVERITY_ALIASES.get(str(k).strip().lower(), k): v for k, v in value.items()}
+        return value
+
+    @field_validator("sev1", "sev2", "sev3", "sev4")
+    @classmethod
+    def _at_least_a_minute(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v < timedelta(minutes=1):
+            raise ValueError("must be at least 1m (a reminder more often than that is a page)")
+        return v
+
+    def get(self, severity: str) -> timedelta | None:
+        return getattr(self, severity, None) if severity in SEVERITIES else None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, s) is not None for s in SEVERITIES)
+
+
+class RemindersConfig(Model):
+    """Reminders to the incident's commander (and comms), in its thread and through their news channels,
+    per severity; a severity left out gets no such reminder. Each repeats at its interval until the
+    condition ends (acknowledged, an update posted, monitoring left); resolving an incident stops them all."""
+
+    unacknowledged: PerSeverity = Field(default_factory=PerSeverity)
+    """Still open and unacknowledged this long after declared (then again every as long)."""
+    update_every: PerSeverity = Field(default_factory=PerSeverity)
+    """Open with no UPDATE for this long (counted from the last update, else from declared)."""
+    monitoring: PerSeverity = Field(default_factory=PerSeverity)
+    """In Monitoring this long: "Resolve or reopen?"."""
+    snooze: Duration = Field(default_factory=lambda: timedelta(minutes=30))
+    """What the Snooze button on a reminder postpones them by."""
+    max_snooze: Duration = Field(default_factory=lambda: timedelta(days=1))
+    """The longest `/incident snooze` accepted: a forgotten snooze must not silence an incident for days."""
+
+    def interval(self, kind: str, severity: str) -> timedelta | None:
+        """The configured interval of one reminder kind for a severity (None: off)."""
+        table = {"unacknowledged": self.unacknowledged, "update": self.update_every,
+                 "monitoring": self.monitoring}[kind]
+        return table.get(severity)
+
+
 _HEARTBEAT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -1005,6 +1057,7 @@ class Config(Model):
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
     flapping: Flapping | None = None
     """Flapping detection for every inbound incident with a correlation key (a rule's own wins)."""
+    reminders: RemindersConfig = Field(default_factory=RemindersConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -1133,6 +1186,10 @@ def problems(cfg: Config) -> list[Located]:
     for i, key in enumerate(cfg.api.keys):
         if key.contact is not None and key.contact not in contacts:
             out.append((("api", "keys", i, "contact"), f"API key {key.name!r} names unknown contact {key.contact!r}"))
+    r = cfg.reminders
+    if r.snooze < timedelta(minutes=1) or r.snooze > r.max_snooze:
+        out.append((("reminders", "snooze"), f"must be between 1m and reminders.max_snooze "
+                    f"({format_duration(r.max_snooze)}), not {format_duration(r.snooze)}", ("reminders",)))
     out += _api_key_problems(cfg.api)
     out += platform_problems(cfg)
     out += _sms_problems(cfg)

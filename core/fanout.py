@@ -49,6 +49,10 @@ class FanOut:
                             ack_url=f"{base}/incidents/{inc.id}" if ackable else None,
                             event=incident_event(inc, event_type).as_dict())
 
+    def surface_items(self, inc: Incident, note: Notification) -> list[NewDelivery]:
+        """One card sync (edit the card, answer in its thread) per chat platform that follows incidents."""
+        return [NewDelivery(f"surface:{p}", f"chat:{p}", str(inc.id), note, "surface") for p in self.surfaces]
+
     @staticmethod
     def nobody_on_call(p: Plan, *, incident: str | None) -> None:
         """A schedule with nobody on call paged its fallback: that is an internal alert (ERROR + metric),
@@ -70,8 +74,7 @@ class FanOut:
                              ack_url=ack_link(cfg, message_id=msg.id, channel=d.channel, recipient=d.recipient,
                                               now=now) if ackable else None)
                  for d in p.deliveries]
-        for platform in self.surfaces:
-            items.append(NewDelivery(f"surface:{platform}", f"chat:{platform}", str(inc.id), note, "surface"))
+        items += self.surface_items(inc, note)
         log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,
                                                  "actor": msg.author})
         self.nobody_on_call(p, incident=inc.ref)

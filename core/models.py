@@ -420,3 +420,21 @@ class EventOccurrence(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(300), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IncidentReminder(Base):
+    """A reminder sent (kind unacknowledged / update / monitoring) or a snooze (kind snooze, `due_at` is
+    until when). Reminders are due at a time computed from the database alone, so two processes computing
+    the same reminder insert the same (incident, kind, due_at) and the second loses on the unique key
+    (core/reminders.py); a restarted process reads the same rows and neither repeats nor forgets one."""
+
+    __tablename__ = "incident_reminders"
+    __table_args__ = (UniqueConstraint("incident_id", "kind", "due_at", name="uq_incident_reminders_due"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("incident_messages.id"), nullable=True)

@@ -33,11 +33,12 @@ if TYPE_CHECKING:
 PERSON_CHANNELS = ("email", "sms", "voice", "telegram", "ntfy", "webpush", "outbox", "slack_dm", "teams_dm",
                    "telegram_dm")
 _MISSING = object()
-NEWS_EVENTS = frozenset({"update", "bridge", "monitor", "ack", "resolve"})
-"""Event types that are news (tell people, do not wake them): UPDATE, BRIDGE, MONITORING, ACK, RESOLVED.
+NEWS_EVENTS = frozenset({"update", "bridge", "monitor", "ack", "resolve", "reminder"})
+"""Event types that are news (tell people, do not wake them): UPDATE, BRIDGE, MONITORING, ACK, RESOLVED,
+REMINDER.
 A ONE-TIME notification is news unless marked urgent; everything else (declare, escalate) is a page:
 when unsure, we ring rather than stay silent."""
-NEWS_KINDS = frozenset({"UPDATE", "BRIDGE", "MONITORING", "ACK", "RESOLVED", "DIGEST"})
+NEWS_KINDS = frozenset({"UPDATE", "BRIDGE", "MONITORING", "ACK", "RESOLVED", "DIGEST", "REMINDER"})
 """Message kinds that are news (ONE_TIME depends on `urgent`)."""
 EVENT_ALIASES = {"escalation": "escalate", "acknowledge": "ack", "acknowledged": "ack",
                  "monitoring": "monitor", "resolved": "resolve", "declared": "declare"}

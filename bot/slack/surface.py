@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.surface import SurfaceError
 from core.appearance.card import IncidentCard
-from core.appearance.slack import card_blocks, card_text, thread_text
+from core.appearance.slack import card_blocks, card_text, thread_blocks, thread_text
 from core.cards import CardRef
 from core.clock import Clock
 from core.delivery.base import parse_retry_after
@@ -88,5 +88,5 @@ class SlackSurface:
     async def reply(self, ref: CardRef, card: IncidentCard, note: Notification) -> None:
         async with mapped("chat.postMessage"):
             await self.client.chat_postMessage(channel=ref.channel, text=thread_text(note),
-                                               thread_ts=ref.thread_ref or ref.message_ref,
+                                               blocks=thread_blocks(note), thread_ts=ref.thread_ref or ref.message_ref,
                                                unfurl_links=False, reply_broadcast=note.kind == "RESOLVED")

@@ -23,7 +23,7 @@ from botbuilder.schema import (
 from bot.commands import HELP
 from bot.dispatch import Reply, run_text
 from core.appearance.card import IncidentCard
-from core.appearance.teams import CONTENT_TYPE, DATA_KEY, declare_form, incident_card, message_html
+from core.appearance.teams import CONTENT_TYPE, DATA_KEY, answer_card, declare_form, incident_card, message_html
 from core.errors import InvalidInput, NotFound
 from core.incidents import IncidentService
 from core.rbac import Actor
@@ -82,7 +82,7 @@ def action_text(data: dict[str, Any], verb: str | None = None) -> str | None:
     if verb is None:
         return None
     ref = _word(data.get("incident")) or ""
-    if verb in ("ack", "monitor", "resolve"):
+    if verb in ("ack", "monitor", "resolve", "snooze"):
         return f"{verb} {ref}".strip()
     if verb == "update":
         text = data.get("text")
@@ -171,6 +171,9 @@ class TeamsBot(ActivityHandler):
         cmd, reply = await run_text(self.service, actor_of(activity), text)
         self._log(activity, cmd.verb if cmd else None, reply, button=True)
         card_id = activity.reply_to_id
+        if cmd is not None and cmd.verb == "snooze":  # a reminder's button: answer under it, keep it
+            await self._say(turn_context, reply.text, to=card_id)
+            return
         if cmd is not None and cmd.verb == "declare":
             await self._answer(turn_context, reply, verb="declare", to=card_id)
             return
@@ -200,6 +203,9 @@ class TeamsBot(ActivityHandler):
             return _error_response(400, "BadRequest", "This card action is not one of Tocsin's.")
         cmd, reply = await run_text(self.service, actor_of(activity), text)
         self._log(activity, cmd.verb if cmd else None, reply, button=True)
+        if cmd is not None and cmd.verb == "snooze":
+            # A reminder's Snooze: the reminder card becomes the answer (until when, or why not).
+            return AdaptiveCardInvokeResponse(status_code=200, type=CONTENT_TYPE, value=answer_card(reply.text))
         if not reply.ok:
             # Refusals and conflicts are answered in the card's thread, where everyone sees the card.
             await self._say(turn_context, reply.text, to=activity.reply_to_id)

@@ -12,7 +12,7 @@ from copy import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from botbuilder.core import BotAdapter, TurnContext
+from botbuilder.core import BotAdapter, CardFactory, TurnContext
 from botbuilder.schema import (
     ChannelAccount,
     ConversationAccount,
@@ -25,7 +25,7 @@ from msrest.exceptions import ClientRequestError, HttpOperationError
 from bot.surface import SurfaceError
 from bot.teams.bot import card_attachment, outgoing
 from core.appearance.card import IncidentCard
-from core.appearance.teams import message_html, note_text
+from core.appearance.teams import message_html, note_card, note_text
 from core.cards import CardRef
 from core.config import TeamsConfig
 from core.delivery.base import classify_http
@@ -100,7 +100,9 @@ class TeamsSurface:
     async def reply(self, ref: CardRef, card: IncidentCard, note: Notification) -> None:
         root = ref.thread_ref or ref.message_ref
         reference = thread_of(self._reference_of(ref), root)
-        out = outgoing(reference, reply_to=root, text=message_html(note_text(note)))
+        card = note_card(note)
+        out = outgoing(reference, reply_to=root, text=None if card else message_html(note_text(note)),
+                       attachment=CardFactory.adaptive_card(card) if card else None)
         await self._turn(reference, lambda tc: tc.adapter.send_activities(tc, [out]))
 
     def _reference_of(self, ref: CardRef) -> ConversationReference:

@@ -33,7 +33,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bot.surface import SurfaceError
 from core.appearance.card import IncidentCard
-from core.appearance.telegram import card_html, keyboard, note_html
+from core.appearance.telegram import card_html, keyboard, note_html, note_keyboard
 from core.cards import CardRef
 from core.delivery.message import Notification
 
@@ -44,9 +44,10 @@ NO_WAIT: RateLimitArgs = {"wait": False}
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 
-def markup(card: IncidentCard) -> InlineKeyboardMarkup | None:
-    """The card's keyboard (drawn as Bot API JSON in core/appearance/telegram.py) as PTB's markup type."""
-    kb = keyboard(card)
+def markup(card: IncidentCard | Notification) -> InlineKeyboardMarkup | None:
+    """The card's keyboard, or a thread reply's (drawn as Bot API JSON in core/appearance/telegram.py), as
+    PTB's markup type."""
+    kb = keyboard(card) if isinstance(card, IncidentCard) else note_keyboard(card)
     if kb is None:
         return None
     return InlineKeyboardMarkup([[InlineKeyboardButton(b["text"], callback_data=b["callback_data"]) for b in row]
@@ -206,7 +207,7 @@ class TelegramSurface:
         thread = int(ref.thread_ref) if ref.thread_ref else None
         await self._call("sendMessage", self.bot.send_message(
             chat_id=ref.channel, text=note_html(note), parse_mode=ParseMode.HTML, message_thread_id=thread,
-            reply_parameters=ReplyParameters(message_id=int(ref.message_ref),
+            reply_markup=markup(note), reply_parameters=ReplyParameters(message_id=int(ref.message_ref),
                                              allow_sending_without_reply=True),
             link_preview_options=_NO_PREVIEW, rate_limit_args=NO_WAIT))
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from core.appearance.card import IncidentCard
+from core.appearance.reminders import SNOOZE_VERB, snooze_button
 from core.appearance.common import headline, offers_ack, page_fields, page_links, shown_state
 from core.appearance.vocabulary import (
     BUTTON_LABELS,
@@ -37,13 +38,14 @@ TEXT_MAX = 3900
 
 # Action ids carry the verb and the incident id, so a press needs no lookup of which card it came from.
 ACTION_PREFIX = "incident."
-ACTION_VERBS = ("ack", "update", "monitor", "resolve")
-ACTION_RE = re.compile(r"^incident\.(ack|update|monitor|resolve):(\d{1,12})$")
+ACTION_VERBS = ("ack", "update", "monitor", "resolve", "snooze")
+ACTION_RE = re.compile(r"^incident\.(ack|update|monitor|resolve|snooze):(\d{1,12})$")
 DECLARE_VIEW = "incident.declare"
 UPDATE_VIEW = "incident.update"
 
 KIND_EMOJI = {"UPDATE": ":memo:", "BRIDGE": ":telephone_receiver:", "RESOLVED": ":white_check_mark:",
-              "ACK": ":eyes:", "MONITORING": ":mag:", "ESCALATION": ":rotating_light:", "INITIAL": ":fire:"}
+              "ACK": ":eyes:", "MONITORING": ":mag:", "ESCALATION": ":rotating_light:", "INITIAL": ":fire:",
+              "REMINDER": ":alarm_clock:"}
 
 
 # --- page (incoming webhook) -------------------------------------------------------------------------
@@ -177,6 +179,18 @@ def thread_text(note: Notification) -> str:
     label = kind_label(note.kind)
     emoji = KIND_EMOJI.get(note.kind, ":speech_balloon:")
     return truncate(f"{emoji} *{label}*: {escape_slack(note.body or note.title)}", TEXT_MAX)
+
+
+def thread_blocks(note: Notification) -> list[dict[str, Any]] | None:
+    """Blocks of a thread reply that has a button (a reminder's Snooze); None: the text alone."""
+    snooze = snooze_button(note)
+    if snooze is None:
+        return None
+    incident_id, label = snooze
+    return [{"type": "section", "text": text(thread_text(note))},
+            {"type": "actions", "block_id": f"reminder:{incident_id}", "elements": [
+                {"type": "button", "action_id": action_id(SNOOZE_VERB, incident_id), "value": str(incident_id),
+                 "text": text(label, kind="plain_text")}]}]
 
 
 # --- modals (forms the bot opens) ---------------------------------------------------------------------

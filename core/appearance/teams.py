@@ -11,6 +11,7 @@ from typing import Any
 
 from core.appearance.card import IncidentCard
 from core.appearance.common import json_bytes, offers_ack, page_fields, page_links, shown_state
+from core.appearance.reminders import SNOOZE_VERB, snooze_button
 from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
@@ -184,6 +185,23 @@ def note_text(note: Notification) -> str:
     """A thread reply for one incident change (the card itself shows the new state)."""
     word = kind_label(note.kind)
     return f"{word}: {truncate(note.body, MAX_TEXT)}" if note.body else word
+
+
+def note_card(note: Notification) -> dict[str, Any] | None:
+    """A thread reply with a button (a reminder's Snooze) as an Adaptive Card; None: text alone."""
+    snooze = snooze_button(note)
+    if snooze is None or not note.incident:
+        return None
+    return answer_card(note_text(note), actions=[_action(SNOOZE_VERB, snooze[1], note.incident)])
+
+
+def answer_card(text: str, *, actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A card of one text (what a pressed Snooze is replaced with: the answer to the press)."""
+    out: dict[str, Any] = {"type": "AdaptiveCard", "$schema": SCHEMA, "version": "1.4",
+                           "body": [{"type": "TextBlock", "text": truncate(text, MAX_TEXT), "wrap": True}]}
+    if actions:
+        out["actions"] = actions
+    return out
 
 
 def message_html(text: str) -> str:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from core.appearance.card import IncidentCard
 from core.appearance.common import offers_ack, page_fields, page_links, shown_state
+from core.appearance.reminders import SNOOZE_VERB, snooze_button
 from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
@@ -155,6 +156,15 @@ def keyboard(card: IncidentCard) -> dict[str, Any] | None:
     return {"inline_keyboard": [row]} if row else None
 
 
+def note_keyboard(note: Notification) -> dict[str, Any] | None:
+    """Bot API `reply_markup` of a thread reply: a reminder's Snooze button, else none."""
+    snooze = snooze_button(note)
+    if snooze is None:
+        return None
+    incident_id, label = snooze
+    return {"inline_keyboard": [[{"text": label, "callback_data": callback_data(SNOOZE_VERB, incident_id)}]]}
+
+
 def callback_data(action: str, incident_id: int) -> str:
     """`tocsin:<action>:<incident id>`: well under Telegram's 64-byte limit for any id."""
     data = f"{CALLBACK_PREFIX}:{action}:{incident_id}"
@@ -165,7 +175,8 @@ def callback_data(action: str, incident_id: int) -> str:
 def parse_callback(data: str | None) -> tuple[str, int] | None:
     """(action, incident id) from a button press, or None when it is not one of our buttons."""
     parts = (data or "").split(":")
-    if len(parts) != 3 or parts[0] != CALLBACK_PREFIX or parts[1] not in BUTTONS or not parts[2].isdigit():
+    if len(parts) != 3 or parts[0] != CALLBACK_PREFIX or parts[1] not in (*BUTTONS, SNOOZE_VERB) \
+            or not parts[2].isdigit():
         return None
     return parts[1], int(parts[2])
 

@@ -24,6 +24,7 @@ KIND_LABELS: dict[str, str] = {
     "TEST": "Test",
     "DIGEST": "Digest",
     "FLAPPING": "Flapping",
+    "REMINDER": "Reminder",
 }
 """Thread positions as people read them. INITIAL is "Declared", the verb of `/incident declare`."""
 STATE_LABELS: dict[str, str] = {"open": "Open", "monitoring": "Monitoring", "resolved": "Resolved"}
@@ -35,6 +36,7 @@ STATE_EMOJI: dict[str, str] = {"monitoring": "\U0001F440", "resolved": "\u2705"}
 """Shown instead of the severity colour once an incident is past its worst."""
 BUTTON_LABELS: dict[str, str] = {
     "ack": "Acknowledge", "update": "Add update", "monitor": "Monitoring", "resolve": "Resolve",
+    "snooze": "Snooze",
 }
 """Card buttons, by the verb they run."""
 ELLIPSIS = "\u2026"
