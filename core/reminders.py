@@ -172,7 +172,7 @@ class Reminders:
                 s.add(row)
                 await s.flush()  # the unique (incident, kind, due_at): a second process stops here
                 text = words.reminder_text(kind, ref=inc.ref, since=d.since, declared=utc(inc.created_at),  # type: ignore[arg-type]
-                                           now=now)
+                                           now=now, snooze=cfg.reminders.snooze)
                 msg = await svc._message(s, inc, "REMINDER", text, AUTHOR, now, extra={
                     "reminder": kind, "due_at": d.at.isoformat()})
                 row.message_id = msg.id
@@ -197,9 +197,8 @@ class Reminders:
         cfg, fanout = self.cfg, self.service.fanout
         note = fanout.notification(inc, kind="REMINDER", body=msg.body, event_type="reminder")
         event = dict(note.event)
-        event["metadata"] = {**event.get("metadata", {}), "reminder": kind,
-                             "snooze": format_duration(cfg.reminders.snooze)}
-        note = dataclasses.replace(note, title=words.reminder_title(kind, inc.ref), event=event)
+        event["metadata"] = {**event.get("metadata", {}), "reminder": kind}  # for webhooks
+        note = dataclasses.replace(note, event=event)
         items = fanout.surface_items(inc, note)
         items += [NewDelivery(p.recipient, p.channel, p.address, note, "reminder", p.reason,
                               ack_url=ack_link(cfg, message_id=msg.id, channel=p.channel, recipient=p.recipient,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from core.appearance.vocabulary import BUTTON_LABELS
-from core.config import format_duration, parse_duration
+from core.config import format_duration
 from core.delivery.message import Notification
 
 SNOOZE_VERB = "snooze"
@@ -24,31 +24,23 @@ def ago(td: timedelta) -> str:
     return f"{mins} min"
 
 
-def reminder_text(kind: str, *, ref: str, since: datetime, declared: datetime, now: datetime) -> str:
-    """The reminder itself, the same in the thread and in the commander's message."""
+def reminder_text(kind: str, *, ref: str, since: datetime, declared: datetime, now: datetime,
+                  snooze: timedelta) -> str:
+    """The reminder itself, the same in the thread and in the role holders' messages; its last line says
+    how to snooze it (the button does `snooze` for reminders.snooze)."""
     if kind == "unacknowledged":
-        return (f"{ref} is still unacknowledged {ago(now - since)} after it was declared. "
-                f"Acknowledge it (/incident ack {ref}) or snooze this reminder.")
-    if kind == "update":
-        if since <= declared:
-            return f"Time for an update: none yet, declared {ago(now - since)} ago. (/incident update {ref} <text>)"
-        return f"Time for an update: last one {ago(now - since)} ago. (/incident update {ref} <text>)"
-    if kind == "monitoring":
-        return (f"{ref} has been in Monitoring for {ago(now - since)}. Resolve or reopen? "
-                f"(/incident resolve {ref}, or post an update if it is not fixed)")
-    raise ValueError(f"unknown reminder kind {kind!r}")
-
-
-def reminder_title(kind: str, ref: str) -> str:
-    """The subject line of the reminder message (e-mail subject, push title)."""
-    return {"unacknowledged": f"Reminder: {ref} is unacknowledged",
-            "update": f"Reminder: time for an update on {ref}",
-            "monitoring": f"Reminder: {ref} resolve or reopen?"}[kind]
-
-
-def snooze_label(length: timedelta) -> str:
-    """The Snooze button on a reminder: `Snooze 30m`."""
-    return f"Snooze {format_duration(length)}"
+        text = (f"{ref} is still unacknowledged {ago(now - since)} after it was declared. "
+                f"Acknowledge it: /incident ack {ref}")
+    elif kind == "update":
+        last = (f"none yet, declared {ago(now - since)} ago" if since <= declared
+                else f"last one {ago(now - since)} ago")
+        text = f"Time for an update: {last}. /incident update {ref} <text>"
+    elif kind == "monitoring":
+        text = (f"{ref} has been in Monitoring for {ago(now - since)}. Resolve or reopen? "
+                f"/incident resolve {ref}, or post an update if it is not fixed")
+    else:
+        raise ValueError(f"unknown reminder kind {kind!r}")
+    return f"{text}\nSnooze: /incident snooze {ref} {format_duration(snooze)}"
 
 
 def snoozed(ref: str, until: datetime, length: timedelta, who: str) -> str:
@@ -68,13 +60,9 @@ def snooze_too_long(length: timedelta, longest: timedelta) -> str:
 
 def snooze_button(note: Notification) -> tuple[int, str] | None:
     """For a reminder's thread entry or message: (incident id, button label); None for anything else.
-    Each platform module draws it (Slack block action, Teams card action, Telegram callback)."""
+    Each platform module draws it (Slack block action, Teams card action, Telegram callback). The length
+    (reminders.snooze) is said in the reminder's text and in the answer to the press."""
     ref = note.incident or ""
     if note.kind != "REMINDER" or not ref.upper().startswith("INC-") or not ref[4:].isdigit():
         return None
-    length = (note.event.get("metadata") or {}).get("snooze") if isinstance(note.event, dict) else None
-    try:
-        label = snooze_label(parse_duration(length)) if length else BUTTON_LABELS[SNOOZE_VERB]
-    except ValueError:
-        label = BUTTON_LABELS[SNOOZE_VERB]
-    return int(ref[4:]), label
+    return int(ref[4:]), BUTTON_LABELS[SNOOZE_VERB]

@@ -46,7 +46,7 @@ async def test_an_unacknowledged_incident_reminds_the_commander_once_per_interva
     assert await r.run_due() == 1
     assert await r.run_due() == 0 and sum(await asyncio.gather(r.run_due(), r.run_due())) == 0  # once
     assert await thread(rctx) == [f"{inc.ref} is still unacknowledged 10 min after it was declared. "
-                                  f"Acknowledge it (/incident ack {inc.ref}) or snooze this reminder."]
+                                  f"Acknowledge it: /incident ack {inc.ref}\nSnooze: /incident snooze {inc.ref} 30m"]
     # news, not a page: alice's sev1 list is voice, sms, email; the reminder goes by email only
     assert await reminder_deliveries(rctx) == [("alice", "email", "reminder")]
     assert "incident.reminder" in await audit_actions(rctx)
@@ -70,9 +70,9 @@ async def test_update_cadence_counts_from_the_last_update(rctx: Any, clock: Froz
     assert await r.run_due() == 0
     clock.advance(minutes=3)
     assert await r.run_due() == 1
-    assert await thread(rctx) == [
-        f"Time for an update: none yet, declared 30 min ago. (/incident update {inc.ref} <text>)",
-        f"Time for an update: last one 32 min ago. (/incident update {inc.ref} <text>)"]
+    assert [t.splitlines()[0] for t in await thread(rctx)] == [
+        f"Time for an update: none yet, declared 30 min ago. /incident update {inc.ref} <text>",
+        f"Time for an update: last one 32 min ago. /incident update {inc.ref} <text>"]
 
 
 async def test_monitoring_too_long_asks_resolve_or_reopen(rctx: Any, clock: FrozenClock) -> None:
