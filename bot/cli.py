@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Modules that add subcommands, each with register(subparsers); an explicit list, no discovery. They are
 # imported only when the parser is built, so `tocsin --help` stays quick and import cycles cannot form.
 EXTRA_COMMANDS = ("bot.cli_route", "bot.cli_outbox", "bot.cli_users", "bot.cli_ops", "bot.cli_heartbeat",
-                  "bot.cli_channels", "bot.cli_oncall", "bot.cli_maintenance")
+                  "bot.cli_channels", "bot.cli_oncall", "bot.cli_maintenance", "bot.cli_report")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -991,6 +991,36 @@ class RemindersConfig(Model):
         return table.get(severity)
 
 
+class ReportsConfig(Model):
+    """`tocsin report` and the console's metrics page."""
+
+    night: str = "22:00-07:00"
+    """When a page counts as a night page (on-call load): HH:MM-HH:MM in `timezone`, may span midnight.
+    A contact with quiet_hours has that window as their night instead."""
+    timezone: str = "UTC"
+
+    @field_validator("night")
+    @classmethod
+    def _night(cls, v: str) -> str:
+        start, sep, end = str(v).partition("-")
+        if not sep:
+            raise ValueError(f'must be a window like "22:00-07:00" (got {v!r})')
+        start, end = _check_time(start), _check_time(end)
+        if start == end:
+            raise ValueError(f"night {v!r} starts and ends at the same time: it would be empty")
+        return f"{start}-{end}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return QuietHours._tz(v)
+
+    @property
+    def window(self) -> tuple[str, str]:
+        start, _, end = self.night.partition("-")
+        return start, end
+
+
 _HEARTBEAT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -1058,6 +1088,7 @@ class Config(Model):
     flapping: Flapping | None = None
     """Flapping detection for every inbound incident with a correlation key (a rule's own wins)."""
     reminders: RemindersConfig = Field(default_factory=RemindersConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

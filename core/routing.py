@@ -339,12 +339,17 @@ def in_quiet_hours(contact: Contact, now: datetime) -> bool:
     qh = contact.quiet_hours
     if not qh:
         return False
-    local = now.astimezone(ZoneInfo(qh.timezone)).time()
-    start = time.fromisoformat(qh.start)
-    end = time.fromisoformat(qh.end)
-    if start <= end:
-        return start <= local < end
-    return local >= start or local < end  # spans midnight
+    return in_daily_window(qh.start, qh.end, qh.timezone, now)
+
+
+def in_daily_window(start: str, end: str, tz: str, at: datetime) -> bool:
+    """Whether `at` falls in the daily window [start, end) (HH:MM, read in `tz`; it may span midnight).
+    Quiet hours and the reports' night pages both ask this."""
+    local = at.astimezone(ZoneInfo(tz)).time()
+    t0, t1 = time.fromisoformat(start), time.fromisoformat(end)
+    if t0 <= t1:
+        return t0 <= local < t1
+    return local >= t0 or local < t1  # spans midnight
 
 
 def contact_channels(contact: Contact, severity: str | None, now: datetime, *,

@@ -20,7 +20,8 @@ from markupsafe import Markup
 from bot.context import Context
 from bot.server import Provided, Runtime
 from bot.web.bell import mount_bell
-from bot.web.charts import SEV_COLORS, hbars, oncall_timeline, stacked_bars
+from bot.web.metrics import mount_metrics
+from bot.web.charts import SEV_COLORS, oncall_timeline
 from bot.web.session import COOKIE, Session, SessionCodec
 from bot.web.signin import SignIn
 from bot.web.throttle import LoginThrottle
@@ -33,7 +34,6 @@ from core.events import IncidentEvent
 from core.incidents import parse_ref
 from core.maintenance import Maintenance
 from core.rbac import Actor, Permission, Role, allows
-from core.stats import StatsReads
 from core.users import UserService
 
 log = logging.getLogger("tocsin.console")
@@ -67,7 +67,6 @@ class Console:
         self.sessions = SessionCodec(key, hours=cfg.session_hours)
         self.users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
         self.audit_reads = AuditReads(ctx.db, ctx.holder)
-        self.stats_reads = StatsReads(ctx.db, ctx.holder)
         self.env = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape(),
                                enable_async=False)
         self.env.globals.update(sev_colors=SEV_COLORS, fmt_duration=fmt_duration, state_label=state_label,
@@ -104,11 +103,11 @@ class Console:
         router.add_post(r"/incidents/{id:\d+}/{action:ack|resolve}", auth(self.act))
         router.add_get("/audit", auth(self.audit_page))
         router.add_post("/audit/verify", auth(self.audit_verify))
-        router.add_get("/stats", auth(self.stats))
         router.add_get("/schedules", auth(self.schedules_page))
         router.add_get("/schedules/{name}", auth(self.schedules_page))
         router.add_get("/events", auth(self.events))
         mount_bell(self, router, auth)
+        mount_metrics(self, router, auth)
         router.add_static("/static/", STATIC, show_index=False)
 
     # --- helpers -----------------------------------------------------------------------------
@@ -259,7 +258,7 @@ class Console:
             return await self.incident(request, notice=str(exc), status=status)
         raise web.HTTPSeeOther(f"/incidents/{iid}?msg={key}")
 
-    # --- audit, stats, live events -------------------------------------------------------------
+    # --- audit, live events -------------------------------------------------------------
 
     async def audit_page(self, request: web.Request, result: str | None = None,
                          ok: bool | None = None) -> web.Response:
@@ -270,21 +269,6 @@ class Console:
         await self.check_csrf(request)
         res = await self.audit_reads.verify(actor=self.actor(request))
         return await self.audit_page(request, result=res.describe(), ok=res.ok)
-
-    async def stats(self, request: web.Request) -> web.Response:
-        st = await self.stats_reads.collect(actor=self.actor(request), now=self.svc.clock.now())
-
-        def dur(v: float | None) -> str:
-            return fmt_duration(v) if v is not None else "no data"
-
-        times = hbars([("ack median", st.tta["median"], dur(st.tta["median"])),
-                       ("ack p90", st.tta["p90"], dur(st.tta["p90"])),
-                       ("resolve median", st.ttr["median"], dur(st.ttr["median"])),
-                       ("resolve p90", st.ttr["p90"], dur(st.ttr["p90"]))])
-        rates = hbars([(ch, 100 * ok / total if total else None, f"{100 * ok / total:.1f}% of {total}")
-                       for ch, (ok, total) in st.success.items()], maximum=100.0)
-        return self.render("stats.html", request, per_day=stacked_bars(st.days, st.per_day), times=times,
-                           rates=rates, total=sum(sum(v.values()) for v in st.per_day.values()))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})

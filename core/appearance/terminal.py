@@ -32,6 +32,7 @@ from core.models import Incident
 
 if TYPE_CHECKING:
     from core.incident_store import IncidentDetail, IncidentPage
+    from core.reports import Report
 
 
 def incident_line(inc: Incident, now: datetime | None = None) -> str:
@@ -203,3 +204,33 @@ def wire_text(channel: str, data: dict[str, Any]) -> str:
             lines += ["", "--- text (HTML) ---", clean(body["text"], lines=True)]
         return "\n".join(lines)
     return clean(json.dumps(data, ensure_ascii=False, indent=2), lines=True)
+
+
+def report(r: Report, *, cols: int | None = None) -> str:
+    """`tocsin report`: the period, then three tables (incidents by the chosen key with MTTA/MTTR, pages per
+    person, delivery success per channel). The console's metrics page shows the same Report."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    out = [f"Report {r.start:%Y-%m-%d %H:%M} to {r.end:%Y-%m-%d %H:%M} UTC, incidents by {r.by}", "",
+           "Incidents (MTTA: time to acknowledge, MTTR: to resolve; ESC: escalations)"]
+    rows = [(clean(g.key), str(g.incidents), str(g.acknowledged), str(g.resolved), fmt_duration(g.tta.median),
+             fmt_duration(g.tta.p90), fmt_duration(g.ttr.median), fmt_duration(g.ttr.p90), str(g.escalations))
+            for g in [*r.groups, r.total]]
+    out.append(table((r.by.upper(), "INCIDENTS", "ACKED", "RESOLVED", "MTTA MED", "MTTA P90", "MTTR MED",
+                      "MTTR P90", "ESC"), rows, cols=cols))
+    out += ["", f"Pages per person (night: {r.night} unless the contact has quiet hours)"]
+    if r.people:
+        out.append(table(("CONTACT", "PAGES", "NIGHT", "ESCALATION", "INCIDENTS", "NIGHT WINDOW"),
+                         [(clean(p.contact), str(p.pages), str(p.night), str(p.escalation_pages), str(p.incidents),
+                           p.night_window) for p in r.people], cols=cols))
+    else:
+        out.append("  nobody was paged")
+    out += ["", "Delivery success per channel"]
+    if r.channels:
+        out.append(table(("CHANNEL", "DELIVERED", "FAILED", "DEAD", "SUCCESS", "ATTEMPTS", "RETRIES"),
+                         [(c.channel, str(c.delivered), str(c.failed), str(c.dead), pct(c.success), str(c.attempts),
+                           str(c.retries)) for c in r.channels], cols=cols))
+    else:
+        out.append("  no deliveries finished")
+    return "\n".join(out)
