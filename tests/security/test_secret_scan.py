@@ -359,7 +359,7 @@ class Scenario:
         assert session is not None
         cookie = {"Cookie": session["Cookie"]}
         self.seen.add("console", json.dumps(session))
-        for path in ("/", "/incidents/1", "/audit", "/stats"):
+        for path in ("/", "/incidents/1", "/audit", "/stats", "/stats.csv?since=1d&by=contact"):
             await self.http("console", "GET", path, headers=cookie)
         await self.http("console", "POST", "/audit/verify", headers=cookie, data={"csrf": session["X-Csrf"]})
         form_cookie, form_csrf = await login_form(self.client)
