@@ -62,7 +62,8 @@ def mount_metrics(console: Console, router: web.UrlDispatcher, auth: Callable[[H
             since_text, r = await report(request)
         except InvalidInput as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        name = f"tocsin-report-{r.end:%Y%m%d}-{since_text}-by-{r.by}.csv"
+        span = "".join(since_text.split())  # `30 d` is accepted; a file name gets no spaces or line breaks
+        name = f"tocsin-report-{r.end:%Y%m%d}-{span}-by-{r.by}.csv"
         return web.Response(text=to_csv(r), content_type="text/csv", charset="utf-8",
                             headers={"Content-Disposition": f'attachment; filename="{name}"',
                                      "X-Content-Type-Options": "nosniff"})

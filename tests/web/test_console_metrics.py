@@ -68,6 +68,9 @@ async def test_csv_download(console: tuple[Context, TestClient]) -> None:
     assert got[("incidents", "sev1", "mttr_median_seconds")] == "1800"
     assert got[("incidents", "sev3", "mttr_median_seconds")] == ""
     assert got[("pages", "alice", "pages")] == "2" and got[("period", "", "by")] == "severity"
+    resp = await client.get("/stats.csv", params={"since": "2\n d", "by": "contact"})
+    assert resp.status == 200
+    assert resp.headers["Content-Disposition"].endswith('-2d-by-contact.csv"')
 
 
 async def test_bad_input_is_a_clear_400(console: tuple[Context, TestClient]) -> None:
