@@ -260,6 +260,18 @@ class ChatCard(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class ChatConversation(Base):
+    """A person's 1:1 conversation with the bot on a chat platform (Teams: the conversation reference
+    its conversationUpdate or installationUpdate carried), so a DM page reaches them without opening a chat."""
+
+    __tablename__ = "chat_conversations"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    reference: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class SeenKey(Base):
     """Idempotency of inbound things: Slack retries, Telegram update_ids, event_ids, Alertmanager groups."""
 

@@ -38,6 +38,7 @@ from bot.surface import DirectMessageSender, SurfaceSender
 from bot.teams.bot import TeamsBot
 from bot.teams.surface import NO_PERSONAL_CHAT, TeamsDirectSurface, TeamsSurface, incident_reference
 from core.config import TeamsConfig
+from core.conversations import ConversationStore
 
 if TYPE_CHECKING:
     from bot.context import Context
@@ -178,7 +179,9 @@ class TeamsEdge:
         self.auth = ConfigurationBotFrameworkAuthentication(settings, credentials_factory=self.credentials)
         self.adapter = CloudAdapter(self.auth)
         self.cards_follow = "teams" in ctx.service.surfaces
-        self.bot = TeamsBot(service=ctx.service, seen=ctx.seen, cards_follow=self.cards_follow)
+        self.conversations = ConversationStore(ctx.db, ctx.clock)
+        self.bot = TeamsBot(service=ctx.service, seen=ctx.seen, cards_follow=self.cards_follow,
+                            conversations=self.conversations)
 
     @property
     def authenticated(self) -> bool:
@@ -272,6 +275,7 @@ def mount_teams(rt: Runtime, *, openid_metadata_url: str | None = None) -> Provi
         out.chat_senders["chat:teams"] = SurfaceSender(surface, service=rt.ctx.service, cards=rt.ctx.cards)
     # teams_dm pages: a proactive 1:1 message to the person's Teams user id (contacts[].chat.teams).
     out.chat_senders["teams_dm"] = DirectMessageSender(
-        "teams", lambda user: TeamsDirectSurface(edge.adapter, teams=teams, user=user), service=rt.ctx.service,
-        cards=rt.ctx.cards, never_opened=frozenset({NO_PERSONAL_CHAT}))
+        "teams", lambda user: TeamsDirectSurface(edge.adapter, teams=teams, user=user,
+                                                 conversations=edge.conversations),
+        service=rt.ctx.service, cards=rt.ctx.cards, never_opened=frozenset({NO_PERSONAL_CHAT}))
     return out

@@ -24,6 +24,7 @@ from bot.commands import HELP
 from bot.dispatch import Reply, run_text
 from core.appearance.card import IncidentCard
 from core.appearance.teams import CONTENT_TYPE, DATA_KEY, answer_card, declare_form, incident_card, message_html
+from core.conversations import ConversationStore
 from core.errors import InvalidInput, NotFound
 from core.incidents import IncidentService
 from core.rbac import Actor
@@ -110,6 +111,16 @@ def outgoing(reference: ConversationReference, *, reply_to: str | None, text: st
     return out
 
 
+def personal_user(activity: Activity) -> str | None:
+    """The person whose 1:1 chat with the bot this activity comes from (their `actor_of` id, the one
+    contacts[].chat.teams holds), or None outside a personal chat."""
+    conv = activity.conversation
+    if conv is None or conv.conversation_type != "personal":
+        return None
+    user = activity.from_property
+    return (user.aad_object_id or user.id) if user else None
+
+
 def dedup_key(activity: Activity) -> str | None:
     conv = activity.conversation.id if activity.conversation else None
     return f"teams:{conv}:{activity.id}" if activity.id and conv else None
@@ -125,10 +136,13 @@ class TeamsBot(ActivityHandler):
     delivery queue); then a declare answers with text only and the card appears there, instead of here.
     """
 
-    def __init__(self, *, service: IncidentService, seen: SeenKeys, cards_follow: bool) -> None:
+    def __init__(self, *, service: IncidentService, seen: SeenKeys, cards_follow: bool,
+                 conversations: ConversationStore | None = None) -> None:
         self.service = service
         self.seen = seen
         self.cards_follow = cards_follow
+        self.conversations = conversations or ConversationStore(service.db, service.clock)
+        """Each person's 1:1 chat reference (from installs and personal messages), for teams_dm pages."""
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         """A failed turn still gets an answer in the conversation; the error goes on to the edge (500)."""
@@ -153,6 +167,7 @@ class TeamsBot(ActivityHandler):
         activity = turn_context.activity
         if not await self._first_time(activity):
             return
+        await self._remember(activity)
         if isinstance(activity.value, dict) and DATA_KEY in activity.value:
             await self._on_submit(turn_context, activity.value)
             return
@@ -228,6 +243,7 @@ class TeamsBot(ActivityHandler):
                                         turn_context: TurnContext) -> None:
         activity = turn_context.activity
         bot_id = activity.recipient.id if activity.recipient else None
+        await self._remember(activity)
         if not any(m.id == bot_id for m in members_added or []):
             return
         conv = activity.conversation.id if activity.conversation else ""
@@ -236,6 +252,23 @@ class TeamsBot(ActivityHandler):
         await turn_context.send_activity(MessageFactory.text(message_html(
             "Tocsin is here. Mention me with `incident help` to see the commands.\n"
             f"To get every incident card in this conversation, set teams.incident_conversation to {conv}")))
+
+    async def on_installation_update_add(self, turn_context: TurnContext) -> None:
+        await self._remember(turn_context.activity)
+
+    async def on_installation_update_remove(self, turn_context: TurnContext) -> None:
+        """The person removed the app: the stored chat is gone with it (a DM page opens a new one or fails)."""
+        user = personal_user(turn_context.activity)
+        if user:
+            await self.conversations.forget("teams", user)
+
+    async def _remember(self, activity: Activity) -> None:
+        """Keep the reference of a person's 1:1 chat with the bot (personal install, or a message there), so a
+        teams_dm page reaches them through it before asking the connector to open a chat."""
+        user = personal_user(activity)
+        if user:
+            reference = TurnContext.get_conversation_reference(activity)
+            await self.conversations.save("teams", user, reference.serialize())
 
     # helpers -------------------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from core.appearance.card import IncidentCard
 from core.appearance.teams import message_html, note_card, note_text
 from core.cards import CardRef
 from core.config import TeamsConfig
+from core.conversations import ConversationStore
 from core.delivery.base import classify_http
 from core.delivery.message import Notification
 
@@ -52,9 +53,10 @@ def incident_reference(teams: TeamsConfig) -> ConversationReference:
         bot=ChannelAccount(id=f"28:{app_id}", name="Tocsin"))
 
 
-NO_PERSONAL_CHAT = "cannot open a 1:1 chat with this Teams user"
-"""The reason a teams_dm page names when the connector refuses to create the 1:1 conversation (403/404: the
-app is not installed for the person, or the id is not a user of the tenant)."""
+NO_PERSONAL_CHAT = "missing conversation reference: cannot open a 1:1 chat with this Teams user"
+"""The reason a teams_dm page names when no usable conversation reference is stored for the person and the
+connector refuses to create the 1:1 conversation (403/404: the app is not installed for the person, or the
+id is not a user of the tenant)."""
 
 
 def thread_of(reference: ConversationReference, root_id: str) -> ConversationReference:
@@ -144,20 +146,36 @@ async def connector_call(call: Awaitable[Any]) -> Any:
 class TeamsDirectSurface(TeamsSurface):
     """One person's 1:1 chat with the bot, for teams_dm pages (bot.surface.DirectMessageSender).
 
-    The first card of an incident opens the chat with the connector's create_conversation (Teams answers
-    with the existing 1:1 conversation when there is one, so nothing is stored per person); the CardRef
-    keeps that conversation's reference, so later changes edit that card and answer under it."""
+    The first card of an incident goes through the person's stored conversation reference (kept from
+    their personal install or chat, core/conversations.py); without one, or when the connector refuses the
+    stored one (the app was removed), the chat is opened with create_conversation (Teams answers with the
+    existing 1:1 conversation when there is one) and that reference is stored. The CardRef keeps the
+    reference, so later changes edit that card and answer under it."""
 
-    def __init__(self, adapter: BotAdapter, *, teams: TeamsConfig, user: str) -> None:
+    def __init__(self, adapter: BotAdapter, *, teams: TeamsConfig, user: str,
+                 conversations: ConversationStore) -> None:
         self.teams = teams
         self.user = user
+        self.conversations = conversations
         bot = ChannelAccount(id=f"28:{teams.app_id or 'tocsin'}", name="Tocsin")
         super().__init__(adapter, app_id=teams.app_id, reference=ConversationReference(
             channel_id="msteams", service_url=teams.service_url or PUBLIC_SERVICE_URL, bot=bot,
             user=ChannelAccount(id=user), conversation=None))
 
     async def post_card(self, card: IncidentCard) -> CardRef:
+        stored = await self.conversations.get("teams", self.user)
+        if stored:
+            self.reference = ConversationReference().deserialize(stored)
+            try:
+                return await super().post_card(card)
+            except SurfaceError as exc:
+                if exc.retry:
+                    raise
+                # refused for good (app removed, chat gone): forget it and open a chat anew
+                log.warning("teams.dm.stale_reference", extra={"user": self.user, "status": exc.status})
+                await self.conversations.forget("teams", self.user)
         self.reference = await self.open_chat()
+        await self.conversations.save("teams", self.user, self.reference.serialize())
         return await super().post_card(card)
 
     async def open_chat(self) -> ConversationReference:

@@ -50,7 +50,8 @@ def markup(card: IncidentCard | Notification) -> InlineKeyboardMarkup | None:
     kb = keyboard(card) if isinstance(card, IncidentCard) else note_keyboard(card)
     if kb is None:
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(b["text"], callback_data=b["callback_data"]) for b in row]
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b["text"], callback_data=b.get("callback_data"),
+                                                       url=b.get("url")) for b in row]
                                  for row in kb["inline_keyboard"]])
 
 

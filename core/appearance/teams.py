@@ -161,7 +161,7 @@ def incident_card(card: IncidentCard) -> dict[str, Any]:
                           "placeholder": "What changed?", "isRequired": True, "errorMessage": "Write the update"}],
                 "actions": [_action("update", "Post", card.ref)]}})
     if card.link.startswith(("https://", "http://")):
-        actions.append({"type": "Action.OpenUrl", "title": "Open incident", "url": card.link})
+        actions.append({"type": "Action.OpenUrl", "title": BUTTON_LABELS["open"], "url": card.link})
     out: dict[str, Any] = {"type": "AdaptiveCard", "$schema": SCHEMA, "version": "1.4", "body": body,
                            "msteams": {"width": "Full"}}
     if actions:

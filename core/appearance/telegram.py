@@ -150,10 +150,17 @@ def note_html(note: Notification) -> str:
 
 
 def keyboard(card: IncidentCard) -> dict[str, Any] | None:
-    """Bot API `reply_markup` for the actions still meaningful (None once resolved: the markup is removed)."""
+    """Bot API `reply_markup`: the actions still meaningful, then an Open incident URL button to the console
+    page (server.public_url; left out where Telegram would refuse the link, e.g. a loopback host). None
+    when neither is left (a resolved card on a loopback URL: the markup is removed)."""
+    rows: list[list[dict[str, Any]]] = []
     row = [{"text": BUTTON_LABELS[action], "callback_data": callback_data(action, card.id)}
            for action in BUTTONS if action in card.buttons]
-    return {"inline_keyboard": [row]} if row else None
+    if row:
+        rows.append(row)
+    if linkable(card.link):
+        rows.append([{"text": BUTTON_LABELS["open"], "url": card.link}])
+    return {"inline_keyboard": rows} if rows else None
 
 
 def note_keyboard(note: Notification) -> dict[str, Any] | None:

@@ -37,8 +37,9 @@ STATE_EMOJI: dict[str, str] = {"monitoring": "\U0001F440", "resolved": "\u2705"}
 BUTTON_LABELS: dict[str, str] = {
     "ack": "Acknowledge", "update": "Add update", "monitor": "Monitoring", "resolve": "Resolve",
     "snooze": "Snooze",
+    "open": "Open incident",
 }
-"""Card buttons, by the verb they run."""
+"""Card buttons, by the verb they run (`open`: the link to the incident's console page)."""
 ELLIPSIS = "\u2026"
 
 

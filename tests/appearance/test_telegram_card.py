@@ -33,7 +33,12 @@ def actions(c: IncidentCard) -> list[str]:
     kb = keyboard(c)
     if kb is None:
         return []
-    return [str(b["callback_data"]) for row in kb["inline_keyboard"] for b in row]
+    return [str(b["callback_data"]) for row in kb["inline_keyboard"] for b in row if "callback_data" in b]
+
+
+def links(c: IncidentCard) -> list[tuple[str, str]]:
+    kb = keyboard(c)
+    return [(b["text"], b["url"]) for row in (kb or {}).get("inline_keyboard", []) for b in row if "url" in b]
 
 
 @pytest.mark.parametrize("state,acked,expected", [
@@ -48,6 +53,23 @@ def test_keyboard_offers_only_meaningful_actions(state: str, acked: bool, expect
              acknowledged_at=T0 + timedelta(minutes=3) if acked else None,
              resolved_at=T0 + timedelta(hours=1) if state == "resolved" else None)
     assert actions(c) == expected
+
+
+@pytest.mark.parametrize("link, expected", [
+    ("https://tocsin.example.com/incidents/12", [("Open incident", "https://tocsin.example.com/incidents/12")]),
+    ("http://127.0.0.1:8080/incidents/12", []),   # Telegram refuses loopback links: no button
+    ("http://localhost:8080/incidents/12", []),
+])
+@pytest.mark.parametrize("state", ["open", "resolved"])
+def test_open_incident_is_a_url_button_to_the_console_page(link: str, expected: list[tuple[str, str]],
+                                                          state: str) -> None:
+    c = card(link=link, state=state, resolved_at=T0 + timedelta(hours=1) if state == "resolved" else None)
+    assert links(c) == expected
+    kb = keyboard(c)
+    if state == "open":  # the actions first, the link on its own row below
+        assert kb is not None and kb["inline_keyboard"][0][0]["callback_data"] == "tocsin:ack:12"
+    else:
+        assert (kb is None) == (not expected)
 
 
 def test_callback_data_fits_64_bytes_and_round_trips() -> None:

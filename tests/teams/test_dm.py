@@ -148,7 +148,8 @@ async def test_unreachable_teams_user_pages_the_next_preferred_channel(make_ctx:
                               attempt=1, max_attempts=4, created_at=dm.created_at)
             result = await rt.chat_senders["teams_dm"].send(claimed.envelope())
             assert (result.outcome, result.status_code) == ("permanent", 404)
-            assert result.summary.startswith("never opened a direct message with the bot: cannot open a 1:1 chat")
+            assert result.summary.startswith("never opened a direct message with the bot: missing conversation "
+                                             "reference: cannot open a 1:1 chat")
             for _ in range(2):
                 async with ctx.db.transaction() as s:
                     assert await page_next_channel(s, ctx.cfg, claimed, now=ctx.clock.now()) == "sms"
@@ -183,3 +184,75 @@ def test_teams_dm_needs_teams_enabled_at_load() -> None:
     cfg = make_config(contacts=contacts, contact_lists=[], routing={"default_targets": {"contacts": ["alice"], "lists": []}},
                       teams={"enabled": True, "allow_unauthenticated": True})
     assert cfg.contacts[0].preferences.sev1 == ["teams_dm"]
+
+
+def cards_sent(bc: Any, conversation: str) -> list[Any]:
+    return [r for r in bc.sends(conversation) if r.json.get("attachments")]
+
+
+def personal_install(user: str, service_url: str, *, conversation: str, kind: str = "conversationUpdate",
+                     **fields: Any) -> dict[str, Any]:
+    """Teams installing the app in a person's personal scope: the bot added to the 1:1 chat."""
+    body = activity(kind, service_url=service_url, user=user, **fields)
+    body["conversation"] = {"id": conversation, "conversationType": "personal", "tenantId": "t-1"}
+    body["channelData"] = {"tenant": {"id": "t-1"}}
+    return body
+
+
+async def test_a_personal_install_stores_the_reference_and_dm_pages_use_it(make_ctx: Callable[..., Any]) -> None:
+    """conversationUpdate (bot added to alice's personal chat) stores her reference; the page goes there
+    without createConversation; uninstalling forgets it, and the next page opens a chat again."""
+    async with bot_connector() as bc:
+        ctx = await make_ctx(**dm_config(bc.url))
+        async with teams_server(ctx) as (url, rt):
+            edge = rt.components[0].edge
+            status, _ = await post(url, personal_install(ALICE, bc.url, conversation="a:installed-alice",
+                                                         membersAdded=[{"id": "28:tocsin-bot"}]))
+            assert status in (200, 201)
+            stored = await edge.conversations.get("teams", ALICE)
+            assert stored is not None and stored["conversation"]["id"] == "a:installed-alice"
+            assert stored["serviceUrl"] == bc.url and stored["user"]["aadObjectId"] == ALICE
+            # a channel conversationUpdate is no personal chat: nothing stored for its sender
+            await post(url, activity("conversationUpdate", service_url=bc.url, user=BOB,
+                                     membersAdded=[{"id": "28:tocsin-bot"}]))
+            assert await edge.conversations.get("teams", BOB) is None
+
+            out = await ctx.service.declare(actor=OP, title="DB down", severity="sev1")
+            await sync_dms(ctx, rt.chat_senders["teams_dm"])
+            assert [r.json["members"][0]["id"] for r in bc.created()] == [BOB]  # only bob needed a new chat
+            (dm,) = cards_sent(bc, "a:installed-alice")  # (the other send is the bot's hello)
+            assert "DB down" in card_text(card_of(dm.json))
+            assert (await edge.conversations.get("teams", BOB))["conversation"]["id"] == f"a:dm-{BOB}"
+
+            # alice removes the app: her reference goes; the next page asks the connector for a chat
+            status, _ = await post(url, personal_install(ALICE, bc.url, conversation="a:installed-alice",
+                                                         kind="installationUpdate", action="remove"))
+            assert status in (200, 201) and await edge.conversations.get("teams", ALICE) is None
+            await ctx.service.declare(actor=OP, title="Cache down", severity="sev1")
+            await sync_dms(ctx, rt.chat_senders["teams_dm"])
+            assert [r.json["members"][0]["id"] for r in bc.created()] == [BOB, ALICE]
+            assert len(cards_sent(bc, ALICE_DM)) == 1 and len(cards_sent(bc, "a:installed-alice")) == 1
+            assert out.incident is not None
+
+
+async def test_a_refused_stored_reference_falls_back_and_a_missing_one_fails_naming_it(
+        make_ctx: Callable[..., Any]) -> None:
+    async with bot_connector() as bc:
+        bc.refused[BOB] = 403
+        bc.peer.on("/v3/conversations/a:gone-alice/activities", lambda _r: (403, {"error": {
+            "code": "BotNotInConversationRoster", "message": "The bot is not part of the conversation roster."}}))
+        bc.peer._handlers.insert(0, bc.peer._handlers.pop())  # ahead of the generic connector answer
+        ctx = await make_ctx(**dm_config(bc.url))
+        async with teams_server(ctx) as (url, rt):
+            edge = rt.components[0].edge
+            await post(url, personal_install(ALICE, bc.url, conversation="a:gone-alice", kind="installationUpdate",
+                                             action="add"))
+            assert (await edge.conversations.get("teams", ALICE))["conversation"]["id"] == "a:gone-alice"
+            await ctx.service.declare(actor=OP, title="DB down", severity="sev1")
+            results = sorted(r.outcome for r in await sync_dms(ctx, rt.chat_senders["teams_dm"]))
+            assert results == ["delivered", "permanent"]
+            assert len(bc.sends("a:gone-alice")) == 1 and len(bc.sends(ALICE_DM)) == 1  # fell back, delivered
+            assert (await edge.conversations.get("teams", ALICE))["conversation"]["id"] == ALICE_DM
+            [bob] = await deliveries(ctx, channel="teams_dm", recipient="bob")
+            assert bob.status == "failed" and "missing conversation reference" in (bob.last_error or "")
+            assert await edge.conversations.get("teams", BOB) is None

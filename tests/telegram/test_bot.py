@@ -138,7 +138,10 @@ async def test_resolve_by_command_edits_the_card_and_removes_the_buttons(harness
     assert re.fullmatch(r"INC-1: resolved, \d+ pages queued\.", reply["text"]), reply["text"]
     await h.drain()
     edit = h.api.calls("editMessageText")[-1].params
-    assert "RESOLVED" in edit["text"] and "reply_markup" not in edit
+    # no action buttons left; only the Open incident link to the console page stays
+    assert "RESOLVED" in edit["text"]
+    assert edit["reply_markup"]["inline_keyboard"] == [[{"text": "Open incident",
+                                                         "url": "https://tocsin.example.com/incidents/1"}]]
     note = h.api.calls("sendMessage")[-1].params
     assert note["message_thread_id"] == "42" and "fixed the disk" in note["text"]
 

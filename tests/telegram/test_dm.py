@@ -66,6 +66,10 @@ async def test_dm_page_ack_in_the_private_chat(started: tuple[Any, Any, TestClie
     assert "bot can't initiate conversation" in (bob.last_error or "")
     dm = next(c for c in api.calls("sendMessage") if str(c.params["chat_id"]) == "4242")
     assert f"tocsin:ack:{iid}" in str(dm.params["reply_markup"])
+    # Acknowledge / Open incident: the second is a URL button to the console page (server.public_url)
+    rows = dm.params["reply_markup"]["inline_keyboard"]
+    assert rows[0][0] == {"text": "Acknowledge", "callback_data": f"tocsin:ack:{iid}"}
+    assert rows[-1] == [{"text": "Open incident", "url": f"{ctx.cfg.server.public_url}/incidents/{iid}"}]
 
     update = press(9001, f"tocsin:ack:{iid}", user_id=4242, chat_id=4242, message_id=int(dm.params.get(
         "message_id", 0) or 100))
