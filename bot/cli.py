@@ -149,6 +149,8 @@ def incident_command(args: argparse.Namespace) -> Command:
         return Command("list", filter=args.state, limit=args.limit, offset=args.offset)
     if op == "bridge":
         return Command("bridge", incident=args.id, target=args.details, text=words(args.text))
+    if op == "role":
+        return Command("role", incident=args.id, target=args.role, contact=words(args.person))
     return Command(op, incident=args.id, text=words(getattr(args, "text", None) or []))
 
 
@@ -296,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
                       ("show", "show an incident with its thread")):
         y = i.add_parser(name, help=hlp)
         y.add_argument("id")
+    ro = i.add_parser("role", help="give an incident role (commander, comms, scribe) to a contact or `me`")
+    ro.add_argument("id", help="INC-n")
+    ro.add_argument("role", help="commander, comms or scribe")
+    ro.add_argument("person", nargs="+", help="a contact name, an identity like slack:U123, or me")
+    no = i.add_parser("note", help="add a note to the incident's timeline (pages nobody)")
+    no.add_argument("id", help="INC-n")
+    no.add_argument("text", nargs="+")
     ls = i.add_parser("list", help="list incidents")
     ls.add_argument("state", nargs="?", default="open", choices=["open", "all", "monitoring", "resolved"])
     ls.add_argument("--limit", "-n", type=positive_int, default=25, help="incidents per page (default 25)")

@@ -16,6 +16,8 @@ USAGE: dict[str, str] = {
     "bridge": "/incident bridge <INC-n> <url or dial-in> [text]",
     "escalate": "/incident escalate <INC-n>",
     "snooze": "/incident snooze <INC-n> [duration, e.g. 30m]",
+    "role": "/incident role <INC-n> <commander|comms|scribe> <person|me>",
+    "note": "/incident note <INC-n> <text>",
     "notify": "/incident notify [--urgent] <contact list> <text>",
     "status": "/incident status <INC-n>",
     "list": "/incident list [open|all]",
@@ -44,7 +46,7 @@ class Command:
     title: str = ""
     text: str = ""
     target: str | None = None
-    """Contact list (notify), bridge details (bridge), event type (route) or channel (test)."""
+    """Contact list (notify), bridge details (bridge), event type (route), channel (test) or role (role)."""
     filter: str = "open"
     schedule: str | None = None
     """On-call verbs: the schedule, and what the sub-command (in `target`) works on."""
@@ -163,6 +165,15 @@ def parse(text: str) -> Command:
         return Command(verb, incident=ref, target=rest[1], text=_take(after, 2)[1])
     if verb == "snooze":
         return _snooze(ref, tail)
+    if verb == "role":
+        if len(rest) < 3:
+            raise UsageError("`role` needs a role (commander, comms or scribe) and a person (a contact, a "
+                             "mention, or me).", verb)
+        return Command(verb, incident=ref, target=rest[1].lower(), contact=_take(after, 2)[1])
+    if verb == "note":
+        if not tail:
+            raise UsageError("`note` needs the text to add to the timeline.", verb)
+        return Command(verb, incident=ref, text=tail)
     if verb == "route":
         kind = rest[1].lower() if len(rest) > 1 else "update"
         return Command(verb, incident=ref, target=kind)

@@ -10,7 +10,9 @@ from core.appearance.terminal import CHAT, View
 from core.db import unavailable
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound, StorageUnavailable, TocsinError
 from core.config import parse_duration
+from core.incident_roles import IncidentRoles
 from core.incidents import IncidentService
+from core.notes import Notes
 from core.maintenance import Maintenance, describe_match, summary
 from core.models import Incident
 from core.rbac import Actor
@@ -103,6 +105,17 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
         out = await service.escalate(cmd.incident or "", actor=actor)
         body = out.message.body if out.message else out.note
         return _done(out.incident, f"{body.lower()}, {out.queued} pages queued")
+    if v == "role":
+        out = await IncidentRoles(service).assign(cmd.incident or "", role=cmd.target or "", person=cmd.contact or "",
+                                                  actor=actor)
+        if not out.changed:
+            return Reply(out.note, incident_id=out.incident.id if out.incident else None)
+        assert out.message is not None
+        told = f"; {out.note}" if out.note else f"; {out.queued} private message(s) queued"
+        return _done(out.incident, f"{out.message.body}{told}")
+    if v == "note":
+        out = await Notes(service).add(cmd.incident or "", actor=actor, text=cmd.text)
+        return _done(out.incident, "note added to the timeline")
     if v == "notify":
         out = await service.notify(actor=actor, text=cmd.text, contact_list=cmd.target,
                                    severity=cmd.severity or "sev4", urgent=cmd.urgent)

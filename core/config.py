@@ -227,6 +227,19 @@ class ChatIds(Model):
     """CLI login (`cli:NAME`) when it is not the contact's name; used to know who acted, never for roles."""
     web: str | None = None
     """Web console user (`web:NAME`) when it is not the contact's name; likewise only to know who acted."""
+    telegram_username: str | None = None
+    """Telegram @username (with or without the @), so `/incident role INC-1 comms @name` finds this contact:
+    Telegram's @mentions carry the name only, not the numeric id."""
+
+    @field_validator("telegram_username")
+    @classmethod
+    def _username(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        name = v.removeprefix("@")
+        if not re.fullmatch(r"[A-Za-z0-9_]{3,32}", name):
+            raise ValueError(f"Telegram username {v!r} must be 3-32 letters, digits or _ (like @alice_ops)")
+        return name
 
 
 class QuietHours(Model):
@@ -1056,6 +1069,46 @@ class Heartbeat(Model):
         return self.interval + self.grace
 
 
+# --- incident roles ---------------------------------------------------------------------------
+
+INCIDENT_ROLES = ("commander", "comms", "scribe")
+"""The roles `/incident role` assigns; the declarer is commander unless someone else is named."""
+DEFAULT_ROLE_DESCRIPTIONS: dict[str, str] = {
+    "commander": "You are the incident commander: you own the incident until it is resolved. Decide what "
+                 "happens next, assign comms and scribe, keep people on task, and call Monitoring and Resolved.",
+    "comms": "You run communications: post regular updates (/incident update) for people outside the "
+             "response, answer stakeholders, and keep the status page in line with what we know.",
+    "scribe": "You are the scribe: keep the timeline. Add what is decided and found with /incident note "
+              "(or a pushpin reaction in Slack) so the postmortem writes itself.",
+}
+"""What the new holder of a role is told when `roles:` in config.yaml does not say otherwise."""
+
+
+class RoleText(Model):
+    description: str = Field(min_length=1, max_length=2000)
+    """Sent privately to the new holder of the role."""
+
+    @field_validator("description")
+    @classmethod
+    def _text(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank: the new holder is told this")
+        return v.strip()
+
+
+class RolesConfig(Model):
+    """`roles:` what each incident role does, told privately to whoever takes it. Unknown roles are refused."""
+
+    commander: RoleText = Field(default_factory=lambda: RoleText(
+        description=DEFAULT_ROLE_DESCRIPTIONS["commander"]))
+    comms: RoleText = Field(default_factory=lambda: RoleText(description=DEFAULT_ROLE_DESCRIPTIONS["comms"]))
+    scribe: RoleText = Field(default_factory=lambda: RoleText(description=DEFAULT_ROLE_DESCRIPTIONS["scribe"]))
+
+    def description(self, role: str) -> str:
+        text: RoleText = getattr(self, role)
+        return text.description
+
+
 # --- the whole file ---------------------------------------------------------------------------
 
 
@@ -1089,6 +1142,8 @@ class Config(Model):
     """Flapping detection for every inbound incident with a correlation key (a rule's own wins)."""
     reminders: RemindersConfig = Field(default_factory=RemindersConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
+    roles: RolesConfig = Field(default_factory=RolesConfig)
+    """What each incident role (commander, comms, scribe) does, told to its new holder."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

@@ -15,7 +15,7 @@ from core.delivery.message import Notification
 from core.delivery.queue import NewDelivery, enqueue
 from core.metrics import ALERTS
 from core.models import Incident, IncidentMessage
-from core.routing import Plan, RouteEvent, incident_event
+from core.routing import Plan, PlannedDelivery, RouteEvent, incident_event
 
 if TYPE_CHECKING:
     from core.config import Config, ConfigHolder
@@ -39,6 +39,9 @@ class FanOut:
         base = self.cfg.server.public_url.rstrip("/")
         # Severity, state, id and title have their own places on every page: fields hold only the rest.
         fields = {"Commander": inc.commander}
+        for role in ("comms", "scribe"):
+            if getattr(inc, role, None):
+                fields[role.capitalize()] = getattr(inc, role)
         if inc.acknowledged_by:
             fields["Acknowledged by"] = inc.acknowledged_by
         # No Acknowledge on anything sent once someone acknowledged (or the incident left `open`).
@@ -88,6 +91,26 @@ class FanOut:
                 "incident": inc.ref, "message_id": msg.id, "kind": kind,
                 "rules": [r.name for r in p.matched_rules] + (["default_targets"] if p.used_default else []),
                 "deliveries": len(p.deliveries), "channels": sorted({d.channel for d in p.deliveries})})
+        rows = await enqueue(s, self.cfg, incident_id=inc.id, message_id=msg.id, items=items, now=now)
+        return sum(1 for r in rows if r.purpose != "surface")
+
+    async def role_change(self, s: AsyncSession, inc: Incident, msg: IncidentMessage,
+                          told: Sequence[PlannedDelivery], now: datetime, *, private: str) -> int:
+        """A role change: the card sync (the thread shows who holds what now) plus one private `notice` to
+        the new holder saying what the role does; nobody else is paged. Returns the notices queued."""
+        note = self.notification(inc, kind="ROLE", body=private, event_type="role")
+        return await self.thread_entry(s, inc, msg, now, extra=[
+            NewDelivery(d.recipient, d.channel, d.address, note, "notice", d.reason) for d in told])
+
+    async def thread_entry(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, now: datetime, *,
+                           extra: Sequence[NewDelivery] = ()) -> int:
+        """A thread entry that pages nobody (a note, a role change): one card sync per chat surface, plus
+        `extra` (already addressed); returns how many of `extra` were queued."""
+        note = self.notification(inc, kind=msg.kind, body=msg.body, event_type=msg.kind.lower())
+        items = [*extra, *(NewDelivery(f"surface:{p}", f"chat:{p}", str(inc.id), note, "surface")
+                           for p in self.surfaces)]
+        if not items:
+            return 0
         rows = await enqueue(s, self.cfg, incident_id=inc.id, message_id=msg.id, items=items, now=now)
         return sum(1 for r in rows if r.purpose != "surface")
 

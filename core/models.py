@@ -71,6 +71,14 @@ class Incident(IncidentTimes, Base):
     state: Mapped[str] = mapped_column(String(16), default="open", index=True)
     source: Mapped[str] = mapped_column(String(32), default="cli")
     commander: Mapped[str] = mapped_column(String(200))
+    """Who runs the incident (an identity: `slack:U1`, `contact:alice`, ...): the declarer unless reassigned."""
+    comms: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """Who runs communications (identity), set by `/incident role`."""
+    scribe: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """Who keeps the timeline (identity), set by `/incident role`."""
+    role_names: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """role -> how the holder was named when assigned (a chat display name), for cards; the identity columns
+    above are the truth."""
     contact_list: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

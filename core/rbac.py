@@ -17,13 +17,19 @@ class Permission(str, Enum):
     ACKNOWLEDGE = "acknowledge incidents"
     VIEW = "view incidents"
     MANAGE_MAINTENANCE = "start and end maintenance windows"
+    ASSIGN_ROLES = "assign incident roles to others"
+    """Anyone may take an empty role themselves (`/incident role INC-1 scribe me`); naming others needs this."""
+    ADD_NOTES = "add notes to incident timelines"
+    """Whoever holds a role on the incident may add notes to it without this."""
 
 
 MATRIX: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.MANAGER: frozenset({Permission.SEND_INCIDENTS, Permission.MANAGE_CONTACTS, Permission.VIEW_AUDIT,
-                             Permission.ACKNOWLEDGE, Permission.VIEW, Permission.MANAGE_MAINTENANCE}),
-    Role.OPERATOR: frozenset({Permission.SEND_INCIDENTS, Permission.ACKNOWLEDGE, Permission.VIEW}),
+                             Permission.ACKNOWLEDGE, Permission.VIEW, Permission.MANAGE_MAINTENANCE,
+                             Permission.ASSIGN_ROLES, Permission.ADD_NOTES}),
+    Role.OPERATOR: frozenset({Permission.SEND_INCIDENTS, Permission.ACKNOWLEDGE, Permission.VIEW,
+                              Permission.ASSIGN_ROLES, Permission.ADD_NOTES}),
     Role.VIEWER: frozenset({Permission.VIEW}),
 }
 

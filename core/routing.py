@@ -38,7 +38,7 @@ NEWS_EVENTS = frozenset({"update", "bridge", "monitor", "ack", "resolve", "remin
 REMINDER.
 A ONE-TIME notification is news unless marked urgent; everything else (declare, escalate) is a page:
 when unsure, we ring rather than stay silent."""
-NEWS_KINDS = frozenset({"UPDATE", "BRIDGE", "MONITORING", "ACK", "RESOLVED", "DIGEST", "REMINDER"})
+NEWS_KINDS = frozenset({"UPDATE", "BRIDGE", "MONITORING", "ACK", "RESOLVED", "DIGEST", "REMINDER", "ROLE", "NOTE"})
 """Message kinds that are news (ONE_TIME depends on `urgent`)."""
 EVENT_ALIASES = {"escalation": "escalate", "acknowledge": "ack", "acknowledged": "ack",
                  "monitoring": "monitor", "resolved": "resolve", "declared": "declare"}

@@ -158,6 +158,8 @@ class IncidentOut(BaseModel):
     state: str
     source: str
     commander: str
+    comms: str | None = Field(None, description="Who runs communications (an identity), if anyone.")
+    scribe: str | None = Field(None, description="Who keeps the timeline (an identity), if anyone.")
     contact_list: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime

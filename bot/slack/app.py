@@ -30,12 +30,14 @@ from bot.commands import Command
 from bot.dispatch import execute, run_text
 from bot.slack.background import Background
 from bot.slack.forms import Forms, answer_text, read_declare, read_update
+from bot.slack.pins import Pins
 from bot.slack.requests import actor_of, malformed, retry_num
 from bot.slack.socket_mode import SocketMode
 from bot.slack.surface import SlackSurface
 from bot.server import Provided
 from bot.surface import DirectMessageSender, SurfaceSender
 from core.appearance.slack import ACTION_RE, DECLARE_VIEW, UPDATE_VIEW, parse_action_id, read_metadata
+from core.cards import CardStore
 from core.incidents import IncidentService
 from core.leader import Leadership
 from core.seen import SeenKeys
@@ -52,14 +54,14 @@ NEVER_OPENED_DM = frozenset({"cannot_dm_bot", "channel_not_found", "user_not_fou
 """chat.postMessage errors meaning the bot cannot DM this person (they never opened the app's DM)."""
 
 
-class SlackAdapter(Forms, Background, SocketMode):
+class SlackAdapter(Forms, Background, SocketMode, Pins):
     """Component `slack`: the bolt app, its HTTP route, optional Socket Mode, and the background work
     started after each ack (tracked, bounded, drained on shutdown)."""
 
     name = "slack"
 
     def __init__(self, cfg: SlackConfig, *, service: IncidentService, seen: SeenKeys,
-                 http: aiohttp.ClientSession, max_inflight: int = 64) -> None:
+                 http: aiohttp.ClientSession, cards: CardStore, max_inflight: int = 64) -> None:
         # What an enabled Slack needs is checked once, when the config loads (core.config.platform_problems).
         assert cfg.bot_token is not None, "slack.bot_token is checked when the config loads"
         signing = cfg.signing_secret.get_secret_value() if cfg.signing_secret else ""
@@ -67,6 +69,7 @@ class SlackAdapter(Forms, Background, SocketMode):
         self.cfg = cfg
         self.service = service
         self.seen = seen
+        self.cards = cards
         self.http = http
         self.http_enabled = bool(signing)
         self.verifier = SignatureVerifier(signing) if signing else None
@@ -84,6 +87,7 @@ class SlackAdapter(Forms, Background, SocketMode):
         self.bolt.action(re.compile(r".*"))(self._on_unknown_action)
         self.bolt.view(DECLARE_VIEW)(self._on_declare_submit)
         self.bolt.view(UPDATE_VIEW)(self._on_update_submit)
+        self.bolt.event("reaction_added")(self._on_reaction)
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_inflight)
         self._socket: Any = None
@@ -243,7 +247,7 @@ def mount(rt: Runtime) -> Provided:
         return Provided()
     out = Provided()
     ctx = rt.ctx
-    adapter = SlackAdapter(cfg, service=ctx.service, seen=ctx.seen, http=rt.http)
+    adapter = SlackAdapter(cfg, service=ctx.service, seen=ctx.seen, http=rt.http, cards=ctx.cards)
     if adapter.http_enabled:
         rt.app.router.add_post(EVENTS_PATH, adapter.handle)
     out.components.append(adapter)

@@ -8,6 +8,7 @@ invoke) all end in `run_text`, so roles, transitions and wording are the same as
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from botbuilder.core import ActivityHandler, CardFactory, MessageFactory, TurnContext
@@ -56,7 +57,27 @@ def command_text(activity: Activity) -> str:
         # mentions of people inside an update's text stay.
         if isinstance(mentioned, dict) and mentioned.get("id") == bot_id and isinstance(said, str) and said:
             text = text.replace(said, " ", 1)
+    if _ROLE_COMMAND.match(text):
+        text = _people(text, activity, bot_id)
     return text.strip()
+
+
+_ROLE_COMMAND = re.compile(r"\s*(?:/?incident\s+)?role\b", re.IGNORECASE)
+
+
+def _people(text: str, activity: Activity, bot_id: str | None) -> str:
+    """In `role INC-1 comms <at>Bob</at>`, the person's mention becomes `<teams:<aad id>|Bob>`, the form the
+    core reads (the tag alone carries only the display name; the entity has the id)."""
+    for entity in activity.entities or []:
+        props = entity.additional_properties or {}
+        mentioned, said = props.get("mentioned"), props.get("text")
+        if (entity.type or "").lower() != "mention" or not isinstance(mentioned, dict) or not said:
+            continue
+        uid = mentioned.get("aadObjectId") or mentioned.get("id")
+        if uid and uid != bot_id and isinstance(said, str):
+            name = " ".join(str(mentioned.get("name") or "").replace("|", " ").replace(">", " ").split())
+            text = text.replace(said, f"<teams:{uid}|{name}>", 1)
+    return text
 
 
 def actor_of(activity: Activity) -> Actor:

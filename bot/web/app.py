@@ -26,7 +26,7 @@ from bot.web.session import COOKIE, Session, SessionCodec
 from bot.web.signin import SignIn
 from bot.web.throttle import LoginThrottle
 from core.appearance.oncall import now_and_next, override_line, when
-from core.appearance.vocabulary import BUTTON_LABELS, fmt_duration, state_label
+from core.appearance.vocabulary import BUTTON_LABELS, ROLE_LABELS, fmt_duration, holder_name, role_label, state_label
 from core.audit_reads import AuditReads
 from core.clock import utc
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound
@@ -70,7 +70,7 @@ class Console:
         self.env = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape(),
                                enable_async=False)
         self.env.globals.update(sev_colors=SEV_COLORS, fmt_duration=fmt_duration, state_label=state_label,
-                                buttons=BUTTON_LABELS)
+                                role_label=role_label, buttons=BUTTON_LABELS)
         self.subscribers: set[asyncio.Queue[str]] = set()
         self.secure = ctx.cfg.server.public_url.startswith("https://")
         self.throttle = LoginThrottle()
@@ -237,7 +237,8 @@ class Console:
         can_act = allows(request[SESSION].role, Permission.SEND_INCIDENTS)
         message = notice or NOTICES.get(request.query.get("msg", ""))
         return self.render("incident.html", request, status=status, inc=inc, timeline=timeline, channels=channels,
-                           matrix=matrix, tta=tta, ttr=ttr, can_act=can_act, message=message)
+                           matrix=matrix, tta=tta, ttr=ttr, can_act=can_act, message=message,
+                           roles=[(r, holder_name(getattr(inc, r), inc.role_names, r)) for r in ROLE_LABELS])
 
     async def act(self, request: web.Request) -> web.Response:
         """Acknowledge or resolve; success redirects to a fixed notice, a refusal is said on the page."""

@@ -1,9 +1,11 @@
 """The platform-neutral snapshot of an incident that every chat card (Slack, Teams, Telegram) draws."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from core.appearance.vocabulary import holder_name
 from core.clock import utc
 from core.models import Incident, IncidentTimes
 
@@ -27,6 +29,20 @@ class IncidentCard(IncidentTimes):
     state_since: datetime | None = None
     flapping: bool = False
     """Held open as flapping (core/flapping.py): the state reads `Open (flapping)`."""
+    comms: str | None = None
+    scribe: str | None = None
+    role_names: dict[str, Any] = field(default_factory=dict)
+    """role -> the name its holder was given (identities above are the truth)."""
+
+    def roles(self) -> list[tuple[str, str, str]]:
+        """(role, holder identity, holder name) of every role held, commander first."""
+        out = []
+        for role in ("commander", "comms", "scribe"):
+            ident = getattr(self, role)
+            name = holder_name(ident, self.role_names, role)
+            if ident and name:
+                out.append((role, ident, name))
+        return out
 
     @property
     def open(self) -> bool:
@@ -51,4 +67,5 @@ class IncidentCard(IncidentTimes):
                    created_at=utc(inc.created_at), acknowledged_by=inc.acknowledged_by,  # type: ignore[arg-type]
                    acknowledged_at=utc(inc.acknowledged_at), resolved_at=utc(inc.resolved_at),
                    link=f"{public_url.rstrip('/')}/incidents/{inc.id}", state_since=utc(inc.state_since),
-                   flapping=bool(inc.flapping))
+                   flapping=bool(inc.flapping), comms=inc.comms, scribe=inc.scribe,
+                   role_names=dict(inc.role_names or {}))

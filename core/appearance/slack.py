@@ -16,6 +16,7 @@ from core.appearance.common import headline, offers_ack, page_fields, page_links
 from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
+    role_label,
     SEVERITY_EMOJI,
     STATE_EMOJI,
     STATE_LABELS,
@@ -45,7 +46,8 @@ UPDATE_VIEW = "incident.update"
 
 KIND_EMOJI = {"UPDATE": ":memo:", "BRIDGE": ":telephone_receiver:", "RESOLVED": ":white_check_mark:",
               "ACK": ":eyes:", "MONITORING": ":mag:", "ESCALATION": ":rotating_light:", "INITIAL": ":fire:",
-              "REMINDER": ":alarm_clock:"}
+              "REMINDER": ":alarm_clock:", "NOTE": ":pushpin:",
+              "ROLE": ":bust_in_silhouette:"}
 
 
 # --- page (incoming webhook) -------------------------------------------------------------------------
@@ -133,8 +135,10 @@ def card_blocks(card: IncidentCard, *, now: datetime) -> list[dict[str, Any]]:
     fields = [
         f"*Severity*\n{severity_long(card.severity)}",
         f"*State*\n{state_label(card.state, flapping=card.flapping)}",
-        f"*Commander*\n{who(card.commander)}",
     ]
+    # Commander first, then comms and scribe once someone holds them; Slack users render as mentions.
+    fields += [f"*{role_label(role)}*\n{who(ident) if ident.startswith('slack:') else escape_slack(name)}"
+               for role, ident, name in card.roles()]
     if card.acknowledged_at:
         fields.append(f"*Acknowledged by*\n{who(card.acknowledged_by)}")
     if card.open:

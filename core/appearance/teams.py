@@ -15,6 +15,7 @@ from core.appearance.reminders import SNOOZE_VERB, snooze_button
 from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
+    role_label,
     escape_html,
     fmt_duration,
     kind_label,
@@ -133,7 +134,7 @@ def incident_card(card: IncidentCard) -> dict[str, Any]:
     """The incident card: headline, title, description, facts, the buttons still meaningful, and links."""
     facts = [{"title": "Severity", "value": severity_long(card.severity)},
              {"title": "State", "value": state_label(card.state, flapping=card.flapping)},
-             {"title": "Commander", "value": card.commander},
+             *({"title": role_label(role), "value": name} for role, _, name in card.roles()),
              {"title": KIND_LABELS["INITIAL"], "value": _when(card.created_at)}]
     if card.acknowledged_by:
         facts.append({"title": "Acknowledged by",

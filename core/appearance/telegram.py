@@ -13,6 +13,7 @@ from core.appearance.reminders import SNOOZE_VERB, snooze_button
 from core.appearance.vocabulary import (
     BUTTON_LABELS,
     KIND_LABELS,
+    role_label,
     SEVERITY_EMOJI,
     STATE_EMOJI,
     escape_html,
@@ -130,7 +131,7 @@ def card_html(card: IncidentCard) -> str:
     lines = [head.strip(), f"<b>{esc_clip(card.title, _TITLE_MAX)}</b>"]
     if card.description and card.description.strip() != card.title.strip():
         lines += ["", esc_clip(card.description, _DESCRIPTION_MAX)]
-    lines += ["", f"Commander: {escape_telegram(card.commander)}",
+    lines += ["", *(f"{role_label(role)}: {escape_telegram(name)}" for role, _, name in card.roles()),
               f"{KIND_LABELS['INITIAL']}: {card.created_at:%Y-%m-%d %H:%M} UTC"]
     if card.acknowledged_by:
         lines.append(f"Acknowledged by {escape_telegram(card.acknowledged_by)} after {fmt_duration(card.time_to_ack)}")

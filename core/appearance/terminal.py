@@ -24,7 +24,7 @@ from rich.text import Text
 from core.appearance.email import email_subject, render_text_part
 from core.appearance.sms import render_sms
 from core.appearance.vocabulary import escape_terminal as clean
-from core.appearance.vocabulary import fmt_duration
+from core.appearance.vocabulary import ROLE_LABELS, fmt_duration, holder_name, role_label
 from core.appearance.voice import render_voice
 from core.clock import utc
 from core.delivery.message import Notification
@@ -43,10 +43,16 @@ def incident_line(inc: Incident, now: datetime | None = None) -> str:
     return f"{inc.ref} [{inc.severity}] {inc.state} {age}{ack}: {clean(inc.title)}"
 
 
+def roles_line(inc: Incident) -> str:
+    """`Commander: alice · Comms: bob`: every role held, commander first."""
+    held = [(role, holder_name(getattr(inc, role), inc.role_names, role)) for role in ROLE_LABELS]
+    return " \u00b7 ".join(f"{role_label(role)}: {clean(name)}" for role, name in held if name)
+
+
 def describe(detail: IncidentDetail, now: datetime | None = None) -> str:
     """A compact status: state, who acked, time to ack/resolve, last messages, delivery counts."""
     inc = detail.incident
-    lines = [incident_line(inc, now), f"Commander: {clean(inc.commander)}"]
+    lines = [incident_line(inc, now), roles_line(inc)]
     if inc.acknowledged_at:
         lines.append(f"Acknowledged by {clean(inc.acknowledged_by or '')} after {fmt_duration(inc.time_to_ack)}")
     if inc.resolved_at:
@@ -95,7 +101,8 @@ def show(detail: IncidentDetail) -> str:
     """`tocsin incident show`: facts, time in each state, the thread and the delivery counts."""
     inc = detail.incident
     out = [f"{inc.ref} [{inc.severity}] {clean(inc.title)}",
-           f"  state: {inc.state}   commander: {clean(inc.commander)}   source: {clean(inc.source)}",
+           f"  state: {inc.state}   source: {clean(inc.source)}",
+           f"  {roles_line(inc)}",
            f"  opened: {utc(inc.created_at):%Y-%m-%d %H:%M:%S} UTC"]
     if inc.acknowledged_at:
         out.append(f"  acknowledged by {clean(inc.acknowledged_by or '')} after {fmt_duration(inc.time_to_ack)}")

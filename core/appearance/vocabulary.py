@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from core.config import format_duration
@@ -25,8 +26,12 @@ KIND_LABELS: dict[str, str] = {
     "DIGEST": "Digest",
     "FLAPPING": "Flapping",
     "REMINDER": "Reminder",
+    "ROLE": "Role",
+    "NOTE": "Note",
 }
 """Thread positions as people read them. INITIAL is "Declared", the verb of `/incident declare`."""
+ROLE_LABELS: dict[str, str] = {"commander": "Commander", "comms": "Comms", "scribe": "Scribe"}
+"""Incident roles (`/incident role`), in the order cards list them."""
 STATE_LABELS: dict[str, str] = {"open": "Open", "monitoring": "Monitoring", "resolved": "Resolved"}
 SEVERITY_WORDS: dict[str, str] = {"sev1": "critical", "sev2": "high", "sev3": "medium", "sev4": "low"}
 SEVERITY_EMOJI: dict[str, str] = {
@@ -46,6 +51,21 @@ ELLIPSIS = "\u2026"
 def kind_label(kind: str) -> str:
     """Thread position as people read it (INITIAL -> "Declared"); unknown kinds are title-cased."""
     return KIND_LABELS.get(kind.upper(), kind.replace("_", " ").title())
+
+
+def role_label(role: str) -> str:
+    return ROLE_LABELS.get(role, role.capitalize())
+
+
+def holder_name(identity: str | None, role_names: Mapping[str, object] | None, role: str) -> str | None:
+    """How a card names a role's holder: the name given at assignment, else the identity (without
+    `contact:`)."""
+    if not identity:
+        return None
+    given = (role_names or {}).get(role)
+    if isinstance(given, str) and given:
+        return given
+    return identity.removeprefix("contact:")
 
 
 FLAPPING_LABEL = "flapping"

@@ -20,7 +20,7 @@ async def page_next_channel(s: AsyncSession, cfg: Config, c: Claimed, *, now: da
     """Queue the page on the first channel after `c.channel` in the contact's preferences that has an
     address; returns that channel, or None (not a DM page, no contact, nothing left). A channel already
     paged for this message counts as used: nothing is queued twice."""
-    if c.channel not in DM_CHANNELS or c.purpose not in ("page", "escalation") or c.message_id is None:
+    if c.channel not in DM_CHANNELS or c.purpose not in ("page", "escalation", "notice") or c.message_id is None:
         return None
     contact = cfg.contact(c.recipient)
     if contact is None:

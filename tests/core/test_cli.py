@@ -196,3 +196,19 @@ def test_maintenance_from_the_cli(tmp_path: Path) -> None:
     assert r.stdout.strip() == "No active maintenance windows."
     r = tocsin(tmp_path, "heartbeat", "list")
     assert r.returncode == 0 and "no heartbeats configured" in r.stdout
+
+
+def test_roles_and_notes_from_the_cli(tmp_path: Path) -> None:
+    assert tocsin(tmp_path, "db", "upgrade").returncode == 0
+    assert tocsin(tmp_path, "incident", "declare", "sev3", "Queue", "backlog").returncode == 0
+    r = tocsin(tmp_path, "incident", "role", "INC-1", "comms", "bob")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "INC-1: bob is now comms (assigned by cli:alice); 1 private message(s) queued."
+    r = tocsin(tmp_path, "incident", "note", "INC-1", "Consumers", "were", "paused")
+    assert r.returncode == 0 and r.stdout.strip() == "INC-1: note added to the timeline."
+    r = tocsin(tmp_path, "incident", "show", "INC-1")
+    assert "Commander: cli:alice · Comms: bob" in r.stdout and "Consumers were paused" in r.stdout
+    r = tocsin(tmp_path, "incident", "role", "INC-1", "chef", "bob")
+    assert r.returncode != 0 and "unknown role 'chef'" in (r.stdout + r.stderr)
+    r = tocsin(tmp_path, "audit", "show", "--incident", "INC-1")
+    assert "incident.role" in r.stdout and "incident.note" in r.stdout

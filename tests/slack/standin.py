@@ -73,6 +73,8 @@ class SlackApi(HttpStandIn):
         super().__init__(default=(404, {"ok": False, "error": "unknown_method"}))
         self._ts = itertools.count(1)
         self._views = itertools.count(1)
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        """(channel, ts) -> every message in the workspace: the bot's posts and `say()`'s human ones."""
 
     async def start(self) -> SlackApi:
         await super().start()
@@ -89,13 +91,40 @@ class SlackApi(HttpStandIn):
                                                      "ts": args(r)["ts"], "text": args(r).get("text")}))
         self.on("/api/chat.postEphemeral", lambda r: (200, {"ok": True, "message_ts": f"{time.time():.6f}"}))
         self.on("/api/views.open", lambda r: (200, {"ok": True, "view": {"id": f"V{next(self._views)}"}}))
+        self.on("/api/conversations.replies", self._replies)
         self.on("/response/*", (200, "ok"))
 
     def _post(self, rec: Recorded) -> tuple[int, dict[str, Any]]:
         a = args(rec)
         ts = f"1700000000.{next(self._ts):06d}"
+        self._keep(a["channel"], {"type": "message", "ts": ts, "text": a.get("text"), "bot_id": "BBOT",
+                                  "user": "UBOT", "thread_ts": a.get("thread_ts")})
         return 200, {"ok": True, "channel": a["channel"], "ts": ts,
                      "message": {"text": a.get("text"), "ts": ts}}
+
+    def _keep(self, channel: str, message: dict[str, Any]) -> None:
+        self.messages[(channel, message["ts"])] = {k: v for k, v in message.items() if v is not None}
+
+    def say(self, channel: str, text: str, *, user: str, thread_ts: str | None = None) -> str:
+        """A person posts a message (in a thread with `thread_ts`); returns its ts."""
+        ts = f"1700000000.{next(self._ts):06d}"
+        self._keep(channel, {"type": "message", "ts": ts, "text": text, "user": user, "thread_ts": thread_ts})
+        return ts
+
+    def _replies(self, rec: Recorded) -> tuple[int, dict[str, Any]]:
+        """conversations.replies as Slack answers it: the thread's parent first, then the replies between
+        `oldest` and `latest` (inclusive), at most `limit` messages in all."""
+        a = args(rec)
+        msg = self.messages.get((a.get("channel"), a.get("ts")))
+        if msg is None:
+            return 200, {"ok": False, "error": "thread_not_found"}
+        root = msg.get("thread_ts") or msg["ts"]
+        parent = self.messages[(a["channel"], root)]
+        lo, hi = a.get("oldest") or "0", a.get("latest") or "9999999999"
+        replies = sorted((m for (c, t), m in self.messages.items() if c == a["channel"] and t != root
+                          and m.get("thread_ts") == root and lo <= t <= hi), key=lambda m: m["ts"])
+        limit = int(a.get("limit") or 1000)
+        return 200, {"ok": True, "messages": [parent, *replies][:limit], "has_more": False}
 
     @property
     def base_url(self) -> str:
@@ -121,7 +150,7 @@ class SlackApi(HttpStandIn):
 
 
 def args(rec: Recorded) -> dict[str, Any]:
-    """A Web API call's arguments, whether the client sent JSON or a form."""
+    """A Web API call's arguments, whether the client sent JSON, a form or a query string."""
     if isinstance(rec.json, dict):
         return rec.json
-    return dict(rec.form or {})
+    return {**rec.query, **(rec.form or {})}  # read methods (conversations.replies) are GETs with a query
