@@ -1,7 +1,7 @@
 """incident roles: comms and scribe beside commander, and the names holders were given
 
 Revision ID: 0060
-Revises: 0061
+Revises: 0064
 Create Date: 2026-12-03 16:00:00
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from alembic import op
 
 
 revision = '0060'
-down_revision = '0061'
+down_revision = '0064'
 branch_labels = None
 depends_on = None
 
