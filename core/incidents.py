@@ -19,7 +19,7 @@ from core.audit.log import AuditLog
 from core.clock import Clock, utc
 from core.config import Config, ConfigHolder, Targets
 from core.db import Database
-from core.delivery.queue import cancel_escalation_pages
+from core.delivery.queue import cancel_escalation_pages, cancel_reminders
 from core.errors import InvalidInput, InvalidTransition, NotFound
 from core.escalation_policy import first_due, next_step
 from core.events import EventBus, IncidentEvent
@@ -328,6 +328,8 @@ class IncidentService(Notices):
                 values["resolved_at"] = now
             await self._cas(s, inc, **values)
             cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
+            if to == RESOLVED:
+                await cancel_reminders(s, incident_id=inc.id, now=now)
             s.add(IncidentStateChange(incident_id=inc.id, from_state=prev, to_state=to, actor=actor.identity,
                                       at=now, seconds_in_previous=spent))
             msg = await self._message(s, inc, kind, text, actor, now)

@@ -106,6 +106,15 @@ async def cancel_escalation_pages(session: AsyncSession, *, incident_id: int, no
     return int(res.rowcount or 0)
 
 
+async def cancel_reminders(session: AsyncSession, *, incident_id: int, now: datetime) -> int:
+    """Resolve stops reminders: the incident's queued, not-yet-sent reminder messages go with it."""
+    res = await session.execute(
+        update(Delivery)
+        .where(Delivery.incident_id == incident_id, Delivery.purpose == "reminder", Delivery.status == "queued")
+        .values(status="cancelled", updated_at=now, last_error="cancelled: incident resolved"))
+    return int(res.rowcount or 0)
+
+
 def summarize(rows: Iterable[Delivery]) -> dict[str, Any]:
     out: dict[str, int] = {}
     for r in rows:

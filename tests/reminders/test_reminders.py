@@ -16,7 +16,7 @@ from bot.dispatch import execute
 from bot.commands import parse
 from core.clock import FrozenClock
 from core.errors import Forbidden, InvalidInput, InvalidTransition
-from core.models import IncidentReminder
+from core.models import Delivery, IncidentReminder
 from core.rbac import Actor
 from core.reminders import Reminders, ReminderTimer
 from tests.conftest import make_config, pg_schema
@@ -106,6 +106,11 @@ async def test_snooze_postpones_every_reminder_and_resolve_stops_them(rctx: Any,
     clock.advance(hours=5)
     assert await r.run_due() == 0 and await r.pending() == []
     assert len(await thread(rctx)) == 2
+    # the two reminder e-mails the worker had not sent yet went with the resolve
+    async with rctx.db.sessions() as s:
+        rows = (await s.execute(select(Delivery.status, Delivery.last_error)
+                                .where(Delivery.purpose == "reminder"))).all()
+    assert [tuple(r) for r in rows] == [("cancelled", "cancelled: incident resolved")] * 2
 
 
 async def test_snooze_bad_input_is_refused_and_stores_nothing(rctx: Any, clock: FrozenClock) -> None:
