@@ -95,6 +95,24 @@ def holder_contacts(cfg: Config, identity: str | None) -> set[str]:
     return acting_contacts(cfg, identity) if identity else set()
 
 
+def holder_targets(cfg: Config, identity: str, *, severity: str, now: Any, reason: str) -> list[PlannedDelivery]:
+    """Where a role holder is told something privately (what a new role does, a reminder): their contact's
+    news channels (quiet hours kept; no phone rings unless listed under `preferences.updates`), else a DM
+    on the chat platform of their identity, when that platform is on."""
+    names = sorted(holder_contacts(cfg, identity))
+    if names:
+        found, skipped = resolve_targets(cfg, Targets(contacts=names), severity=severity, now=now, reason=reason,
+                                         news=True)
+        for why in skipped:
+            log.info("role.holder.skipped", extra={"holder": identity, "why": why})
+        return found
+    platform, _, uid = identity.partition(":")
+    channel = _DM.get(platform)
+    if channel and getattr(cfg, platform).enabled:
+        return [PlannedDelivery(identity, channel, uid, reason, "chat DM")]
+    return []
+
+
 class IncidentRoles:
     """`/incident role INC-n <role> <person>` on every entry point."""
 
@@ -159,15 +177,6 @@ class IncidentRoles:
                        f"{holder.name} has no contact or chat DM to be told privately what the role does")
 
     def _private(self, inc: Any, role: str, holder: Person, *, now: Any) -> list[PlannedDelivery]:
-        """Where the new holder hears what the role does: a contact's news channels (quiet hours kept),
-        else a DM on the chat platform they were named from, when that platform is on."""
-        cfg = self.cfg
-        if holder.contact:
-            found, _ = resolve_targets(cfg, Targets(contacts=[holder.contact]), severity=inc.severity, now=now,
-                                       reason=f"new {role}", news=True)
-            return found
-        platform, _, uid = holder.identity.partition(":")
-        channel = _DM.get(platform)
-        if channel and getattr(cfg, platform).enabled:
-            return [PlannedDelivery(holder.identity, channel, uid, f"new {role}", "chat DM")]
-        return []
+        """Where the new holder hears what the role does (holder_targets)."""
+        identity = f"contact:{holder.contact}" if holder.contact else holder.identity
+        return holder_targets(self.cfg, identity, severity=inc.severity, now=now, reason=f"new {role}")

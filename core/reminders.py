@@ -25,14 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.acklinks import ack_link
 from core.appearance import reminders as words
 from core.clock import utc
-from core.config import Config, Targets, format_duration
+from core.config import Config, format_duration
 from core.delivery.queue import NewDelivery, enqueue
 from core.errors import InvalidInput, InvalidTransition
 from core.events import IncidentEvent
+from core.incident_roles import holder_targets
 from core.models import Incident, IncidentMessage, IncidentReminder
-from core.rbac import Actor, Permission, acting_contacts, require
+from core.rbac import Actor, Permission, require
 from core.reminder_policy import SNOOZE, Due, Facts, due
-from core.routing import PlannedDelivery, resolve_targets
+from core.routing import PlannedDelivery
 from core.timers import Ticker
 from core.validation import parse_ref
 
@@ -51,32 +52,21 @@ storm's own incidents are the ones to look at."""
 REMINDED_ROLES: dict[str, tuple[str, ...]] = {"unacknowledged": ("commander",), "update": ("commander", "comms"),
                                                "monitoring": ("commander",)}
 """Which incident roles each reminder goes to (the holders' identities are columns of the incident)."""
-_DM = {"slack": "slack_dm", "teams": "teams_dm", "telegram": "telegram_dm"}
 
 
 def reminded(cfg: Config, inc: Incident, kind: str, *, now: datetime) -> list[PlannedDelivery]:
-    """Where one reminder goes besides the chat threads: each role holder's news channels (a reminder is
-    news: no phone rings unless the person lists voice under `preferences.updates`), or, for a holder who
-    is no contact (declared from chat), a DM on the platform they acted from when the bot is there."""
+    """Where one reminder goes besides the chat threads: each role holder privately (holder_targets: their
+    news channels, or a DM on the platform they act from), once per recipient and channel."""
     out: list[PlannedDelivery] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for role in REMINDED_ROLES[kind]:
-        identity: str | None = getattr(inc, role, None)  # comms: set by `/incident role` (issue 20 §1)
-        if not identity or identity in seen:
+        identity: str | None = getattr(inc, role)
+        if not identity:
             continue
-        seen.add(identity)
-        names = sorted(acting_contacts(cfg, identity))
-        if names:
-            found, skipped = resolve_targets(cfg, Targets(contacts=names), severity=inc.severity, now=now,
-                                             reason=f"reminder to the {role}", news=True)
-            for why in skipped:
-                log.info("reminder.skipped", extra={"incident": inc.ref, "role": role, "why": why})
-            out += [d for d in found if (d.recipient, d.channel) not in {(x.recipient, x.channel) for x in out}]
-            continue
-        platform, _, uid = identity.partition(":")
-        channel = _DM.get(platform)
-        if channel and getattr(cfg, platform).enabled:
-            out.append(PlannedDelivery(identity, channel, uid, f"reminder to the {role}", "chat DM"))
+        for d in holder_targets(cfg, identity, severity=inc.severity, now=now, reason=f"reminder to the {role}"):
+            if (d.recipient, d.channel) not in seen:
+                seen.add((d.recipient, d.channel))
+                out.append(d)
     return out
 
 

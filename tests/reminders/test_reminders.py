@@ -235,3 +235,28 @@ def test_the_parser_refuses_bad_snoozes(text: str, problem: str) -> None:
 def test_the_parser_reads_snoozes() -> None:
     assert parse("/incident snooze inc-7 45m").duration == "45m"
     assert parse("snooze 7").incident == "INC-7" and parse("snooze 7").duration is None
+
+
+async def test_update_reminders_go_to_commander_and_comms_and_follow_reassignment(rctx: Any,
+                                                                                  clock: FrozenClock) -> None:
+    """Roles (issue 20 §1): the update reminder reaches comms too; a reassigned commander gets the next
+    reminders, the declarer no longer. Both by their news channels (bob's list is sms, email: e-mail only)."""
+    from core.incident_roles import IncidentRoles
+
+    inc = await declare(rctx)
+    roles = IncidentRoles(rctx.service)
+    await roles.assign(inc.ref, role="comms", person="bob", actor=Actor("cli:op", "cli"))
+    clock.advance(minutes=30)
+    assert await Reminders(rctx.service).run_due() == 2  # unacknowledged (again) and update
+    got = [(who, ch) for who, ch, purpose in await reminder_deliveries(rctx) if purpose == "reminder"]
+    assert sorted(got) == [("alice", "email"), ("alice", "email"), ("bob", "email")]
+    async with rctx.db.sessions() as s:
+        reasons = (await s.execute(select(Delivery.recipient, Delivery.reason)
+                                   .where(Delivery.purpose == "reminder").order_by(Delivery.id))).all()
+    assert ("bob", "reminder to the comms") in [tuple(r) for r in reasons]
+    await roles.assign(inc.ref, role="commander", person="bob", actor=Actor("cli:op", "cli"))
+    await rctx.service.acknowledge(inc.ref, actor=Actor("cli:op", "cli"))
+    clock.advance(minutes=30)
+    assert await Reminders(rctx.service).run_due() == 1  # update: bob is commander and comms, told once
+    got = [(who, ch) for who, ch, purpose in await reminder_deliveries(rctx) if purpose == "reminder"]
+    assert got[3:] == [("bob", "email")]
