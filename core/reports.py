@@ -24,8 +24,11 @@ from core.clock import utc
 from core.config import SEVERITIES, Config, parse_duration
 from core.db import Database
 from core.errors import InvalidInput
-from core.models import Delivery, DeliveryAttempt, Incident, IncidentMessage
+from core.models import Delivery, DeliveryAttempt, Incident, IncidentMessage, ScheduleOverride
+from core.rbac import acting_contacts
 from core.routing import in_daily_window
+from core.schedules.rotation import timeline
+from core.schedules.service import as_override
 
 GROUPINGS = ("severity", "source", "schedule", "contact")
 """What `--by` may name: how the incident table is split."""
@@ -83,7 +86,8 @@ class IncidentGroup:
 @dataclass
 class PersonLoad:
     """On-call load: pages a contact got in the period (one page per incident message, however many
-    channels carried it), how many at night, how many were escalations, over how many incidents."""
+    channels carried it), how many at night, how many were escalations, over how many incidents; the
+    incidents they acknowledged, and their hours on call in the configured schedules."""
 
     contact: str
     night_window: str
@@ -91,6 +95,8 @@ class PersonLoad:
     night: int = 0
     escalation_pages: int = 0
     incidents: int = 0
+    acknowledged: int = 0
+    oncall_hours: float = 0.0
 
 
 @dataclass
@@ -167,20 +173,21 @@ async def build(db: Database, cfg: Config, *, now: datetime, since: timedelta, b
     async with db.sessions() as s:
         incidents = (await s.execute(
             select(Incident.id, Incident.severity, Incident.source, Incident.created_at, Incident.acknowledged_at,
-                   Incident.resolved_at).where(Incident.created_at >= start, Incident.created_at <= end)
-            .order_by(Incident.id))).all()
+                   Incident.resolved_at, Incident.acknowledged_by)
+            .where(Incident.created_at >= start, Incident.created_at <= end).order_by(Incident.id))).all()
         escalations = dict((await s.execute(
             select(IncidentMessage.incident_id, func.count()).join(Incident, Incident.id == IncidentMessage.incident_id)
             .where(IncidentMessage.kind == "ESCALATION", Incident.created_at >= start, Incident.created_at <= end)
             .group_by(IncidentMessage.incident_id))).all())
         pages = await _pages(s, cfg, start, end)
         channels = await channel_success(s, start, end)
+        hours = await oncall_hours(s, cfg, start, end)
     keys = _keys(by, pages)
     total = IncidentGroup("all")
     groups: dict[str, IncidentGroup] = {}
     tta: dict[str, list[float]] = {}
     ttr: dict[str, list[float]] = {}
-    for iid, sev, source, created, acked, resolved in incidents:
+    for iid, sev, source, created, acked, resolved, _ in incidents:
         names = {"severity": [sev], "source": [source]}.get(by) or sorted(keys.get(iid, ())) or [NO_GROUP[by]]
         for g in [total] + [groups.setdefault(k, IncidentGroup(k)) for k in names]:
             g.incidents += 1
@@ -199,7 +206,11 @@ async def build(db: Database, cfg: Config, *, now: datetime, since: timedelta, b
     ranked = sorted(groups.values(), key=lambda g: (order.index(g.key) if g.key in order else len(order),
                                                     -g.incidents if not order else 0, g.key))
     start_night, end_night = cfg.reports.window
-    return Report(start, end, by, total, ranked, _load(cfg, pages), channels,
+    acks: dict[str, int] = {}
+    for *_, who in incidents:
+        for name in acting_contacts(cfg, who) if who else ():
+            acks[name] = acks.get(name, 0) + 1
+    return Report(start, end, by, total, ranked, _load(cfg, pages, acks, hours), channels,
                   night=f"{start_night}-{end_night} {cfg.reports.timezone}")
 
 
@@ -246,12 +257,22 @@ def night_window(cfg: Config, contact: str) -> tuple[str, str, str]:
     return start, end, cfg.reports.timezone
 
 
-def _load(cfg: Config, pages: Iterable[_Page]) -> list[PersonLoad]:
+def _load(cfg: Config, pages: Iterable[_Page], acks: dict[str, int], hours: dict[str, float]) -> list[PersonLoad]:
     people: dict[str, PersonLoad] = {}
     seen: dict[str, set[int]] = {}
+
+    def person(name: str) -> PersonLoad:
+        if name not in people:
+            start, end, tz = night_window(cfg, name)
+            people[name] = PersonLoad(name, f"{start}-{end} {tz}", acknowledged=acks.get(name, 0),
+                                      oncall_hours=hours.get(name, 0.0))
+        return people[name]
+
+    for name in [*hours, *acks]:  # on call or acknowledging without a page of their own still shows
+        person(name)
     for p in pages:
         start, end, tz = night_window(cfg, p.recipient)
-        who = people.setdefault(p.recipient, PersonLoad(p.recipient, f"{start}-{end} {tz}"))
+        who = person(p.recipient)
         who.pages += 1
         who.night += 1 if in_daily_window(start, end, tz, p.at) else 0
         who.escalation_pages += 1 if p.kind == "ESCALATION" else 0
@@ -259,7 +280,24 @@ def _load(cfg: Config, pages: Iterable[_Page]) -> list[PersonLoad]:
             seen.setdefault(p.recipient, set()).add(p.incident_id)
     for name, who in people.items():
         who.incidents = len(seen.get(name, ()))
-    return sorted(people.values(), key=lambda w: (-w.pages, w.contact))
+    return sorted(people.values(), key=lambda w: (-w.pages, -w.oncall_hours, w.contact))
+
+
+async def oncall_hours(s: AsyncSession, cfg: Config, start: datetime, end: datetime) -> dict[str, float]:
+    """Hours each contact was on call in [start, end], summed over the configured schedules: their layers as
+    the config has them now, and the overrides the database holds for the period (cancelled ones aside)."""
+    if not cfg.schedules:
+        return {}
+    rows = (await s.execute(select(ScheduleOverride).where(
+        ScheduleOverride.cancelled_at.is_(None), ScheduleOverride.ends_at > start, ScheduleOverride.starts_at < end)
+        .order_by(ScheduleOverride.starts_at, ScheduleOverride.id))).scalars().all()
+    out: dict[str, float] = {}
+    for sc in cfg.schedules:
+        mine = [as_override(r) for r in rows if r.schedule == sc.name]
+        for seg in timeline(sc, start, end, mine):
+            if seg.contact is not None:
+                out[seg.contact] = out.get(seg.contact, 0.0) + (seg.end - seg.start).total_seconds() / 3600
+    return out
 
 
 async def channel_success(s: AsyncSession, start: datetime, end: datetime) -> list[ChannelSuccess]:
@@ -307,7 +345,8 @@ def csv_rows(r: Report) -> list[tuple[str, str, str, str]]:
     for p in r.people:
         rows += [("pages", p.contact, metric, value) for metric, value in (
             ("pages", str(p.pages)), ("night_pages", str(p.night)), ("escalation_pages", str(p.escalation_pages)),
-            ("incidents", str(p.incidents)), ("night_window", p.night_window))]
+            ("incidents", str(p.incidents)), ("acknowledged", str(p.acknowledged)),
+            ("oncall_hours", f"{p.oncall_hours:.1f}"), ("night_window", p.night_window))]
     for c in r.channels:
         rows += [("deliveries", c.channel, metric, value) for metric, value in (
             ("delivered", str(c.delivered)), ("failed", str(c.failed)), ("dead", str(c.dead)),

@@ -224,15 +224,18 @@ def report(r: Report, *, cols: int | None = None) -> str:
     rows = [(clean(g.key), str(g.incidents), str(g.acknowledged), str(g.resolved), fmt_duration(g.tta.median),
              fmt_duration(g.tta.p90), fmt_duration(g.ttr.median), fmt_duration(g.ttr.p90), str(g.escalations))
             for g in [*r.groups, r.total]]
-    out.append(table((r.by.upper(), "INCIDENTS", "ACKED", "RESOLVED", "MTTA MED", "MTTA P90", "MTTR MED",
-                      "MTTR P90", "ESC"), rows, cols=cols))
-    out += ["", f"Pages per person (night: {r.night} unless the contact has quiet hours)"]
+    out.append(table((r.by.upper(), "OPENED", "ACKED", "RESOLVED", "MTTA MED", "MTTA P90", "MTTR MED",
+                      "MTTR P90", "ESC"), rows, wrap=(r.by.upper(),), cols=cols))
+    out += ["", f"Pages per person (night: {r.night}, or the contact's quiet hours)",
+            "ESC: escalation pages; ON CALL: hours on call by the schedules as configured now",
+            "and the period's overrides"]
     if r.people:
-        out.append(table(("CONTACT", "PAGES", "NIGHT", "ESCALATION", "INCIDENTS", "NIGHT WINDOW"),
+        out.append(table(("CONTACT", "PAGES", "NIGHT", "ESC", "INCIDENTS", "ACKED", "ON CALL", "NIGHT WINDOW"),
                          [(clean(p.contact), str(p.pages), str(p.night), str(p.escalation_pages), str(p.incidents),
-                           p.night_window) for p in r.people], cols=cols))
+                           str(p.acknowledged), f"{p.oncall_hours:.0f}h", p.night_window) for p in r.people],
+                         wrap=("NIGHT WINDOW",), cols=cols))
     else:
-        out.append("  nobody was paged")
+        out.append("  nobody was paged or on call")
     out += ["", "Delivery success per channel"]
     if r.channels:
         out.append(table(("CHANNEL", "DELIVERED", "FAILED", "DEAD", "SUCCESS", "ATTEMPTS", "RETRIES"),

@@ -55,7 +55,7 @@ async def test_report_tables_csv_and_bad_input(tmp_path: Path) -> None:
     assert row["sev1"] == ["1", "1", "1", "4m00s", "4m00s", "30m00s", "30m00s", "0"]
     assert row["sev3"] == ["1", "0", "0", "-", "-", "-", "-", "0"]
     assert row["all"] == ["3", "2", "2", "7m00s", "10m00s", "45m00s", "1h00m", "0"]
-    assert "Pages per person (night: 22:00-07:00 UTC unless the contact has quiet hours)" in r.stdout
+    assert "Pages per person (night: 22:00-07:00 UTC, or the contact's quiet hours)" in r.stdout
     # 80 columns when piped: the widest table still fits.
     r = tocsin(tmp_path, "report", "--by", "source")
     assert r.returncode == 0 and max(len(ln) for ln in r.stdout.splitlines()) <= 80

@@ -23,6 +23,9 @@ from tests.delivery.test_worker_kit import start_worker, wait_until
 from tests.stand_ins.http import HttpStandIn
 
 OP = Actor("cli:op", "cli")
+ADMIN = Actor("cli:admin", "cli")
+ALICE = Actor("contact:alice", "ack_link", "alice")
+BOB = Actor("contact:bob", "ack_link", "bob")
 
 
 def at(*a: int) -> datetime:
@@ -75,13 +78,14 @@ async def drained(ctx: Context) -> None:
 async def scenario(ctx: Context, clock: FrozenClock) -> None:
     """Five incidents (all times UTC; primary: alice on call 5-12 Jan, bob 12-19 Jan; secondary: dave):
 
-    INC-1 sev1 Tue 6 Jan 10:00 -> alice (sms+email: one page), ack +4m, resolve +30m
+    INC-1 sev1 Tue 6 Jan 10:00 -> alice (sms+email: one page), ack +4m (alice, from her page), resolve +30m
     INC-2 sev2 Tue 6 Jan 22:30 -> alice (23:30 Berlin: night by her quiet hours, not by reports.night),
           ack +10m, resolve +2h
     INC-3 sev1 Tue 13 Jan 23:30 -> bob (night by reports.night 23:00-06:00 UTC) and the leads list (carol);
-          escalated by hand at +5m -> dave (escalation page), ack +12m, resolve +60m
+          escalated by hand at +5m -> dave (escalation page), ack +12m (bob, from his page), resolve +60m
     INC-4 sev3 Wed 14 Jan 12:00, source api -> secondary (dave, by day), never acknowledged
     INC-5 sev2 Sat 1 Nov 2025, before the 30-day window: paged carol (fallback), acked and resolved
+    Overrides on primary: carol Thu 15 Jan 09:00 for 24h (in bob's week); dave 16 Jan, cancelled.
     """
     svc = ctx.service
 
@@ -98,7 +102,7 @@ async def scenario(ctx: Context, clock: FrozenClock) -> None:
     # From here the refs are INC-2.. in the database; the docstring's INC-n are declared in that order.
     t1 = at(2026, 1, 6, 10)
     await step(t1, lambda: svc.declare(actor=OP, title="checkout down", severity="sev1"))
-    await step(t1 + timedelta(minutes=4), lambda: svc.acknowledge("INC-2", actor=OP))
+    await step(t1 + timedelta(minutes=4), lambda: svc.acknowledge("INC-2", actor=ALICE))
     await step(t1 + timedelta(minutes=30), lambda: svc.resolve("INC-2", actor=OP))
     t2 = at(2026, 1, 6, 22, 30)
     await step(t2, lambda: svc.declare(actor=OP, title="search slow", severity="sev2"))
@@ -107,9 +111,13 @@ async def scenario(ctx: Context, clock: FrozenClock) -> None:
     t3 = at(2026, 1, 13, 23, 30)
     await step(t3, lambda: svc.declare(actor=OP, title="db failover", severity="sev1", contact_list="leads"))
     await step(t3 + timedelta(minutes=5), lambda: svc.escalate("INC-4", actor=OP))
-    await step(t3 + timedelta(minutes=12), lambda: svc.acknowledge("INC-4", actor=OP))
+    await step(t3 + timedelta(minutes=12), lambda: svc.acknowledge("INC-4", actor=BOB))
     await step(t3 + timedelta(minutes=60), lambda: svc.resolve("INC-4", actor=OP))
     await step(at(2026, 1, 14, 12), lambda: svc.declare(actor=OP, title="disk 80%", severity="sev3", source="api"))
+    await svc.schedules.override("primary", "carol", actor=ADMIN, start=at(2026, 1, 15, 9), length=timedelta(hours=24))
+    gone = await svc.schedules.override("primary", "dave", actor=ADMIN, start=at(2026, 1, 16, 9),
+                                        length=timedelta(hours=24))
+    await svc.schedules.cancel(int(gone.id), actor=ADMIN)
     clock.set(at(2026, 1, 20, 12))
 
 
@@ -178,10 +186,20 @@ async def test_pages_per_person_with_night_pages(built: Context) -> None:
     assert load == {"alice": (2, 1, 0, 2), "dave": (2, 1, 1, 2), "bob": (1, 1, 0, 1), "carol": (1, 1, 0, 1)}
     windows = {p.contact: p.night_window for p in r.people}
     assert windows["alice"] == "22:00-07:00 Europe/Berlin" and windows["bob"] == "23:00-06:00 UTC"
+    # Acknowledged (by the contact themselves: contact:alice, contact:bob; cli:op is nobody's).
+    assert {p.contact: p.acknowledged for p in r.people} == {"alice": 1, "bob": 1, "carol": 0, "dave": 0}
+    # Hours on call from 21 Dec 12:00 to 20 Jan 12:00. Both layers start Mon 5 Jan 09:00 (nobody before).
+    # primary: alice 5-12 Jan (168h) and 19 Jan 09:00-20 Jan 12:00 (27h); bob 12-19 Jan (168h) less carol's
+    # 24h override; the cancelled override counts for nobody. secondary: dave 5 Jan 09:00-20 Jan 12:00.
+    hours = {p.contact: p.oncall_hours for p in r.people}
+    assert hours == {"alice": 195.0, "bob": 144.0, "carol": 24.0, "dave": 363.0}
+    # Most pages first, then most hours on call.
+    assert [p.contact for p in r.people] == ["dave", "alice", "bob", "carol"]
     # A shorter period: the last 6 days start at 14 Jan 12:00 sharp, when INC-4 paged dave by day (the start
-    # is included).
+    # is included). alice (19 Jan 09:00 on), bob (until 19 Jan 09:00, less 24h) and carol were on call.
     r = await build(built.db, built.cfg, now=built.clock.now(), since=parse_since("6d"))
-    assert [(p.contact, p.pages, p.night) for p in r.people] == [("dave", 1, 0)]
+    assert [(p.contact, p.pages, p.night, p.oncall_hours) for p in r.people] == [
+        ("dave", 1, 0, 144.0), ("bob", 0, 0, 93.0), ("alice", 0, 0, 27.0), ("carol", 0, 0, 24.0)]
     assert rows(r)["all"][:3] == (1, 0, 0)
 
 
@@ -193,6 +211,7 @@ async def test_csv_has_one_header_and_every_figure(built: Context) -> None:
     assert "incidents,sev1,mtta_median_seconds,480" in lines and "incidents,all,mttr_p90_seconds,7200" in lines
     assert "incidents,sev3,mtta_median_seconds," in lines  # no data is empty, not 0
     assert "pages,alice,night_pages,1" in lines and "pages,dave,escalation_pages,1" in lines
+    assert "pages,bob,oncall_hours,144.0" in lines and "pages,alice,acknowledged,1" in lines
     assert "deliveries,email,success_rate,1.0000" in lines
     assert len(lines) == 1 + len(csv_rows(r))
 
