@@ -151,6 +151,8 @@ def incident_command(args: argparse.Namespace) -> Command:
         return Command("bridge", incident=args.id, target=args.details, text=words(args.text))
     if op == "role":
         return Command("role", incident=args.id, target=args.role, contact=words(args.person))
+    if op == "snooze":
+        return Command("snooze", incident=args.id, duration=args.duration)
     return Command(op, incident=args.id, text=words(getattr(args, "text", None) or []))
 
 
@@ -302,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("id", help="INC-n")
     ro.add_argument("role", help="commander, comms or scribe")
     ro.add_argument("person", nargs="+", help="a contact name, an identity like slack:U123, or me")
+    sn = i.add_parser("snooze", help="postpone the incident's reminders (default: reminders.snooze)")
+    sn.add_argument("id", help="INC-n")
+    sn.add_argument("duration", nargs="?", help="how long, like 45m or 2h")
     no = i.add_parser("note", help="add a note to the incident's timeline (pages nobody)")
     no.add_argument("id", help="INC-n")
     no.add_argument("text", nargs="+")

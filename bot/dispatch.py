@@ -143,8 +143,11 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
     if v == "snooze":
         from core.reminders import Reminders
 
-        done = await Reminders(service).snooze(cmd.incident or "", actor=actor,
-                                               length=parse_duration(cmd.duration) if cmd.duration else None)
+        try:  # the chat parser checked it; the CLI and other builders of a Command may not have
+            length = parse_duration(cmd.duration) if cmd.duration else None
+        except ValueError as exc:
+            raise UsageError(f"Duration {cmd.duration!r}: {exc}.", "snooze") from None
+        done = await Reminders(service).snooze(cmd.incident or "", actor=actor, length=length)
         return Reply(snoozed(done.incident.ref, done.until, done.length, actor.display or actor.identity),
                      incident_id=done.incident.id)
     raise UsageError(f"Unknown command {v!r}.")

@@ -260,3 +260,21 @@ async def test_update_reminders_go_to_commander_and_comms_and_follow_reassignmen
     assert await Reminders(rctx.service).run_due() == 1  # update: bob is commander and comms, told once
     got = [(who, ch) for who, ch, purpose in await reminder_deliveries(rctx) if purpose == "reminder"]
     assert got[3:] == [("bob", "email")]
+
+
+def test_snooze_from_the_cli(tmp_path: Any) -> None:
+    """`tocsin incident snooze` goes through the one dispatcher (a real process, the shipped config)."""
+    from tests.core.test_cli import tocsin
+
+    assert tocsin(tmp_path, "db", "upgrade").returncode == 0
+    assert tocsin(tmp_path, "incident", "declare", "sev2", "Queue", "backlog").returncode == 0
+    r = tocsin(tmp_path, "incident", "snooze", "INC-1", "45m")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("INC-1: reminders snoozed for 45m by cli:alice, until ")
+    r = tocsin(tmp_path, "incident", "snooze", "INC-1", "soon")
+    assert r.returncode == 1 and "Duration 'soon': must be a duration like" in r.stderr
+    assert tocsin(tmp_path, "incident", "resolve", "INC-1").returncode == 0
+    r = tocsin(tmp_path, "incident", "snooze", "INC-1")
+    assert r.returncode == 1 and "INC-1 is resolved; it has no reminders to snooze" in r.stderr
+    r = tocsin(tmp_path, "audit", "show", "--incident", "INC-1")
+    assert r.stdout.count("incident.snooze") == 1
