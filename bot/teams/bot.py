@@ -24,6 +24,7 @@ from botbuilder.schema import (
 from bot.commands import HELP
 from bot.dispatch import Reply, run_text
 from core.appearance.card import IncidentCard
+from core.appearance.reminders import SNOOZE_REPEATED, SNOOZE_VERB
 from core.appearance.teams import CONTENT_TYPE, DATA_KEY, answer_card, declare_form, incident_card, message_html
 from core.conversations import ConversationStore
 from core.errors import InvalidInput, NotFound
@@ -234,6 +235,9 @@ class TeamsBot(ActivityHandler):
         text = action_text(data, action.get("verb"))
         ref = _word(data.get("incident"))
         if not await self._first_time(activity):
+            if text is not None and text.split()[0] == SNOOZE_VERB:  # keep the reminder card, not the incident's
+                return AdaptiveCardInvokeResponse(status_code=200, type=CONTENT_TYPE,
+                                                  value=answer_card(SNOOZE_REPEATED))
             return await self._card_response(ref, None)
         if text is None:
             return _error_response(400, "BadRequest", "This card action is not one of Tocsin's.")

@@ -10,6 +10,7 @@ from core.delivery.message import Notification
 
 SNOOZE_VERB = "snooze"
 """The verb a Snooze button runs (`/incident snooze <INC-n>`, with the configured default duration)."""
+SNOOZE_REPEATED = "This snooze was already done (the press arrived twice)."
 
 
 def ago(td: timedelta) -> str:

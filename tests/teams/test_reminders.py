@@ -46,12 +46,16 @@ async def test_snooze_from_the_reminder_card(make_ctx: Callable[..., Any]) -> No
             assert action["fallback"]["type"] == "Action.Submit"
 
             # Action.Execute: the reminder card becomes the answer
-            status, body = await post(url, execute("snooze", "INC-1", card_id="srv-2", conversation=INCIDENT_CONV,
-                                                   user="aad-alice", user_name="Alice", service_url=bc.url))
+            press = execute("snooze", "INC-1", card_id="srv-2", conversation=INCIDENT_CONV, user="aad-alice",
+                            user_name="Alice", service_url=bc.url)
+            status, body = await post(url, press)
             assert status == 200 and body["statusCode"] == 200
             assert card_text(body["value"]).count("INC-1: reminders snoozed for 30m by Alice, until "
                                                   "2026-01-01 00:40 UTC.") == 1
             assert await snoozes(ctx) == 1
+            status, body = await post(url, press)  # redelivered by the Bot Framework: acts once
+            assert status == 200 and "This snooze was already done" in card_text(body["value"])
+            assert await snoozes(ctx) == 1 and len(bc.replies(INCIDENT_CONV)) == 1
             # Action.Submit (older clients): answered in the thread, the reminder card stays
             ctx.clock.advance(minutes=1)
             status, _ = await post(url, submit({"tocsin": "snooze", "incident": "INC-1"}, card_id="srv-2",
