@@ -172,6 +172,26 @@ async def cmd_incident(args: argparse.Namespace) -> int:
     return await _with_ctx(args, go)
 
 
+async def cmd_export(args: argparse.Namespace) -> int:
+    """`tocsin incident export INC-n --format md|json [--out FILE]`: the timeline and postmortem skeleton."""
+    from core.appearance.export import render
+    from core.timeline import incident_timeline
+
+    actor = actor_of(args)
+
+    async def go(ctx: Context) -> int:
+        text = render(await incident_timeline(ctx.service, args.id, actor=actor), args.format)
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"Wrote {args.out}")
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return 0
+
+    return await _with_ctx(args, go)
+
+
 async def cmd_audit(args: argparse.Namespace) -> int:
     actor = actor_of(args)
 
@@ -310,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     no = i.add_parser("note", help="add a note to the incident's timeline (pages nobody)")
     no.add_argument("id", help="INC-n")
     no.add_argument("text", nargs="+")
+    ex = i.add_parser("export", help="the timeline and an empty postmortem, as Markdown or JSON")
+    ex.add_argument("id", help="INC-n")
+    ex.add_argument("--format", "-f", choices=["md", "json"], default="md")
+    ex.add_argument("--out", "-o", help="write to this file instead of the terminal")
+    ex.set_defaults(func=cmd_export)
     ls = i.add_parser("list", help="list incidents")
     ls.add_argument("state", nargs="?", default="open", choices=["open", "all", "monitoring", "resolved"])
     ls.add_argument("--limit", "-n", type=positive_int, default=25, help="incidents per page (default 25)")

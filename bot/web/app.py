@@ -9,7 +9,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,10 @@ from bot.web.charts import SEV_COLORS, oncall_timeline
 from bot.web.session import COOKIE, Session, SessionCodec
 from bot.web.signin import SignIn
 from bot.web.throttle import LoginThrottle
+from core.appearance.export import filename as export_filename
+from core.appearance.export import render as render_export
+from core.timeline import build as build_timeline
+from core.timeline import incident_timeline
 from core.appearance.oncall import now_and_next, override_line, when
 from core.appearance.vocabulary import BUTTON_LABELS, ROLE_LABELS, fmt_duration, holder_name, role_label, state_label
 from core.audit_reads import AuditReads
@@ -101,6 +105,7 @@ class Console:
         router.add_get("/board/rows", auth(self.board_fragment))
         router.add_get(r"/incidents/{id:\d+}", auth(self.incident))
         router.add_post(r"/incidents/{id:\d+}/{action:ack|resolve}", auth(self.act))
+        router.add_get(r"/incidents/{id:\d+}/export.{fmt:md|json}", auth(self.export))
         router.add_get("/audit", auth(self.audit_page))
         router.add_post("/audit/verify", auth(self.audit_verify))
         router.add_get("/schedules", auth(self.schedules_page))
@@ -211,13 +216,9 @@ class Console:
     async def incident(self, request: web.Request, *, notice: str | None = None,
                        status: int = 200) -> web.Response:
         d = await self.svc.detail(incident_id(request), actor=self.actor(request))
-        timeline: list[tuple[datetime, str, str, str]] = []
-        for ch in d.state_changes:  # first, so a state change sorts before the message written with it
-            spent = f" after {fmt_duration(ch.seconds_in_previous)} {ch.from_state}" if ch.from_state else ""
-            timeline.append((utc(ch.at), "STATE", ch.actor, f"-> {ch.to_state}{spent}"))  # type: ignore[arg-type]
-        for m in d.thread:
-            timeline.append((utc(m.created_at), m.kind, m.author, m.body))  # type: ignore[arg-type]
-        timeline.sort(key=lambda t: t[0])  # stable: equal times keep the order above
+        # The same timeline the postmortem export prints (core/timeline.py): state changes, thread, pages.
+        timeline = [(e.at, e.kind, e.actor, e.text) for e in build_timeline(self.svc.cfg, d, self.svc.clock.now())
+                    .entries]
         channels = sorted({x.channel for x in d.deliveries if x.purpose != "surface"})
         matrix: dict[str, dict[str, dict[str, Any]]] = {}
         for x in d.deliveries:
@@ -239,6 +240,14 @@ class Console:
         return self.render("incident.html", request, status=status, inc=inc, timeline=timeline, channels=channels,
                            matrix=matrix, tta=tta, ttr=ttr, can_act=can_act, message=message,
                            roles=[(r, holder_name(getattr(inc, r), inc.role_names, r)) for r in ROLE_LABELS])
+
+    async def export(self, request: web.Request) -> web.Response:
+        """The timeline and an empty postmortem as a download (`.md` or `.json`), like `tocsin incident export`."""
+        fmt = request.match_info["fmt"]
+        tl = await incident_timeline(self.svc, incident_id(request), actor=self.actor(request))
+        return web.Response(text=render_export(tl, fmt), charset="utf-8",
+                            content_type="text/markdown" if fmt == "md" else "application/json",
+                            headers={"Content-Disposition": f'attachment; filename="{export_filename(tl, fmt)}"'})
 
     async def act(self, request: web.Request) -> web.Response:
         """Acknowledge or resolve; success redirects to a fixed notice, a refusal is said on the page."""

@@ -147,6 +147,18 @@ def escape_telegram(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+def escape_markdown(text: str) -> str:
+    """Markdown text that stays text: `<` cannot open an HTML tag when the export is rendered."""
+    return text.replace("\\", "\\\\").replace("<", "\\<")
+
+
+def escape_markdown_cell(text: str) -> str:
+    """Text inside a Markdown table cell: escaped as above, pipes too, line breaks as <br>, so a body
+    cannot break the table or start a heading."""
+    lines = escape_markdown(text).replace("|", "\\|").splitlines()
+    return " <br> ".join(line.strip() for line in lines)
+
+
 def escape_slack(text: str) -> str:
     """Slack mrkdwn control characters: a title like `<!channel>` must not ping a whole channel."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -212,3 +212,22 @@ def test_roles_and_notes_from_the_cli(tmp_path: Path) -> None:
     assert r.returncode != 0 and "unknown role 'chef'" in (r.stdout + r.stderr)
     r = tocsin(tmp_path, "audit", "show", "--incident", "INC-1")
     assert "incident.role" in r.stdout and "incident.note" in r.stdout
+
+
+def test_export_from_the_cli(tmp_path: Path) -> None:
+    assert tocsin(tmp_path, "db", "upgrade").returncode == 0
+    assert tocsin(tmp_path, "incident", "declare", "sev2", "Queue", "backlog").returncode == 0
+    assert tocsin(tmp_path, "incident", "note", "INC-1", "Consumers", "paused").returncode == 0
+    r = tocsin(tmp_path, "incident", "export", "INC-1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("# INC-1: Queue backlog\n") and "| Note | cli:alice | Consumers paused |" in r.stdout
+    assert "## Postmortem" in r.stdout and "### Root cause" in r.stdout
+    r = tocsin(tmp_path, "incident", "export", "INC-1", "--format", "json", "--out", str(tmp_path / "inc.json"))
+    assert r.returncode == 0 and r.stdout.strip() == f"Wrote {tmp_path / 'inc.json'}"
+    import json
+    data = json.loads((tmp_path / "inc.json").read_text())
+    assert data["incident"]["title"] == "Queue backlog" and data["timeline"][-1]["text"] == "Consumers paused"
+    r = tocsin(tmp_path, "incident", "export", "INC-7")
+    assert r.returncode == 1 and r.stderr.strip() == "error: no incident INC-7"
+    r = tocsin(tmp_path, "incident", "export", "INC-1", "--format", "pdf")
+    assert r.returncode == 2 and "invalid choice: 'pdf'" in r.stderr

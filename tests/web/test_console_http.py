@@ -276,3 +276,29 @@ async def test_incident_page_says_why_each_recipient_was_paged(console: tuple[Co
         cell = row.group(1)
         assert re.search(r'<span class="st st-\w+">\w+</span>', cell), cell
         assert f'<small class="muted">{reason}</small>' in cell, cell
+
+
+async def test_incident_page_shows_roles_and_downloads_the_export(console: tuple[Context, TestClient]) -> None:
+    ctx, client = console
+    from bot.dispatch import run_text
+
+    await ctx.service.declare(actor=OP, title="Checkout <failing>", severity="sev2")
+    assert (await run_text(ctx.service, OP, "role INC-1 comms bob"))[1].ok
+    assert (await run_text(ctx.service, OP, "note INC-1 Found the | bad index"))[1].ok
+    await login(client, "vera")  # a viewer may read and download
+    page = await (await client.get("/incidents/1")).text()
+    assert '<dd id="role-commander">cli:op</dd>' in page and '<dd id="role-comms">bob</dd>' in page
+    assert '<dd id="role-scribe">—</dd>' in page
+    assert 'href="/incidents/1/export.md"' in page and "Found the | bad index" in page and "PAGED" in page
+    resp = await client.get("/incidents/1/export.md")
+    assert resp.status == 200 and resp.content_type == "text/markdown"
+    assert resp.headers["Content-Disposition"] == 'attachment; filename="INC-1-timeline.md"'
+    text = await resp.text()
+    assert text.startswith("# INC-1: Checkout \\<failing>\n") and "| Note | cli:op | Found the \\| bad index |" in text
+    assert "- Comms: bob" in text and "## Postmortem" in text
+    resp = await client.get("/incidents/1/export.json")
+    assert resp.status == 200 and (await resp.json())["roles"]["comms"] == {"identity": "contact:bob", "name": "bob"}
+    assert (await client.get("/incidents/9/export.md")).status == 404
+    assert (await client.get("/incidents/1/export.pdf")).status == 404
+    client.session.cookie_jar.clear()
+    assert (await client.get("/incidents/1/export.md", allow_redirects=False)).status == 302  # sign-in first
