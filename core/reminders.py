@@ -49,8 +49,8 @@ SCAN_LIMIT = 5000
 storm's own incidents are the ones to look at."""
 
 
-REMINDED_ROLES: dict[str, tuple[str, ...]] = {"unacknowledged": ("commander",), "update": ("commander", "comms"),
-                                               "monitoring": ("commander",)}
+REMINDED_ROLES: dict[str, tuple[str, ...]] = {
+    "unacknowledged": ("commander",), "update": ("commander", "comms"), "monitoring": ("commander",)}
 """Which incident roles each reminder goes to (the holders' identities are columns of the incident)."""
 
 
@@ -63,10 +63,18 @@ def reminded(cfg: Config, inc: Incident, kind: str, *, now: datetime) -> list[Pl
         identity: str | None = getattr(inc, role)
         if not identity:
             continue
-        for d in holder_targets(cfg, identity, severity=inc.severity, now=now, reason=f"reminder to the {role}"):
+        why = f"reminder to the {role}"
+        for d in holder_targets(cfg, identity, severity=inc.severity, now=now, reason=why):
             if (d.recipient, d.channel) not in seen:
                 seen.add((d.recipient, d.channel))
                 out.append(d)
+    return out
+
+
+def _aware(dt: datetime) -> datetime:
+    """A non-null column as an aware UTC datetime (SQLite hands back naive ones)."""
+    out = utc(dt)
+    assert out is not None
     return out
 
 
@@ -114,8 +122,8 @@ class Reminders:
                 .where(IncidentReminder.incident_id.in_(ids), IncidentReminder.kind == SNOOZE)
                 .order_by(IncidentReminder.id))).all():
             snoozes[int(iid)] = utc(until)  # type: ignore[assignment]  # the latest snooze wins
-        return {i.id: Facts(state=i.state, severity=i.severity, created_at=utc(i.created_at),  # type: ignore[arg-type]
-                            state_since=utc(i.state_since), acknowledged=i.acknowledged_at is not None,  # type: ignore[arg-type]
+        return {i.id: Facts(state=i.state, severity=i.severity, created_at=_aware(i.created_at),
+                            state_since=_aware(i.state_since), acknowledged=i.acknowledged_at is not None,
                             last_update_at=utc(updates.get(i.id)), last_sent=sent.get(i.id, {}),
                             snoozed_until=snoozes.get(i.id))
                 for i in incs}
@@ -161,7 +169,7 @@ class Reminders:
                                        actor=AUTHOR.identity)
                 s.add(row)
                 await s.flush()  # the unique (incident, kind, due_at): a second process stops here
-                text = words.reminder_text(kind, ref=inc.ref, since=d.since, declared=utc(inc.created_at),  # type: ignore[arg-type]
+                text = words.reminder_text(kind, ref=inc.ref, since=d.since, declared=_aware(inc.created_at),
                                            now=now, snooze=cfg.reminders.snooze)
                 msg = await svc._message(s, inc, "REMINDER", text, AUTHOR, now, extra={
                     "reminder": kind, "due_at": d.at.isoformat()})
@@ -262,7 +270,8 @@ class ReminderTimer:
             return
         # the timer runs on the wall clock, the service on its own (frozen in tests): schedule by the delay
         run_at = datetime.now(timezone.utc) + max(timedelta(0), nxt - self.service.clock.now())
-        scheduler.add_job(self.ticker.tick, DateTrigger(run_date=run_at, timezone=timezone.utc),  # type: ignore[union-attr]
+        assert self.ticker is not None
+        scheduler.add_job(self.ticker.tick, DateTrigger(run_date=run_at, timezone=timezone.utc),
                           id="reminders:next", replace_existing=True, misfire_grace_time=None)
 
     async def start(self) -> None:

@@ -88,5 +88,6 @@ class SlackSurface:
     async def reply(self, ref: CardRef, card: IncidentCard, note: Notification) -> None:
         async with mapped("chat.postMessage"):
             await self.client.chat_postMessage(channel=ref.channel, text=thread_text(note),
-                                               blocks=thread_blocks(note), thread_ts=ref.thread_ref or ref.message_ref,
+                                               blocks=thread_blocks(note),  # a reminder's Snooze button
+                                               thread_ts=ref.thread_ref or ref.message_ref,
                                                unfurl_links=False, reply_broadcast=note.kind == "RESOLVED")

@@ -11,6 +11,7 @@ from core.models import IncidentReminder
 from core.reminders import Reminders
 from tests.reminders.conftest import REMINDERS, reminder_deliveries
 from tests.slack.conftest import SlackEnv
+from tests.slack.standin import action_body
 
 CARD_TS = "1700000000.000001"
 
@@ -68,3 +69,26 @@ async def test_snoozing_a_resolved_incident_is_refused_and_stores_nothing(make_s
     assert bad["text"].startswith("Duration 'later': must be a duration like")
     assert "Usage: /incident snooze &lt;INC-n&gt;" in bad["text"]  # Slack mrkdwn escapes < and >
     assert await snoozes(env) == 0 and await env.audit_count() == before
+
+
+async def test_the_commanders_reminder_dm_has_the_snooze_button_too(make_slack_env: Any) -> None:
+    """Alice reads news in her Slack DMs (preferences.updates): the reminder is a reply in the thread of
+    her DM card, with Snooze; pressing it there snoozes like anywhere else."""
+    contacts = [{**REMINDERS["contacts"][0], "preferences": {"default": ["email"], "updates": {"default": ["slack_dm"]}}},
+                REMINDERS["contacts"][1]]
+    env: SlackEnv = await make_slack_env(**{**REMINDERS, "contacts": contacts})
+    await env.command("declare sev1 Checkout is down", user="UALICE")
+    env.ctx.clock.advance(minutes=10)
+    assert await Reminders(env.ctx.service).run_due() == 1
+    assert [r.outcome for r in await env.sync_cards("slack_dm")] == ["delivered"]
+    dm_card = next(c for c in env.api.posts(top=True) if c["channel"] == "UALICE")
+    [dm_reply] = [c for c in env.api.posts() if c["channel"] == "UALICE" and c.get("thread_ts")]
+    assert "INC-1 is still unacknowledged" in dm_reply["text"]
+    assert "incident.snooze:1" in str(dm_reply["blocks"]) and dm_card["blocks"]
+    n = env.next_id()
+    status, _ = await env.post(action_body("incident.snooze:1", user="UALICE", channel="UALICE",
+                                           action_ts=f"1700000200.{n:06d}", trigger=f"trig-dm-{n}",
+                                           response_url=env.api.response_url(f"dm-{n}")))
+    assert status == 200
+    assert await snoozes(env) == 1
+    assert env.api.calls("chat.postEphemeral")[-1]["text"].startswith("INC-1: reminders snoozed for 30m")
