@@ -8,12 +8,19 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.errors import InvalidInput
+from sqlalchemy.exc import SQLAlchemyError
+
+from core import config as config_mod
+from core.clock import SystemClock
+from core.errors import InvalidInput, TocsinError
 from core.explain import explain_event, explain_incident
+from core.rbac import Permission, require
 from core.routing import RouteEvent
+from core.schedules.service import overrides_in_force
 
 
 async def cmd_route_explain(args: argparse.Namespace) -> int:
@@ -22,17 +29,37 @@ async def cmd_route_explain(args: argparse.Namespace) -> int:
     actor = actor_of(args)
     if args.event:
         ev = await _read_event(args.event, event_type=args.event_type)
+        cfg = config_mod.load(config_mod.resolve_path(args.config))
+        require(cfg, actor, Permission.MANAGE_SETTINGS)  # before touching the database
+        now = SystemClock().now()
+        overrides, where = await _overrides_now(args, now)
+        print(explain_event(cfg, ev, now=now, actor=actor, overrides=overrides, database=where))
+        return 0
 
     async def run(ctx: Any) -> int:
-        if args.incident:
-            etype = args.event_type or "update"
-            text = await explain_incident(ctx.service, args.incident, etype, actor=actor)
-        else:
-            text = explain_event(ctx.cfg, ev, now=ctx.clock.now(), actor=actor)
-        print(text)
+        etype = args.event_type or "update"
+        print(await explain_incident(ctx.service, args.incident, etype, actor=actor))
         return 0
 
     return await _with_ctx(args, run)
+
+
+async def _overrides_now(args: argparse.Namespace, now: datetime) -> tuple[dict[str, Any] | None, str]:
+    """The on-call overrides in force now from the configured database, opened for reading only (no
+    migration, nothing written), or None and why when it cannot be reached: an explanation still helps."""
+    from bot.context import open_context
+
+    try:
+        ctx = await open_context(args.config, create=False, upgrade=False)
+    except (TocsinError, OSError, SQLAlchemyError) as exc:
+        return None, f"database unavailable: {exc}"
+    try:
+        async with ctx.db.sessions() as s:
+            return await overrides_in_force(s, ctx.cfg, now), f"database {ctx.db.name}"
+    except (TocsinError, OSError, SQLAlchemyError) as exc:
+        return None, f"database {ctx.db.name} could not be read: {type(exc).__name__}"
+    finally:
+        await ctx.close()
 
 
 async def _read_event(path: str, *, event_type: str | None) -> RouteEvent:

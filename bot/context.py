@@ -23,14 +23,7 @@ PLATFORMS = ("slack", "teams", "telegram")
 
 def surfaces_for(cfg: Config) -> list[str]:
     """Chat platforms whose incident card follows every incident: the enabled ones with a target."""
-    out = []
-    if cfg.slack.enabled and cfg.slack.incident_channel:
-        out.append("slack")
-    if cfg.teams.enabled and cfg.teams.incident_conversation:
-        out.append("teams")
-    if cfg.telegram.enabled and cfg.telegram.incident_chat_id:
-        out.append("telegram")
-    return out
+    return cfg.incident_surfaces()
 
 
 def secret_values(cfg: Config) -> list[str]:

@@ -15,7 +15,7 @@ from typing import ClassVar, Protocol
 
 from core.appearance.card import IncidentCard
 from core.cards import PENDING, CardRef, CardStore
-from core.delivery.message import DeliveryResult, Envelope, Notification
+from core.delivery.message import CHANNEL_POST, DeliveryResult, Envelope, Notification
 from core.errors import NotFound
 from core.incidents import IncidentService
 
@@ -44,6 +44,11 @@ class ChatSurface(Protocol):
 
     async def reply(self, ref: CardRef, card: IncidentCard, note: Notification) -> None: ...
 
+    async def post(self, note: Notification) -> str:
+        """A plain message in the incident channel that belongs to no incident (an on-call handoff):
+        rendered by core/appearance like a thread reply, no card. Returns the platform's message id."""
+        ...
+
 
 class SurfaceSender:
     """A Sender for `chat:<platform>` deliveries that drives a ChatSurface."""
@@ -58,11 +63,23 @@ class SurfaceSender:
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
 
     async def send(self, envelope: Envelope) -> DeliveryResult:
+        if envelope.address == CHANNEL_POST:  # a plain post (a handoff), queued as `chat:<platform>` too
+            return await self._post(envelope.notification)
         try:
             incident_id = int(envelope.address)
         except ValueError as exc:
             return DeliveryResult.permanent(f"no incident for card delivery: {exc}")
         return await self._sync(self.surface, self.surface.platform, incident_id, envelope.notification)
+
+    async def _post(self, note: Notification) -> DeliveryResult:
+        try:
+            ref = await self.surface.post(note)
+        except SurfaceError as exc:
+            if exc.retry:
+                return DeliveryResult.retry(str(exc), exc.status, exc.after)
+            return DeliveryResult.permanent(str(exc), exc.status)
+        log.info("surface.posted", extra={"platform": self.surface.platform, "kind": note.kind, "message": ref})
+        return DeliveryResult.ok(f"posted {ref}")
 
     async def _sync(self, surface: ChatSurface, key: str, incident_id: int, note: Notification) -> DeliveryResult:
         """Post the card the first time (under `key`), then edit it and reply in its thread."""

@@ -645,6 +645,9 @@ class Schedule(Model):
     """Paged when nobody is on call (an internal alert is raised too)."""
     announce: Targets = Field(default_factory=Targets)
     """Where each handoff is also announced (e.g. a Slack/Teams webhook or Telegram chat destination)."""
+    announce_handoffs: bool = False
+    """Also post each handoff in the incident channel of every chat platform that has one (Slack
+    incident_channel, Teams incident_conversation, Telegram incident_chat_id), through the delivery queue."""
     feed_token: SecretStr | None = None
     """Secret in the iCalendar feed URL (`/api/v1/schedules/<name>.ics?token=...`); no token, no feed."""
 
@@ -1154,6 +1157,17 @@ class Config(Model):
         return self
 
     # Lookups used across the core.
+    def incident_surfaces(self) -> list[str]:
+        """Chat platforms whose incident channel follows every incident: the enabled ones with a target."""
+        out = []
+        if self.slack.enabled and self.slack.incident_channel:
+            out.append("slack")
+        if self.teams.enabled and self.teams.incident_conversation:
+            out.append("teams")
+        if self.telegram.enabled and self.telegram.incident_chat_id:
+            out.append("telegram")
+        return out
+
     def contact(self, name: str) -> Contact | None:
         return next((c for c in self.contacts if c.name == name), None)
 
@@ -1266,6 +1280,10 @@ def problems(cfg: Config) -> list[Located]:
             seen_layers.add(layer.name)
         check_targets(f"schedule {sc.name!r} fallback", ("schedules", i, "fallback"), sc.fallback)
         check_targets(f"schedule {sc.name!r} announce", ("schedules", i, "announce"), sc.announce)
+        if sc.announce_handoffs and not cfg.incident_surfaces():
+            out.append((("schedules", i, "announce_handoffs"), f"schedule {sc.name!r}: announce_handoffs needs "
+                        "an incident channel on an enabled chat platform (slack.incident_channel, "
+                        "teams.incident_conversation or telegram.incident_chat_id)"))
         if sc.fallback.schedules:
             out.append((("schedules", i, "fallback", "schedules"), f"schedule {sc.name!r}: a fallback "
                         "cannot name schedules (it is who gets paged when a schedule has nobody)"))

@@ -13,6 +13,7 @@ from core.routing import RouteEvent, canonical_event_type, escalation_plan, inci
 from core.schedules.service import overrides_in_force
 
 if TYPE_CHECKING:
+    from core.schedules.rotation import Override
     from core.clock import Clock
     from core.db import Database
     from core.models import Incident
@@ -77,7 +78,19 @@ async def explain_incident(service: _ServiceLike, ref: str | int, event_type: st
     return "\n".join([head, *notes, p.explain(policy=False)])
 
 
-def explain_event(cfg: Config, ev: RouteEvent, *, now: datetime, actor: Actor) -> str:
-    """`tocsin route explain --event FILE.json`: the same explanation for an event that has no incident."""
+def explain_event(cfg: Config, ev: RouteEvent, *, now: datetime, actor: Actor,
+                  overrides: dict[str, list[Override]] | None = None, database: str = "") -> str:
+    """`tocsin route explain --event FILE.json`: the same explanation for an event that has no incident.
+    `overrides`: the on-call overrides in force now, read from the database (None: it could not be read,
+    and `database` says why); the output says which, since an override changes who a schedule pages."""
     require(cfg, actor, Permission.MANAGE_SETTINGS)
-    return plan(cfg, ev, now=now).explain()
+    text = plan(cfg, ev, now=now, overrides=overrides or {}).explain()
+    if not cfg.schedules:
+        return text
+    if overrides is None:
+        note = (f"On-call overrides: NOT applied ({database}); schedules are resolved from their layers only, "
+                "and a page may reach someone else")
+    else:
+        count = sum(len(v) for v in overrides.values())
+        note = f"On-call overrides: applied, {count} in force now (read from {database}, read-only)"
+    return f"{note}\n{text}"

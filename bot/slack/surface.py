@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.surface import SurfaceError
 from core.appearance.card import IncidentCard
-from core.appearance.slack import card_blocks, card_text, thread_blocks, thread_text
+from core.appearance.slack import card_blocks, card_text, post_text, thread_blocks, thread_text
 from core.cards import CardRef
 from core.clock import Clock
 from core.delivery.base import parse_retry_after
@@ -84,6 +84,12 @@ class SlackSurface:
         async with mapped("chat.update"):
             await self.client.chat_update(channel=ref.channel, ts=ref.message_ref, text=card_text(card),
                                           blocks=card_blocks(card, now=self.clock.now()))
+
+    async def post(self, note: Notification) -> str:
+        async with mapped("chat.postMessage"):
+            resp = await self.client.chat_postMessage(channel=self.channel, text=post_text(note),
+                                                      unfurl_links=False)
+        return f"{resp.get('channel') or self.channel}/{resp.get('ts') or ''}"
 
     async def reply(self, ref: CardRef, card: IncidentCard, note: Notification) -> None:
         async with mapped("chat.postMessage"):

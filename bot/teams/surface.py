@@ -25,7 +25,7 @@ from msrest.exceptions import ClientRequestError, HttpOperationError
 from bot.surface import SurfaceError
 from bot.teams.bot import card_attachment, outgoing
 from core.appearance.card import IncidentCard
-from core.appearance.teams import message_html, note_card, note_text
+from core.appearance.teams import message_html, note_card, note_text, post_text
 from core.cards import CardRef
 from core.config import TeamsConfig
 from core.conversations import ConversationStore
@@ -106,6 +106,13 @@ class TeamsSurface:
         out = outgoing(reference, reply_to=root, text=None if card else message_html(note_text(note)),
                        attachment=CardFactory.adaptive_card(card) if card else None)
         await self._turn(reference, lambda tc: tc.adapter.send_activities(tc, [out]))
+
+    async def post(self, note: Notification) -> str:
+        reference = self.reference
+        out = outgoing(reference, reply_to=None, text=message_html(post_text(note)))
+        sent = await self._turn(reference, lambda tc: tc.adapter.send_activities(tc, [out]))
+        first: ResourceResponse | None = sent[0] if sent else None
+        return f"{reference.conversation.id}/{first.id if first else ''}"
 
     def _reference_of(self, ref: CardRef) -> ConversationReference:
         stored = (ref.extra or {}).get("reference")

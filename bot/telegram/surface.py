@@ -33,7 +33,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bot.surface import SurfaceError
 from core.appearance.card import IncidentCard
-from core.appearance.telegram import card_html, keyboard, note_html, note_keyboard
+from core.appearance.telegram import card_html, keyboard, note_html, post_html, note_keyboard
 from core.cards import CardRef
 from core.delivery.message import Notification
 
@@ -203,6 +203,12 @@ class TelegramSurface:
             if exc.status == 400 and "not modified" in str(exc).lower():
                 return
             raise
+
+    async def post(self, note: Notification) -> str:
+        msg = await self._call("sendMessage", self.bot.send_message(
+            chat_id=self.chat_id, text=post_html(note), parse_mode=ParseMode.HTML, message_thread_id=self.topic_id,
+            link_preview_options=_NO_PREVIEW, rate_limit_args=NO_WAIT))
+        return f"{getattr(msg, 'chat_id', self.chat_id)}/{getattr(msg, 'message_id', '')}"
 
     async def reply(self, ref: CardRef, card: IncidentCard, note: Notification) -> None:
         thread = int(ref.thread_ref) if ref.thread_ref else None

@@ -47,7 +47,7 @@ UPDATE_VIEW = "incident.update"
 KIND_EMOJI = {"UPDATE": ":memo:", "BRIDGE": ":telephone_receiver:", "RESOLVED": ":white_check_mark:",
               "ACK": ":eyes:", "MONITORING": ":mag:", "ESCALATION": ":rotating_light:", "INITIAL": ":fire:",
               "REMINDER": ":alarm_clock:", "NOTE": ":pushpin:",
-              "ROLE": ":bust_in_silhouette:"}
+              "ROLE": ":bust_in_silhouette:", "HANDOFF": ":busts_in_silhouette:"}
 
 
 # --- page (incoming webhook) -------------------------------------------------------------------------
@@ -183,6 +183,12 @@ def thread_text(note: Notification) -> str:
     label = kind_label(note.kind)
     emoji = KIND_EMOJI.get(note.kind, ":speech_balloon:")
     return truncate(f"{emoji} *{label}*: {escape_slack(note.body or note.title)}", TEXT_MAX)
+
+
+def post_text(note: Notification) -> str:
+    """A plain post in the incident channel that belongs to no incident (an on-call handoff)."""
+    emoji = KIND_EMOJI.get(note.kind, ":speech_balloon:")
+    return truncate(f"{emoji} {escape_slack(note.body or note.title)}", TEXT_MAX)
 
 
 def thread_blocks(note: Notification) -> list[dict[str, Any]] | None:

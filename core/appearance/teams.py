@@ -188,6 +188,11 @@ def note_text(note: Notification) -> str:
     return f"{word}: {truncate(note.body, MAX_TEXT)}" if note.body else word
 
 
+def post_text(note: Notification) -> str:
+    """A plain post in the incident conversation that belongs to no incident (an on-call handoff)."""
+    return truncate(note.body or note.title, MAX_TEXT)
+
+
 def note_card(note: Notification) -> dict[str, Any] | None:
     """A thread reply with a button (a reminder's Snooze) as an Adaptive Card; None: text alone."""
     snooze = snooze_button(note)

@@ -150,6 +150,11 @@ def note_html(note: Notification) -> str:
     return head + (f"\n{body}" if body else "")
 
 
+def post_html(note: Notification) -> str:
+    """A plain post in the incident chat that belongs to no incident (an on-call handoff)."""
+    return esc_clip(note.body or note.title, _NOTE_MAX)
+
+
 def keyboard(card: IncidentCard) -> dict[str, Any] | None:
     """Bot API `reply_markup`: the actions still meaningful, then an Open incident URL button to the console
     page (server.public_url; left out where Telegram would refuse the link, e.g. a loopback host). None

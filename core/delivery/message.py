@@ -7,6 +7,11 @@ from typing import Any, Literal
 Kind = Literal["INITIAL", "UPDATE", "BRIDGE", "RESOLVED", "ONE_TIME", "ACK", "MONITORING", "ESCALATION", "ALERT"]
 
 
+CHANNEL_POST = "channel"
+"""The address of a `chat:<platform>` delivery that is a plain post in that platform's incident channel
+(an on-call handoff), not an incident card sync (whose address is the incident id)."""
+
+
 @dataclass
 class Notification:
     """Channel-agnostic content of one message: stored as JSON in deliveries.payload."""

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from core.appearance import oncall as words
 from core.clock import utc
 from core.config import Schedule, Targets
-from core.delivery.message import Notification
+from core.delivery.message import CHANNEL_POST, Notification
 from core.delivery.queue import NewDelivery, enqueue
 from core.models import Incident, IncidentMessage, ScheduleHandoff, ScheduleOverride
 from core.routing import resolve_targets
@@ -124,6 +124,10 @@ class HandoffTimer:
                     note = Notification(kind="HANDOFF", title=title, body=body, severity="sev4")
                     planned, _ = resolve_targets(cfg, targets, severity=None, now=now, reason=reason)
                     items += [NewDelivery(d.recipient, d.channel, d.address, note, reason=d.reason) for d in planned]
+                if sc.announce_handoffs:  # a plain post (no card) in each chat platform's incident channel
+                    note = Notification(kind="HANDOFF", title=text, body=text, severity="sev4")
+                    items += [NewDelivery(f"surface:{p}", f"chat:{p}", CHANNEL_POST, note, "surface", reason)
+                              for p in self.service.surfaces]
                 await enqueue(s, cfg, incident_id=None, message_id=msg.id, items=items, now=now)
                 await self.service.audit.append(s, actor=AUTHOR, source="timer", action="schedule.handoff",
                                                 resource=f"schedule:{sc.name}", now=now, details={

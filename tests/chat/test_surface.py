@@ -11,7 +11,7 @@ from bot.surface import SurfaceError, SurfaceSender
 from core.appearance.card import IncidentCard
 from core.cards import CardRef, CardStore
 from core.db import Database
-from core.delivery.message import Envelope, Notification
+from core.delivery.message import CHANNEL_POST, Envelope, Notification
 from core.rbac import Actor
 
 
@@ -39,6 +39,13 @@ class RecordingSurface:
 
     async def reply(self, ref: CardRef, card: IncidentCard, note: Notification) -> None:
         self.replies.append(note.kind)
+
+    async def post(self, note: Notification) -> str:
+        if self.fail_first:
+            self.fail_first = False
+            raise SurfaceError("channel_not_found", retry=False, status=404)
+        self.replies.append(f"post:{note.body}")
+        return "C1/p1"
 
 
 def env(incident_id: int, kind: str) -> Envelope:
@@ -77,3 +84,15 @@ async def test_failed_first_post_releases_the_reservation(ctx: Context) -> None:
 async def test_unknown_incident_is_permanent(ctx: Context) -> None:
     sender = SurfaceSender(RecordingSurface(), service=ctx.service, cards=ctx.cards)
     assert (await sender.send(env(404, "INITIAL"))).outcome == "permanent"
+
+
+async def test_a_channel_post_is_a_plain_message_and_its_failures_are_classified(ctx: Context) -> None:
+    """A `chat:<platform>` delivery addressed CHANNEL_POST (an on-call handoff) posts text, no card."""
+    surface = RecordingSurface(fail_first=True)
+    sender = SurfaceSender(surface, service=ctx.service, cards=ctx.cards)
+    note = Notification(kind="HANDOFF", title="handoff", body="alice -> bob")
+    envelope = Envelope(1, "chat:test", "surface:test", CHANNEL_POST, "k", 1, note)
+    failed = await sender.send(envelope)
+    assert (failed.outcome, failed.status_code) == ("permanent", 404)
+    ok = await sender.send(envelope)
+    assert ok.outcome == "delivered" and surface.replies == ["post:alice -> bob"] and surface.posts == []

@@ -189,3 +189,42 @@ def test_test_event_queues_for_real_and_audits(config_file: Path, capsys: pytest
     assert "--payload must be a JSON object" in capsys.readouterr().err
     assert run_cli(config_file, "test-event", "--type", "x", "--severity", "sev3", identity="cli:viewer") == 1
     assert "may not send incidents" in capsys.readouterr().err
+
+
+def test_route_explain_event_applies_the_overrides_in_the_database(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--event opens the configured database for reading and resolves schedules with the overrides in force
+    (saying so); an unreachable database still explains, saying overrides were not applied."""
+    from tests.schedules.conftest import SCHEDULES
+
+    data = deep_merge(BASE_CONFIG, {k: v for k, v in SCHEDULES.items() if k != "access"})
+    data["access"] = {**BASE_CONFIG["access"], **SCHEDULES["access"]}
+    data["schedules"] = [{**SCHEDULES["schedules"][0], "layers": [{
+        "name": "daily", "members": ["alice"], "rotation": "daily", "handoff": "09:00", "start": "2026-01-05"}]}]
+    data["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config_file), "db", "upgrade"]) == 0
+    ev = tmp_path / "ev.json"
+    ev.write_text(json.dumps({"type": "alert", "severity": "sev2", "source": "api"}))
+
+    assert run_cli(config_file, "route", "explain", "--event", str(ev)) == 0
+    out = capsys.readouterr().out
+    assert f"On-call overrides: applied, 0 in force now (read from database {tmp_path / 'cli.db'}, read-only)" in out
+    assert [r for r, _ in explained_pairs(out)] == ["alice"]
+
+    assert run_cli(config_file, "oncall", "override", "primary", "dave", "--for", "2h") == 0
+    capsys.readouterr()
+    assert run_cli(config_file, "route", "explain", "--event", str(ev)) == 0
+    out = capsys.readouterr().out
+    assert "On-call overrides: applied, 1 in force now" in out
+    assert [r for r, _ in explained_pairs(out)] == ["dave"]  # what a page queued now would reach
+
+    # the database is gone: the explanation still comes, from config alone, and says what it could not do
+    data["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'nowhere' / 'missing.db'}"}
+    config_file.write_text(yaml.safe_dump(data))
+    assert run_cli(config_file, "route", "explain", "--event", str(ev)) == 0
+    out = capsys.readouterr().out
+    assert "On-call overrides: NOT applied (database unavailable:" in out
+    assert [r for r, _ in explained_pairs(out)] == ["alice"]
+    assert not (tmp_path / "nowhere").exists()  # nothing created: read-only use
