@@ -153,6 +153,10 @@ def incident_command(args: argparse.Namespace) -> Command:
         return Command("role", incident=args.id, target=args.role, contact=words(args.person))
     if op == "snooze":
         return Command("snooze", incident=args.id, duration=args.duration)
+    if op in ("subscribe", "unsubscribe", "subscriptions"):
+        from bot.commands import parse
+
+        return parse(words([op, *getattr(args, "what", [])]))  # the chat grammar, so both say the same
     return Command(op, incident=args.id, text=words(getattr(args, "text", None) or []))
 
 
@@ -161,7 +165,13 @@ async def cmd_incident(args: argparse.Namespace) -> int:
     from bot.dispatch import run
     from core.appearance.terminal import TERMINAL
 
-    cmd = incident_command(args)
+    from bot.commands import UsageError
+
+    try:
+        cmd = incident_command(args)
+    except UsageError as exc:
+        print(f"error: {exc.problem}", file=sys.stderr)
+        return 2
     actor = actor_of(args)
 
     async def go(ctx: Context) -> int:
@@ -335,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", "-f", choices=["md", "json"], default="md")
     ex.add_argument("--out", "-o", help="write to this file instead of the terminal")
     ex.set_defaults(func=cmd_export)
+    for name, hlp in (("subscribe", "follow an incident's news, or every new incident matching a filter"),
+                      ("unsubscribe", "stop following")):
+        y = i.add_parser(name, help=hlp)
+        y.add_argument("what", nargs="+", help="INC-n, or sev1..sev4 / tenant:NAME / source:NAME (all must match)")
+    i.add_parser("subscriptions", help="what you follow")
     ls = i.add_parser("list", help="list incidents")
     ls.add_argument("state", nargs="?", default="open", choices=["open", "all", "monitoring", "resolved"])
     ls.add_argument("--limit", "-n", type=positive_int, default=25, help="incidents per page (default 25)")

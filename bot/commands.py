@@ -5,6 +5,8 @@ import re
 from dataclasses import dataclass
 
 from core.config import SEVERITIES, SEVERITY_ALIASES, parse_duration, parse_match
+from core.errors import InvalidInput
+from core.subscriptions import key_of, parse_target
 from core.validation import is_ref
 
 USAGE: dict[str, str] = {
@@ -26,10 +28,15 @@ USAGE: dict[str, str] = {
     "oncall": "/incident oncall [schedule] | oncall override <schedule> <contact> <duration> | "
               "oncall take <schedule> <duration> | oncall cancel <override id>",
     "maintenance": "/incident maintenance start <duration> [key=value,...] [reason] | end <M-n> | list",
+    "subscribe": "/incident subscribe <INC-n> | subscribe <filter: sev1..sev4 tenant:<name> source:<name>, "
+                 "one or more, all must match>",
+    "unsubscribe": "/incident unsubscribe <INC-n or the filter you subscribed>",
+    "subscriptions": "/incident subscriptions",
     "help": "/incident help",
 }
 ALIASES = {"new": "declare", "open": "declare", "acknowledge": "ack", "close": "resolve", "show": "status",
-           "ls": "list", "monitoring": "monitor", "?": "help"}
+           "ls": "list", "monitoring": "monitor", "?": "help", "follow": "subscribe", "unfollow": "unsubscribe",
+           "following": "subscriptions"}
 HELP = "Incident commands:\n" + "\n".join(f"  {u}" for u in USAGE.values()) + \
        "\nSeverities: sev1..sev4 (or critical, high, medium, low). `/incident` alone opens the declare form."
 
@@ -46,7 +53,8 @@ class Command:
     title: str = ""
     text: str = ""
     target: str | None = None
-    """Contact list (notify), bridge details (bridge), event type (route), channel (test) or role (role)."""
+    """Contact list (notify), bridge details (bridge), event type (route), channel (test), role (role), or
+    what to (un)subscribe, canonical (`INC-3`, `sev1 tenant:acme`)."""
     filter: str = "open"
     schedule: str | None = None
     """On-call verbs: the schedule, and what the sub-command (in `target`) works on."""
@@ -149,6 +157,15 @@ def parse(text: str) -> Command:
         return Command("test", target=rest[0].lower(), text=rest[1])
     if verb == "maintenance":
         return _maintenance(after)
+    if verb == "subscriptions":
+        if rest:
+            raise UsageError("`subscriptions` takes nothing after it.", verb)
+        return Command(verb)
+    if verb in ("subscribe", "unsubscribe"):
+        try:
+            return Command(verb, target=key_of(parse_target(after)))
+        except InvalidInput as exc:
+            raise UsageError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.", verb) from None
     ref = _ref(rest[0] if rest else None, verb)
     tail = _take(after, 1)[1]
     if verb in ("ack", "escalate", "status"):

@@ -16,6 +16,7 @@ from core.notes import Notes
 from core.maintenance import Maintenance, describe_match, summary
 from core.models import Incident
 from core.rbac import Actor
+from core.subscriptions import Subscriptions, describe
 
 log = logging.getLogger("tocsin.chat")
 
@@ -150,6 +151,8 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
         done = await Reminders(service).snooze(cmd.incident or "", actor=actor, length=length)
         return Reply(snoozed(done.incident.ref, done.until, done.length, actor.display or actor.identity),
                      incident_id=done.incident.id)
+    if v in ("subscribe", "unsubscribe", "subscriptions"):
+        return await _subscriptions(service, actor, cmd)
     raise UsageError(f"Unknown command {v!r}.")
 
 
@@ -168,6 +171,22 @@ async def _maintenance(service: IncidentService, actor: Actor, cmd: Command) -> 
                  f"(until {win.ends_at:%Y-%m-%d %H:%M} UTC), matching {describe_match(win.match)}: matching "
                  f"events open nothing and page nobody; {len(win.paused)} escalation(s) paused."
                  + (f" Reason: {win.reason}" if win.reason else ""), ephemeral=False)
+
+
+async def _subscriptions(service: IncidentService, actor: Actor, cmd: Command) -> Reply:
+    subs = Subscriptions(service.db, service.config, audit=service.audit, clock=service.clock)
+    if cmd.verb == "subscriptions":
+        contact, rows = await subs.mine(actor=actor)
+        return Reply(describe(rows, contact.name))
+    if cmd.verb == "unsubscribe":
+        row = await subs.unsubscribe(actor=actor, what=cmd.target or "")
+        return Reply(f"{row.contact} no longer follows {row.key}.")
+    row, new = await subs.subscribe(actor=actor, what=cmd.target or "")
+    if not new:
+        return Reply(f"{row.contact} already follows {row.key}; nothing changed.")
+    what = "its updates" if row.incident_id else "every new incident matching it"
+    return Reply(f"{row.contact} now follows {row.key}: {what} as news on your news channels "
+                 f"(preferences.updates). Stop with /incident unsubscribe {row.key}.")
 
 
 def _done(inc: Incident | None, what: str) -> Reply:

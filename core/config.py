@@ -352,6 +352,10 @@ class Preferences(Model):
         return quiet, f"{key} without voice/sms"
 
 
+_TENANT = re.compile(r"\S{1,64}")
+"""A tenant name: what `tenant:<name>` can say in a chat command (no spaces), as long as an events API tenant_id."""
+
+
 class Contact(Model):
     name: str = Field(min_length=1)
     email: Email = None
@@ -365,6 +369,20 @@ class Contact(Model):
     preferences: Preferences = Field(default_factory=lambda: Preferences(default=["email"]))
     """Channels in order, per severity (sev1..sev4) with a `default` fallback; `updates` for news."""
     quiet_hours: QuietHours | None = None
+    tenants: list[str] = Field(default_factory=list)
+    """Tenants (the events API's `tenant_id`) this person belongs to: only they may subscribe to a tenant's
+    incidents (`/incident subscribe tenant:<name>`)."""
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not _TENANT.fullmatch(t):
+                raise ValueError(f"tenant {t!r} must be 1-64 characters without spaces (an events API tenant_id)")
+        dup = sorted({t for t in v if v.count(t) > 1})
+        if dup:
+            raise ValueError(f"tenant {dup[0]!r} is listed twice")
+        return v
 
     @field_validator("ntfy_topic")
     @classmethod

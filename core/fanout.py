@@ -1,8 +1,10 @@
 """Fan-out: turns one incident change into queued deliveries, in the caller's transaction: the pages the
-routing plan names, plus one card sync per chat surface. IncidentService decides what happened; this module
+routing plan names, news to the incident's followers (core/subscriptions.py) whom the plan does not already
+reach, plus one card sync per chat surface. IncidentService decides what happened; this module
 decides how it is addressed (the neutral Notification) and puts it on the durable queue."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,7 +17,9 @@ from core.delivery.message import Notification
 from core.delivery.queue import NewDelivery, enqueue
 from core.metrics import ALERTS
 from core.models import Incident, IncidentMessage
+from core.rbac import acting_contacts
 from core.routing import Plan, PlannedDelivery, RouteEvent, incident_event
+from core.subscriptions import follower_news
 
 if TYPE_CHECKING:
     from core.config import Config, ConfigHolder
@@ -66,7 +70,8 @@ class FanOut:
 
     async def incident(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, p: Plan, now: datetime, *,
                        kind: str, body: str, event_type: str, purpose: str = "page", held: bool = False) -> int:
-        """Queue the plan's pages plus one card sync per subscribed chat surface; returns the pages queued.
+        """Queue the plan's pages, followers' news, and one card sync per chat surface; returns the pages
+        queued (followers' news not counted).
         The notification carries the event type routing matched (declare, monitor, resolve, escalate...),
         as webhooks document it. `held`: an entry that pages nobody on purpose (a flapping incident's),
         so an empty plan is not logged as unrouted."""
@@ -77,6 +82,11 @@ class FanOut:
                              ack_url=ack_link(cfg, message_id=msg.id, channel=d.channel, recipient=d.recipient,
                                               now=now) if ackable else None)
                  for d in p.deliveries]
+        # Followers hear it as news (no ack link, their news channels), once: not when routed for it anyway.
+        news = dataclasses.replace(note, ack_url=None)
+        for d in await follower_news(s, cfg, inc, routed={d.recipient for d in p.deliveries},
+                                     actors=acting_contacts(cfg, msg.author), now=now):
+            items.append(NewDelivery(d.recipient, d.channel, d.address, news, "subscription", d.reason))
         items += self.surface_items(inc, note)
         log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,
                                                  "actor": msg.author})
@@ -92,7 +102,7 @@ class FanOut:
                 "rules": [r.name for r in p.matched_rules] + (["default_targets"] if p.used_default else []),
                 "deliveries": len(p.deliveries), "channels": sorted({d.channel for d in p.deliveries})})
         rows = await enqueue(s, self.cfg, incident_id=inc.id, message_id=msg.id, items=items, now=now)
-        return sum(1 for r in rows if r.purpose != "surface")
+        return sum(1 for r in rows if r.purpose not in ("surface", "subscription"))
 
     async def role_change(self, s: AsyncSession, inc: Incident, msg: IncidentMessage,
                           told: Sequence[PlannedDelivery], now: datetime, *, private: str) -> int:

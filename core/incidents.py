@@ -351,8 +351,8 @@ async def require_ack(s: AsyncSession, cfg: Config, actor: Actor, inc: Incident)
     """OPERATOR and above may ack; so may any contact who was paged for this incident."""
     if allows(role_for(cfg, actor), Permission.ACKNOWLEDGE):  # the permission table, no role list
         return
-    paged = (await s.execute(select(Delivery.recipient).where(Delivery.incident_id == inc.id)
-                             .distinct())).scalars().all()
+    paged = (await s.execute(select(Delivery.recipient).where(  # followers' news grants no ack right
+        Delivery.incident_id == inc.id, Delivery.purpose != "subscription").distinct())).scalars().all()
     for name in paged:
         if actor.identity in contact_identities(cfg, name):
             return

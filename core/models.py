@@ -338,6 +338,25 @@ class BellRead(Base):
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class Subscription(Base):
+    """A contact follows one incident (`incident_id`) or every new incident matching a filter (severity,
+    tenant, source; all set ones must match). Its news goes through the contact's own news channels."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("contact", "key", name="uq_subscriptions_contact_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    contact: Mapped[str] = mapped_column(String(200), index=True)
+    key: Mapped[str] = mapped_column(String(200))
+    """What is followed, as typed back to people: `INC-3`, `sev1`, `tenant:acme source:alertmanager`."""
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), nullable=True, index=True)
+    severity: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class TimerJob(Base):
     """A periodic job that must run once per period across every process (pruning): whoever moves
     `next_run_at` forward by compare-and-set runs it (core/timers.py)."""

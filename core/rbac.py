@@ -102,8 +102,9 @@ def acting_contacts(cfg: Config, identity: str) -> set[str]:
     """The contacts an acting identity is, to leave them out of the news of their own action: chat ids
     (`slack:U1`, `teams:..`, `telegram:..`), `contact:NAME` (voice keypress, ack link), a phone number
     (`sms:+1..`, `voice:+1..`, two-way SMS), `cli:NAME`/`web:NAME` when NAME is the contact's name or
-    its `chat.cli`/`chat.web`, and `api:KEY` for a key whose `contact` is that person. Only for telling
-    people; roles never come from this."""
+    its `chat.cli`/`chat.web` (or, for `web:`, its `console_user`), and `api:KEY` for a key whose `contact`
+    is that person. Only for telling people, whose subscriptions and bell they are (core/subscriptions.py,
+    core/bell.py); roles never come from this."""
     platform, _, uid = identity.partition(":")
     if not uid:
         return set()
@@ -116,7 +117,7 @@ def acting_contacts(cfg: Config, identity: str) -> set[str]:
         elif platform in ("sms", "voice", "phone"):
             hit = c.phone is not None and uid == c.phone
         elif platform in ("cli", "web"):
-            hit = uid in (c.name, getattr(c.chat, platform))
+            hit = uid in (c.name, getattr(c.chat, platform)) or (platform == "web" and uid == c.console_user)
         elif platform == "api":
             hit = any(k.name == uid and k.contact == c.name for k in cfg.api.keys)
         else:

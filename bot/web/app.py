@@ -38,6 +38,7 @@ from core.events import IncidentEvent
 from core.incidents import parse_ref
 from core.maintenance import Maintenance
 from core.rbac import Actor, Permission, Role, allows
+from core.subscriptions import Subscriptions
 from core.users import UserService
 
 log = logging.getLogger("tocsin.console")
@@ -48,7 +49,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BOARD_LIMIT, BOARD_MAX = 200, 2000
 """Incidents on the board by default, and at most (`/?limit=`)."""
 
-NOTICES = {"acked": "Acknowledged.", "resolved": "Resolved."}
+NOTICES = {"acked": "Acknowledged.", "resolved": "Resolved.",
+           "followed": "Following: its news reaches you on your news channels and in the bell.",
+           "unfollowed": "No longer following this incident."}
 """The only notices a link may show (`?msg=<key>`): a link someone else wrote cannot put words on the page."""
 
 
@@ -71,6 +74,7 @@ class Console:
         self.sessions = SessionCodec(key, hours=cfg.session_hours)
         self.users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
         self.audit_reads = AuditReads(ctx.db, ctx.holder)
+        self.subscriptions = Subscriptions(ctx.db, ctx.holder, audit=ctx.audit, clock=ctx.clock)
         self.env = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape(),
                                enable_async=False)
         self.env.globals.update(sev_colors=SEV_COLORS, fmt_duration=fmt_duration, state_label=state_label,
@@ -237,8 +241,9 @@ class Console:
         tta, ttr = inc.time_to_ack, inc.time_to_resolve
         can_act = allows(request[SESSION].role, Permission.SEND_INCIDENTS)
         message = notice or NOTICES.get(request.query.get("msg", ""))
+        following = await self.subscriptions.follows(actor=self.actor(request), incident_id=inc.id)
         return self.render("incident.html", request, status=status, inc=inc, timeline=timeline, channels=channels,
-                           matrix=matrix, tta=tta, ttr=ttr, can_act=can_act, message=message,
+                           matrix=matrix, tta=tta, ttr=ttr, can_act=can_act, message=message, following=following,
                            roles=[(r, holder_name(getattr(inc, r), inc.role_names, r)) for r in ROLE_LABELS])
 
     async def export(self, request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""The console bell and browser push opt-in: thin JSON routes over core/bell.py and core/webpush.py.
+"""The console bell, following an incident, and browser push opt-in: thin routes over core/bell.py,
+core/subscriptions.py and core/webpush.py.
 
 Reads use the session; writes also need the page's CSRF token in the X-CSRF-Token header. The service worker
 is served from /sw.js so its scope covers the whole console."""
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from core.bell import bell, mark_read
-from core.errors import InvalidInput
+from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound
 from core.webpush import subscribe, unsubscribe, vapid_keys
 
 if TYPE_CHECKING:
@@ -87,6 +88,25 @@ def mount_bell(console: Console, router: web.UrlDispatcher, auth: Callable[[Hand
         return web.Response(text=SERVICE_WORKER, content_type="application/javascript",
                             headers={"Service-Worker-Allowed": "/", "Cache-Control": "no-cache"})
 
+    async def follow(request: web.Request) -> web.Response:
+        """Follow or stop following the incident (the incident page's button); a refusal is said there."""
+        from bot.web.app import incident_id
+
+        await console.check_csrf(request)
+        iid = incident_id(request)
+        actor, what = console.actor(request), f"INC-{iid}"
+        try:
+            if request.match_info["action"] == "follow":
+                await console.subscriptions.subscribe(actor=actor, what=what)
+            else:
+                await console.subscriptions.unsubscribe(actor=actor, what=what)
+        except (Forbidden, InvalidInput, InvalidTransition, NotFound) as exc:
+            status = next(code for cls, code in ((Forbidden, 403), (NotFound, 404), (InvalidTransition, 409),
+                                                 (InvalidInput, 400)) if isinstance(exc, cls))
+            return await console.incident(request, notice=str(exc), status=status)
+        raise web.HTTPSeeOther(f"/incidents/{iid}?msg={request.match_info['action']}ed")
+
+    router.add_post(r"/incidents/{id:\d+}/{action:follow|unfollow}", auth(follow))
     router.add_get("/bell", auth(get_bell))
     router.add_post("/bell/read", auth(read_bell))
     router.add_get("/push/key", auth(push_key))

@@ -19,7 +19,7 @@
   setInterval(refresh, 15000);
 })();
 
-// The bell: the signed-in user's recent pages with an unread count, refreshed live over the same
+// The bell: the signed-in user's recent pages and the news of the incidents they follow, with an unread count, refreshed live over the same
 // server-sent events as the board; opening it marks them read. From here a user turns on browser push.
 (function () {
   var button = document.getElementById("bell-button");
@@ -49,7 +49,10 @@
       if (item.incident_id) a.href = "/incidents/" + item.incident_id;
       a.textContent = item.title;
       var when = document.createElement("small");
-      when.textContent = " " + (item.at || "").replace("T", " ").slice(0, 16) + " · " + item.channels.join(", ");
+      // A followed incident's news says so (it may have reached no channel of yours); a page names its channels.
+      when.textContent = " " + (item.at || "").replace("T", " ").slice(0, 16) + " · " + (item.kind || "") + " · " +
+        (item.channels.length ? item.channels.join(", ") : "following");
+      if (item.followed) li.classList.add("followed");
       li.appendChild(a); li.appendChild(when); list.appendChild(li);
     });
   }
