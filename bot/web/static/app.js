@@ -39,7 +39,7 @@
     count.hidden = !data.unread;
     list.textContent = "";
     if (!data.items.length) {
-      var none = document.createElement("li"); none.className = "muted"; none.textContent = "No pages yet.";
+      var none = document.createElement("li"); none.className = "muted"; none.textContent = "No pages or followed news yet.";
       list.appendChild(none);
     }
     data.items.forEach(function (item) {
@@ -53,7 +53,12 @@
       when.textContent = " " + (item.at || "").replace("T", " ").slice(0, 16) + " · " + (item.kind || "") + " · " +
         (item.channels.length ? item.channels.join(", ") : "following");
       if (item.followed) li.classList.add("followed");
-      li.appendChild(a); li.appendChild(when); list.appendChild(li);
+      li.appendChild(a); li.appendChild(when);
+      if (item.text) {  // a followed incident's message: what it said
+        var said = document.createElement("div"); said.className = "muted"; said.textContent = item.text;
+        li.appendChild(said);
+      }
+      list.appendChild(li);
     });
   }
   function refresh() {
