@@ -18,6 +18,8 @@ from core.rbac import acting_contacts
 from core.subscriptions import row_filter
 
 RECENT = 20
+NOT_NEWS = ("REMINDER",)
+"""Thread entries followers are not sent (reminders nudge the commander), so the bell leaves them out too."""
 
 
 def contacts_of(cfg: Config, user: str) -> list[str]:
@@ -75,7 +77,7 @@ async def bell(db: Database, cfg: Config, user: str) -> Bell:
         if followed:
             news = [(m, i) for m, i in (await s.execute(
                 select(IncidentMessage, Incident).join(Incident, Incident.id == IncidentMessage.incident_id)
-                .where(IncidentMessage.incident_id.in_(followed))
+                .where(IncidentMessage.incident_id.in_(followed), IncidentMessage.kind.not_in(NOT_NEWS))
                 .order_by(IncidentMessage.id.desc()).limit(RECENT))).all()]
     seen_at = utc(seen.seen_at) if seen else None
     by_message: dict[int, dict[str, Any]] = {}

@@ -82,10 +82,11 @@ class FanOut:
                              ack_url=ack_link(cfg, message_id=msg.id, channel=d.channel, recipient=d.recipient,
                                               now=now) if ackable else None)
                  for d in p.deliveries]
-        # Followers hear it as news (no ack link, their news channels), once: not when routed for it anyway.
+        # Followers hear it as news (no ack link, their news channels), once: not when routed for it anyway;
+        # nor what pages nobody on purpose (`held`).
         news = dataclasses.replace(note, ack_url=None)
-        for d in await follower_news(s, cfg, inc, routed={d.recipient for d in p.deliveries},
-                                     actors=acting_contacts(cfg, msg.author), now=now):
+        for d in [] if held else await follower_news(s, cfg, inc, routed={d.recipient for d in p.deliveries},
+                                                     actors=acting_contacts(cfg, msg.author), now=now):
             items.append(NewDelivery(d.recipient, d.channel, d.address, news, "subscription", d.reason))
         items += self.surface_items(inc, note)
         log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,
