@@ -1,7 +1,7 @@
 """subscriptions: people following an incident or every new incident matching a filter
 
 Revision ID: 0062
-Revises: 0064
+Revises: 0060
 Create Date: 2026-12-03 16:10:00
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0062'
-down_revision = '0064'
+down_revision = '0060'
 branch_labels = None
 depends_on = None
 
