@@ -162,10 +162,9 @@ def incident_command(args: argparse.Namespace) -> Command:
 
 async def cmd_incident(args: argparse.Namespace) -> int:
     """Every `incident` verb and `notify`: one Command, the one dispatcher, the terminal view."""
+    from bot.commands import UsageError
     from bot.dispatch import run
     from core.appearance.terminal import TERMINAL
-
-    from bot.commands import UsageError
 
     try:
         cmd = incident_command(args)
