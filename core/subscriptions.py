@@ -190,33 +190,44 @@ class Subscriptions:
         target = parse_target(what)
         now = self.clock.now()
         key = key_of(target)
-        async with self.db.transaction() as s:
-            if isinstance(target, int):
-                inc = await s.get(Incident, target)
-                if inc is None:
-                    raise NotFound(f"no incident INC-{target}")
-                if inc.state == "resolved":
-                    raise InvalidTransition(f"{inc.ref} is resolved: it has no more news to follow")
-            elif target.tenant and target.tenant not in contact.tenants:
-                raise Forbidden(f"{actor.identity} (contact {contact.name}) may not follow tenant "
-                                f"{target.tenant!r}: contacts[{contact.name}].tenants does not list it"
-                                + (f" (it lists {', '.join(contact.tenants)})" if contact.tenants else ""))
-            existing = await self._find(s, contact.name, key)
-            if existing is not None:
-                return existing, False
-            f = target if isinstance(target, Filter) else Filter()
-            row = Subscription(contact=contact.name, key=key, incident_id=target if isinstance(target, int) else None,
-                               severity=f.severity, tenant=f.tenant, source=f.source, created_by=actor.identity,
-                               created_at=now)
-            s.add(row)
-            try:
-                await s.flush()
-            except IntegrityError:  # the same person subscribed the same thing at the same moment elsewhere
-                raise InvalidTransition(f"{contact.name} already follows {key}") from None
-            await self.audit.append(s, actor=actor.identity, source=actor.source, action="subscription.add",
-                                    resource=key if isinstance(target, int) else f"subscription:{row.id}",
-                                    now=now, details={"contact": contact.name, "follows": key})
+        try:
+            async with self.db.transaction() as s:
+                row, new = await self._add(s, actor, contact, target, key, now)
+        except IntegrityError:  # the same person subscribed the same thing at the same moment elsewhere
+            async with self.db.sessions() as s:
+                existing = await self._find(s, contact.name, key)
+            if existing is None:
+                raise
+            return existing, False
+        if not new:
+            return row, False
         log.info("subscription.added", extra={"contact": contact.name, "follows": key, "actor": actor.identity})
+        return row, True
+
+    async def _add(self, s: AsyncSession, actor: Actor, contact: Contact, target: int | Filter, key: str,
+                   now: datetime) -> tuple[Subscription, bool]:
+        if isinstance(target, int):
+            inc = await s.get(Incident, target)
+            if inc is None:
+                raise NotFound(f"no incident INC-{target}")
+            if inc.state == "resolved":
+                raise InvalidTransition(f"{inc.ref} is resolved: it has no more news to follow")
+        elif target.tenant and target.tenant not in contact.tenants:
+            raise Forbidden(f"{actor.identity} (contact {contact.name}) may not follow tenant "
+                            f"{target.tenant!r}: contacts[{contact.name}].tenants does not list it"
+                            + (f" (it lists {', '.join(contact.tenants)})" if contact.tenants else ""))
+        existing = await self._find(s, contact.name, key)
+        if existing is not None:
+            return existing, False
+        f = target if isinstance(target, Filter) else Filter()
+        row = Subscription(contact=contact.name, key=key, incident_id=target if isinstance(target, int) else None,
+                           severity=f.severity, tenant=f.tenant, source=f.source, created_by=actor.identity,
+                           created_at=now)
+        s.add(row)
+        await s.flush()
+        await self.audit.append(s, actor=actor.identity, source=actor.source, action="subscription.add",
+                                resource=key if isinstance(target, int) else f"subscription:{row.id}",
+                                now=now, details={"contact": contact.name, "follows": key})
         return row, True
 
     async def unsubscribe(self, *, actor: Actor, what: str) -> Subscription:

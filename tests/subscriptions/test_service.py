@@ -197,3 +197,22 @@ async def test_subscribing_twice_stores_once_and_every_change_is_audited(ctx: Co
         ("subscription.add", "cli:carol", "INC-1"), ("subscription.add", "telegram:4242", "subscription:2"),
         ("subscription.remove", "cli:carol", "INC-1")]
     assert await rows(ctx) == [("alice", "sev2")]
+
+
+async def test_two_processes_subscribing_at_once_store_one(make_ctx: Any) -> None:
+    """Two engines on one database (two `tocsin run` processes): the same subscription made in both at the
+    same moment is stored and audited once; the other answer is 'already follows', not an error."""
+    import asyncio
+
+    one = await make_ctx(worker={"enabled": False}, contacts=CONTACTS, access=ACCESS)
+    two = await make_ctx(worker={"enabled": False}, contacts=CONTACTS, access=ACCESS)
+    for sev in ("sev1", "sev2", "sev3", "sev4"):
+        results = await asyncio.gather(subs(one).subscribe(actor=CAROL, what=sev),
+                                        subs(two).subscribe(actor=CAROL, what=sev))
+        assert sorted(new for _, new in results) == [False, True]
+        assert results[0][0].id == results[1][0].id
+    assert await rows(one) == [("carol", s) for s in ("sev1", "sev2", "sev3", "sev4")]
+    async with one.db.sessions() as s:
+        added = (await s.execute(select(func.count()).select_from(AuditEntry)
+                                 .where(AuditEntry.action == "subscription.add"))).scalar_one()
+    assert added == 4
