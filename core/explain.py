@@ -11,6 +11,7 @@ from core.escalation_policy import next_step
 from core.rbac import Actor, Permission, acting_contacts, require
 from core.routing import RouteEvent, canonical_event_type, escalation_plan, incident_plan, plan
 from core.schedules.service import overrides_in_force
+from core.subscriptions import follower_news
 
 if TYPE_CHECKING:
     from core.schedules.rotation import Override
@@ -75,7 +76,11 @@ async def explain_incident(service: _ServiceLike, ref: str | int, event_type: st
         where = ", ".join(service.surfaces)
         notes.append(f"Incident card kept in sync on: {where} (card updates, not pages)")
     notes.append("Whoever sends it is left out: nobody is told about their own action.")
-    return "\n".join([head, *notes, p.explain(policy=False)])
+    async with service.db.sessions() as s:
+        told = await follower_news(s, cfg, inc, routed={d.recipient for d in p.deliveries}, actors=(), now=now)
+    follow = ["Followers (/incident subscribe) not routed for it get it as news:"] + [
+        f"  {d.recipient:<20} {d.channel:<14} {d.address:<30} ({d.reason}; via {d.chosen_by})" for d in told]
+    return "\n".join([head, *notes, p.explain(policy=False), *(follow if told else [])])
 
 
 def explain_event(cfg: Config, ev: RouteEvent, *, now: datetime, actor: Actor,

@@ -216,3 +216,13 @@ async def test_two_processes_subscribing_at_once_store_one(make_ctx: Any) -> Non
         added = (await s.execute(select(func.count()).select_from(AuditEntry)
                                  .where(AuditEntry.action == "subscription.add"))).scalar_one()
     assert added == 4
+
+
+async def test_route_explain_names_the_followers(ctx: Context) -> None:
+    await ctx.service.declare(actor=OP, title="Explained", severity="sev2")
+    await say(ctx, CAROL, "subscribe INC-1")
+    await say(ctx, ALICE, "subscribe INC-1")  # routed: listed with the routed, not again as a follower
+    text = await ctx.service.explain_route("INC-1", actor=Actor("cli:admin", "cli"), event_type="update")
+    follow = text.split("Followers (/incident subscribe) not routed for it get it as news:\n")[1].splitlines()
+    assert len(follow) == 1 and follow[0].split()[:3] == ["carol", "email", "carol@example.com"]
+    assert follow[0].endswith("(follows INC-1; via preferences.default without voice/sms)")
