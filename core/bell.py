@@ -70,7 +70,8 @@ async def bell(db: Database, cfg: Config, user: str) -> Bell:
         return Bell(0, [])
     async with db.transaction() as s:
         seen = await s.get(BellRead, user)
-        rows = (await s.execute(select(Delivery).where(Delivery.recipient.in_(names), Delivery.purpose == "page")
+        rows = (await s.execute(select(Delivery).where(Delivery.recipient.in_(names),
+                                                       Delivery.purpose.in_(("page", "escalation")))
                                 .order_by(Delivery.id.desc()).limit(RECENT * 4))).scalars().all()
         followed = await followed_incidents(s, names)
         news: list[tuple[IncidentMessage, Incident]] = []

@@ -117,3 +117,20 @@ async def test_refusals_are_said_on_the_page_and_store_nothing(console: tuple[Co
     assert resp.status == 409 and "INC-1 is resolved: it has no more news to follow" in await resp.text()
     assert (await client.post("/incidents/77/follow", data={"csrf": csrf})).status == 404
     assert await follows(ctx) == []
+
+
+async def test_escalation_pages_are_in_the_bell_too(make_ctx: Any) -> None:
+    """An escalation page is one of the user's pages (purpose `escalation`), so the bell lists it."""
+    from core.bell import bell
+    from tests.escalation.conftest import policy_config
+
+    ctx = await make_ctx(worker={"enabled": False}, **policy_config(5),
+                         contacts=[{"name": "alice", "email": "alice@example.com"},
+                                   {"name": "bob", "email": "bob@example.com"},
+                                   {"name": "carol", "email": "carol@example.com", "console_user": "vera"}])
+    await ctx.service.declare(actor=OP, title="DB down", severity="sev1")
+    assert (await bell(ctx.db, ctx.cfg, "vera")).items == []  # carol (leads) is level 1, not paged at open
+    ctx.clock.advance(seconds=10)
+    await ctx.service.escalate("INC-1", actor=OP)
+    got = await bell(ctx.db, ctx.cfg, "vera")
+    assert got.unread == 1 and [(i["kind"], i["channels"]) for i in got.items] == [("ESCALATION", ["email"])]
