@@ -119,9 +119,10 @@ class Heartbeats:
                 inc = await s.get(Incident, row.incident_id)
                 if inc is not None and inc.state != RESOLVED:
                     since = f" (silent since {last:%Y-%m-%d %H:%M:%S} UTC)" if last else ""
-                    await svc.resolve(inc.id, actor=WATCHMAN, session=s, event_type=RECOVERED,
-                                      text=f"RECOVERED: heartbeat {name} pinged again via {via}{since}.")
-                    recovered = inc.ref
+                    out = await svc.resolve(inc.id, actor=WATCHMAN, session=s, event_type=RECOVERED,
+                                            text=f"RECOVERED: heartbeat {name} pinged again via {via}{since}.")
+                    # held open as flapping (core/flapping.py): healthy again, but not resolved yet
+                    recovered = None if out.held else inc.ref
                 row.incident_id = None
                 row.missed_at = None
             await s.flush()
@@ -157,10 +158,14 @@ class Heartbeats:
             description = (f"Heartbeat {name} expected a ping every {format_duration(hb.interval)} "
                            f"(grace {format_duration(hb.grace)}); {told}."
                            + (f"\n{hb.description}" if hb.description else ""))
-            out = await svc.declare(actor=WATCHMAN, title=f"Heartbeat missed: {name}", severity=hb.severity,
-                                    description=description, source=SOURCE, event_type=MISSED,
-                                    labels={"heartbeat": name}, payload={"heartbeat": name},
-                                    correlation_key=f"heartbeat:{name}", session=s)
+            held = await svc.find_by_correlation(f"heartbeat:{name}", session=s)
+            if held is not None and held.flapping:  # missed again while held open as flapping: no new incident
+                out = await svc.update(held.id, actor=WATCHMAN, text=f"MISSED again: {description}", session=s)
+            else:
+                out = await svc.declare(actor=WATCHMAN, title=f"Heartbeat missed: {name}", severity=hb.severity,
+                                        description=description, source=SOURCE, event_type=MISSED,
+                                        labels={"heartbeat": name}, payload={"heartbeat": name},
+                                        correlation_key=f"heartbeat:{name}", session=s)
             if out.suppressed_by is not None or out.incident is None:
                 # planned work: check again when the window ends (recorded once per window, not per tick)
                 row.deadline_at = utc(out.suppressed_by.ends_at) if out.suppressed_by else now + hb.allowed

@@ -229,3 +229,29 @@ def test_flapping_config_fails_at_load_with_file_and_line(yaml_text: str, where:
     with pytest.raises(ConfigError) as err:
         loads(yaml_text, filename="c.yaml", env={})
     assert where in str(err.value)
+
+
+async def test_a_flapping_heartbeat_is_held_not_reopened(make_ctx: Callable[..., Any]) -> None:
+    """A heartbeat that misses and recovers over and over: the flapping incident stays the one incident,
+    a recovery is held (not reported as recovered), a new miss is a held thread entry, not a new page."""
+    from core.heartbeats import Heartbeats
+
+    ctx = await make_ctx(flapping={"reopens": 1, "within": "1h"},
+                         heartbeats=[{"name": "backup", "interval": "10m", "grace": "0s"}])
+    beats = Heartbeats(ctx.service)
+    await beats.sync()
+    opened, recovered = [], []
+    for _ in range(4):
+        ctx.clock.advance(minutes=11)
+        opened += await beats.check()
+        ctx.clock.advance(minutes=1)
+        recovered.append((await beats.ping("backup", via="test")).recovered)
+    rows = await incidents(ctx)
+    assert [r.ref for r in rows] == ["INC-1", "INC-2", "INC-3"]  # the 3rd miss flaps; the 4th is held in it
+    assert opened == ["INC-1", "INC-2", "INC-3", "INC-3"]
+    assert recovered == ["INC-1", "INC-2", None, None]
+    inc = rows[-1]
+    assert inc.flapping and inc.state == "open" and await pages(ctx, inc.id) == 2
+    assert await thread(ctx, inc.id) == ["INITIAL", "FLAPPING", "FLAPPING", "FLAPPING"]
+    ctx.clock.advance(hours=1)
+    assert await ctx.service.flaps.settle_due() == ["INC-3 resolved"]  # the last event was a recovery

@@ -22,7 +22,8 @@ OP = Actor("cli:op", "cli")
 
 @pytest.fixture
 async def console(make_ctx: Any) -> AsyncIterator[tuple[Context, TestClient]]:
-    ctx = await make_ctx(worker={"enabled": False}, console={"session_secret": "console-test-secret"})
+    ctx = await make_ctx(worker={"enabled": False}, console={"session_secret": "console-test-secret"},
+                         flapping={"reopens": 1, "within": "30m"})  # only inbound resolve/reopen cycles flap
     users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
     for name, role in (("ada", "admin"), ("otto", "operator"), ("vera", "viewer")):
         await users.add(name=name, role=role, password=f"{name}-password", actor=Actor("cli:admin", "cli"))
@@ -302,3 +303,19 @@ async def test_incident_page_shows_roles_and_downloads_the_export(console: tuple
     assert (await client.get("/incidents/1/export.pdf")).status == 404
     client.session.cookie_jar.clear()
     assert (await client.get("/incidents/1/export.md", allow_redirects=False)).status == 302  # sign-in first
+
+
+async def test_board_and_incident_page_mark_a_flapping_incident(console: tuple[Context, TestClient]) -> None:
+    """An incident held open as flapping (core/flapping.py) reads `Open (flapping)` on the board and its page."""
+    ctx, client = console
+    api = Actor("api:alertmanager", "x")
+    for _ in range(2):
+        out = await ctx.service.declare(actor=api, title="Link flaps", severity="sev2", correlation_key="k")
+        await ctx.service.resolve(out.incident.id, actor=api)
+    out = await ctx.service.declare(actor=api, title="Link flaps", severity="sev2", correlation_key="k")
+    assert out.incident.flapping
+    await login(client, "otto")
+    board = await (await client.get("/")).text()
+    assert "Open (flapping)" in board
+    page = await (await client.get(f"/incidents/{out.incident.id}")).text()
+    assert '<dd id="state">Open (flapping)</dd>' in page
