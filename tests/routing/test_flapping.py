@@ -57,7 +57,8 @@ class Feed:
     async def run(self, sequence: str, *, gap_minutes: float = 1) -> list[str]:
         actions = []
         for code in sequence.replace(" ", ""):
-            self.ctx.clock.advance(minutes=gap_minutes)
+            if gap_minutes:
+                self.ctx.clock.advance(minutes=gap_minutes)
             actions.append(await self.send(code))
         return actions
 
@@ -255,3 +256,34 @@ async def test_a_flapping_heartbeat_is_held_not_reopened(make_ctx: Callable[...,
     assert await thread(ctx, inc.id) == ["INITIAL", "FLAPPING", "FLAPPING", "FLAPPING"]
     ctx.clock.advance(hours=1)
     assert await ctx.service.flaps.settle_due() == ["INC-3 resolved"]  # the last event was a recovery
+
+
+async def test_two_real_timers_settle_a_stable_incident_once(make_ctx: Callable[..., Any]) -> None:
+    """The APScheduler timers of two processes on the system clock: the stable incident resolves once."""
+    from core.clock import SystemClock
+
+    cfg = {**FLAPPING, "flapping": {"reopens": 2, "within": "3s"}}
+    a = await make_ctx(clock=SystemClock(), **cfg)
+    b = await make_ctx(clock=SystemClock(), **cfg)
+    feed = Feed(a)
+    assert (await feed.run("FRFRFRFR", gap_minutes=0))[-2:] == ["opened", "held"]
+    [*_, inc] = await incidents(a)
+    timers = [FlappingTimer(x.service.flaps, db=x.db, clock=x.clock, every_seconds=0.3, tick_seconds=0.1)
+              for x in (a, b)]
+    for t in timers:
+        await t.start()
+    try:
+        for _ in range(100):
+            if (await a.service.get(inc.id)).state == "resolved":
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # room for a duplicate, were there one
+    finally:
+        for t in timers:
+            await t.close()
+    assert (await a.service.get(inc.id)).state == "resolved"
+    assert sum(len(t.settled) for t in timers) == 1
+    async with a.db.sessions() as s:
+        resolves = int((await s.execute(select(func.count()).select_from(IncidentStateChange).where(
+            IncidentStateChange.incident_id == inc.id, IncidentStateChange.to_state == "resolved"))).scalar_one())
+    assert resolves == 1
