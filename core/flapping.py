@@ -104,7 +104,7 @@ class Flaps:
             new = {**mark, "last": last, "held": int(mark.get("held", 0)) + 1}
             until = now + within(mark) if flipped else utc(inc.flapping_until)
             await svc._cas(s, inc, flapping=new, flapping_until=until)
-            body = flapping_text("held", event=last, text=text, until=until)
+            body = flapping_text("held", event=last, text=text, until=until, flipped=flipped)
             msg = await svc._message(s, inc, "FLAPPING", body, actor, now, extra={"event": last})
             await svc.fanout.incident(s, inc, msg, NOBODY, now, kind="FLAPPING", body=body,
                                       event_type="flapping", held=True)

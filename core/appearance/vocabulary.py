@@ -79,7 +79,8 @@ def state_label(state: str, *, flapping: bool = False) -> str:
 
 
 def flapping_text(what: str, *, event: str | None = None, text: str = "", until: datetime | None = None,
-                  stable_for: timedelta | None = None, reopens: int = 0, limit: int = 0) -> str:
+                  stable_for: timedelta | None = None, reopens: int = 0, limit: int = 0,
+                  flipped: bool = True) -> str:
     """The thread entries of a flapping incident: `opened` (the mark), `held` (an inbound resolve or
     re-fire recorded without paging), `stable` (the mark cleared), `resolved` (closed after it)."""
     span = format_duration(stable_for) if stable_for is not None else ""
@@ -88,7 +89,7 @@ def flapping_text(what: str, *, event: str | None = None, text: str = "", until:
                 f"(more than {limit}). Held open; further resolves and re-fires page nobody until it is "
                 f"stable for {span}.")
     if what == "held":
-        verb = "Resolve held" if event == "resolve" else "Fired again"
+        verb = "Resolve held" if event == "resolve" else ("Fired again" if flipped else "Update")
         when = f"; stable at {until:%Y-%m-%d %H:%M} UTC if nothing changes" if until else ""
         return f"{verb} (flapping, nobody paged){when}." + (f"\n{text}" if text else "")
     if what == "stable":

@@ -146,7 +146,10 @@ async def test_a_re_fire_restarts_the_clock_and_a_stable_firing_incident_stays_o
     assert await ctx.service.flaps.settle_due() == [f"{inc.ref} cleared"]
     [*_, inc] = await incidents(ctx)
     assert inc.state == "open" and not inc.flapping
-    assert "still firing" in (await ctx.service.detail(inc.id)).thread[-1].body
+    thread_bodies = [m.body for m in (await ctx.service.detail(inc.id)).thread]
+    assert thread_bodies[-3].startswith("Fired again (flapping, nobody paged); stable at")
+    assert thread_bodies[-2].startswith("Update (flapping, nobody paged)")  # same state: the clock runs on
+    assert "still firing" in thread_bodies[-1]
     # no longer flapping: the next resolve resolves
     assert await feed.run("R") == ["resolved"]
 
