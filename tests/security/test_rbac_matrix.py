@@ -48,14 +48,15 @@ from tests.security.kit import (
 )
 
 # The rule, written down once. Y = allowed, - = refused. `read` is status/list, `route` is route explain
-# (a settings view: it shows every contact's address), `settings` is a settings change (a console user).
+# (a settings view: it shows every contact's address), `settings` is a settings change (a console user),
+# `assign` gives someone else an incident role, `note` adds a timeline note, `export` is the postmortem export.
 TABLE = """
-            declare  update  ack  resolve  escalate  notify  read  route  audit  settings
-admin          Y       Y      Y      Y        Y        Y      Y     Y      Y       Y
-manager        Y       Y      Y      Y        Y        Y      Y     -      Y       -
-operator       Y       Y      Y      Y        Y        Y      Y     -      -       -
-viewer         -       -      -      -        -        -      Y     -      -       -
-unknown        -       -      -      -        -        -      Y     -      -       -
+            declare  update  ack  resolve  escalate  notify  read  route  audit  settings  assign  note  export
+admin          Y       Y      Y      Y        Y        Y      Y     Y      Y       Y        Y      Y      Y
+manager        Y       Y      Y      Y        Y        Y      Y     -      Y       -        Y      Y      Y
+operator       Y       Y      Y      Y        Y        Y      Y     -      -       -        Y      Y      Y
+viewer         -       -      -      -        -        -      Y     -      -       -        -      -      Y
+unknown        -       -      -      -        -        -      Y     -      -       -        -      -      Y
 """
 
 
@@ -116,6 +117,9 @@ def chat_text(action: str, ref: str, marker: str) -> str:
         "route": f"route {ref} update",
         "audit": f"audit {ref}",
         "settings": f"user add u{marker} viewer",
+        "assign": f"role {ref} comms bob",
+        "note": f"note {ref} note {marker}",
+        "export": f"export {ref}",
     }[action]
 
 
@@ -127,7 +131,7 @@ def chat_verdict(text: str) -> Said:
     return Said("done", text)
 
 
-CHAT_ACTIONS = frozenset(ACTIONS) - {"audit", "settings"}
+CHAT_ACTIONS = frozenset(ACTIONS) - {"audit", "settings", "export"}
 
 
 class SlackEntry(Entry):
@@ -192,6 +196,9 @@ class ApiEntry(Entry):
             "route": ("GET", f"/api/v1/incidents/{iid}/route", None),
             "audit": ("GET", "/api/v1/audit", None),
             "settings": ("PUT", "/api/v1/config", {}),
+            "assign": ("POST", f"/api/v1/incidents/{iid}/roles", {"role": "comms", "person": "bob"}),
+            "note": ("POST", f"/api/v1/incidents/{iid}/notes", {"text": f"note {m}"}),
+            "export": ("GET", f"/api/v1/incidents/{iid}/export", None),
         }
         method, path, body = requests[cell.action]
         status, text = await self.stack.http(method, path, json=body,
@@ -206,7 +213,7 @@ class ConsoleEntry(Entry):
     """The web console: read an incident, ack, resolve, the audit page. Signs in once per role (before the
     cell: a sign-in is audited, and that is not the cell's doing)."""
 
-    name, offers, authenticates = "console", frozenset({"read", "ack", "resolve", "audit"}), True
+    name, offers, authenticates = "console", frozenset({"read", "ack", "resolve", "audit", "export"}), True
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
@@ -230,11 +237,12 @@ class ConsoleEntry(Entry):
         iid = cell.target.id
         if cell.action not in self.offers:
             paths = {"declare": "/incidents", "notify": "/notify", "route": f"/incidents/{iid}/route",
-                     "settings": "/users"}
+                     "settings": "/users", "assign": f"/incidents/{iid}/role", "note": f"/incidents/{iid}/note"}
             path = paths.get(cell.action, f"/incidents/{iid}/{cell.action}")
             status, text, _ = await self.request("POST", path)
             return Said("absent" if status in (404, 405) else f"error {status}", text)
         method, path = {"read": ("GET", f"/incidents/{iid}"), "audit": ("GET", "/audit"),
+                        "export": ("GET", f"/incidents/{iid}/export.md"),
                         "ack": ("POST", f"/incidents/{iid}/ack"),
                         "resolve": ("POST", f"/incidents/{iid}/resolve")}[cell.action]
         status, text, headers = await self.request(method, path)
@@ -273,6 +281,9 @@ class CliEntry(Entry):
             "route": ["route", "explain", "--incident", ref],
             "audit": ["audit", "show", "--incident", ref],
             "settings": ["user", "add", f"u{m}", "--role", "viewer", "--password-stdin"],
+            "assign": ["incident", "role", ref, "comms", "bob"],
+            "note": ["incident", "note", ref, "note", m],
+            "export": ["incident", "export", ref],
         }[cell.action]]
 
     async def do(self, cell: Cell) -> Said:
@@ -334,7 +345,11 @@ async def took_effect(ctx: Context, cell: Cell, kinds_before: dict[str, int], sa
     if a == "settings":
         async with ctx.db.sessions() as s:
             return (await s.execute(select(User).where(User.name == f"u{m}"))).first() is not None
-    if a == "read":
+    if a == "assign":
+        return (await ctx.service.get(cell.target.id)).comms == "contact:bob"
+    if a == "note":
+        return (await message_kinds(ctx, cell.target.id)).get("NOTE", 0) == kinds_before.get("NOTE", 0) + 1
+    if a in ("read", "export"):
         return f"target {m}" in said.text
     if a == "route":
         return "deliveries would be queued" in said.text
