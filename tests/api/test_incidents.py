@@ -75,6 +75,11 @@ async def test_detail_has_thread_state_changes_and_delivery_status(api: Any) -> 
     assert all("address" not in d for d in body["deliveries"])  # phone numbers and emails stay out
     assert sum(body["delivery_summary"].values()) == len(body["deliveries"])
     assert body["created_at"].endswith("+00:00") or body["created_at"].endswith("Z")
+    assert (body["commander"], body["comms"], body["scribe"]) == ("api:ci", None, None)
+    from bot.dispatch import run_text
+    assert (await run_text(ctx.service, Actor("cli:op", "cli"), "role INC-1 scribe carol"))[1].ok
+    body = await (await client.get("/api/v1/incidents/1", headers=VIEWER)).json()
+    assert body["scribe"] == "contact:carol" and body["thread"][-1]["kind"] == "ROLE"
 
 
 async def test_detail_errors(api: Any) -> None:

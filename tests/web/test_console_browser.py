@@ -86,12 +86,20 @@ async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: 
         shots = DOCS if os.environ.get("TOCSIN_SCREENSHOTS") else tmp_path
         await run(driver.save_screenshot, str(shots / "console-board.png"))
 
-        await run(lambda: driver.find_element(By.CSS_SELECTOR, "#row-2 a").click())
+        # Roles and a timeline note show on the incident page, with the postmortem export links.
+        from bot.dispatch import run_text
+        assert (await run_text(ctx.service, Actor("cli:op"), "role INC-2 comms bob"))[1].ok
+        assert (await run_text(ctx.service, Actor("cli:op"), "note INC-2 Card processor answers 502"))[1].ok
+        # (the board re-draws the row on each of those changes, so open the page by its link's address)
+        href = await run(lambda: driver.find_element(By.CSS_SELECTOR, "#row-2 a").get_attribute("href"))
+        await run(driver.get, href)
         await run(wait.until, ec.element_to_be_clickable((By.ID, "ack")))
         await run(lambda: driver.find_element(By.ID, "ack").click())
         notice = await run(wait.until, ec.presence_of_element_located((By.ID, "notice")))
         assert notice.text == "Acknowledged."
         assert "web:otto" in driver.find_element(By.ID, "acked").text
+        assert driver.find_element(By.ID, "role-comms").text == "bob"
+        assert driver.find_element(By.ID, "export-md").get_attribute("href").endswith("/incidents/2/export.md")
         await run(driver.save_screenshot, str(shots / "console-incident.png"))
         # The Slack card of INC-2 is edited to show who acknowledged (through the delivery queue).
         card = await ctx.cards.get(2, "slack")
