@@ -1,6 +1,7 @@
 """Console routes: sign-in, board (live over server-sent events), incident page, audit, charts.
 
-Read-only except acknowledge/resolve, which call the same IncidentService as every other entry point.
+Read-only except acknowledge/resolve, which call the same IncidentService as every other entry point, and
+follow/unfollow (bot/web/bell.py), which call the same Subscriptions as `/incident subscribe`.
 """
 from __future__ import annotations
 
