@@ -144,7 +144,7 @@ def incident_command(args: argparse.Namespace) -> Command:
     op = {"show": "status"}.get(args.op, args.op)
     if op == "declare":
         return Command("declare", severity=args.severity, title=words(args.title), text=args.description or "",
-                       target=args.list)
+                       target=args.list, contact=args.commander)
     if op == "list":
         return Command("list", filter=args.state, limit=args.limit, offset=args.offset)
     if op == "bridge":
@@ -316,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("title", nargs="+")
     x.add_argument("--list", help="contact list to page in addition to routing")
     x.add_argument("--description", "-d")
+    x.add_argument("--commander", help="who runs it (a contact, an identity like slack:U123); default: you")
     for name, hlp in (("update", "post an update"), ("monitor", "move to Monitoring"),
                       ("resolve", "resolve and close the thread")):
         y = i.add_parser(name, help=hlp)

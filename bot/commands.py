@@ -10,7 +10,7 @@ from core.subscriptions import key_of, parse_target
 from core.validation import is_ref
 
 USAGE: dict[str, str] = {
-    "declare": "/incident declare <sev1..sev4> <title>",
+    "declare": "/incident declare <sev1..sev4> <title> [--commander <person>]",
     "update": "/incident update <INC-n> <text>",
     "monitor": "/incident monitor <INC-n> [text]",
     "ack": "/incident ack <INC-n>",
@@ -133,10 +133,12 @@ def parse(text: str) -> Command:
         if sev not in SEVERITIES:
             raise UsageError(f"{rest[0]!r} is not a severity: use sev1..sev4 (or critical, high, medium, low).",
                              verb)
-        title = " ".join(_take(after, 1)[1].split())
+        title, commander = _commander(_take(after, 1)[1])
         if not title:
             raise UsageError("`declare` needs a title after the severity.", verb)
-        return Command("declare", severity=sev, title=title)
+        if commander == "":
+            raise UsageError("`--commander` needs a person (a contact, a mention, or me).", verb)
+        return Command("declare", severity=sev, title=title, contact=commander)
     if verb == "list":
         flt = rest[0].lower() if rest else "open"
         if flt not in ("open", "all") or len(rest) > 1:
@@ -210,6 +212,17 @@ def _snooze(ref: str, tail: str) -> Command:
         if length.total_seconds() <= 0:
             raise UsageError("A snooze must last longer than nothing, e.g. 30m.", "snooze")
     return Command("snooze", incident=ref, duration=words[0] if words else None)
+
+
+_COMMANDER = re.compile(r"\s(?:--|\u2014)commander(?:\s+|$)", re.IGNORECASE)
+
+
+def _commander(text: str) -> tuple[str, str | None]:
+    """`DB down --commander @bob` -> ("DB down", "@bob"): the declarer is commander unless someone else is
+    named (phones turn -- into a dash). None when not named, "" when named without a person."""
+    parts = _COMMANDER.split(" " + text, maxsplit=1)
+    title = " ".join(parts[0].split())
+    return (title, " ".join(parts[1].split())) if len(parts) == 2 else (title, None)
 
 
 def _oncall(rest: list[str]) -> Command:

@@ -77,11 +77,19 @@ async def run(service: IncidentService, actor: Actor, cmd: Command, *, view: Vie
 
         return Reply(HELP)
     if v == "declare":
-        out = await service.declare(actor=actor, title=cmd.title, severity=cmd.severity or "sev3",
-                                    description=cmd.text, contact_list=cmd.target)
+        named = None
+        if cmd.contact:
+            out, named = await IncidentRoles(service).declare(
+                commander=cmd.contact, actor=actor, title=cmd.title, severity=cmd.severity or "sev3",
+                description=cmd.text, contact_list=cmd.target)
+        else:
+            out = await service.declare(actor=actor, title=cmd.title, severity=cmd.severity or "sev3",
+                                        description=cmd.text, contact_list=cmd.target)
         inc = out.incident
         assert inc is not None
-        return Reply(f"Declared {inc.ref} [{inc.severity}] {inc.title}: {out.queued} pages queued.",
+        lead = f" Commander: {(inc.role_names or {}).get('commander')}." if named is not None and named.changed \
+            else ""
+        return Reply(f"Declared {inc.ref} [{inc.severity}] {inc.title}: {out.queued} pages queued.{lead}",
                      ephemeral=False, incident_id=inc.id)
     if v == "update":
         out = await service.update(cmd.incident or "", actor=actor, text=cmd.text)

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from core.appearance.vocabulary import holder_name, role_label
 from core.config import INCIDENT_ROLES, Config, Targets
 from core.errors import Forbidden, InvalidInput, InvalidTransition
@@ -124,9 +126,27 @@ class IncidentRoles:
     def cfg(self) -> Config:
         return self.service.cfg  # type: ignore[no-any-return]
 
-    async def assign(self, ref: str | int, *, role: str, person: str, actor: Actor) -> Outcome:
+    async def declare(self, *, commander: str, actor: Actor, **declare: Any) -> tuple[Outcome, Outcome | None]:
+        """Declare with someone else named commander (`declare ... --commander @bob`), in ONE transaction: the
+        incident opens (INITIAL, pages) and a ROLE entry hands it to the named commander, who is told
+        privately what the role does. A bad name stores nothing."""
+        svc = self.service
+        require(self.cfg, actor, Permission.ASSIGN_ROLES)
+        resolve_person(self.cfg, commander, actor)  # bad input is answered before anything is written
+        role: Outcome | None = None
+        async with svc.db.transaction() as s:
+            out = await svc.declare(actor=actor, session=s, **declare)
+            if out.incident is not None:
+                role = await self.assign(out.incident.id, role="commander", person=commander, actor=actor,
+                                         session=s)
+        await svc.events.publish_pending(s)
+        return out, role
+
+    async def assign(self, ref: str | int, *, role: str, person: str, actor: Actor,
+                     session: AsyncSession | None = None) -> Outcome:
         """Give `role` to `person`. OPERATOR and above may name anyone; anyone may take an empty role with
-        `me`. The new holder is told privately what the role does (config `roles:`)."""
+        `me`. The new holder is told privately what the role does (config `roles:`). With `session`, it
+        writes in the caller's transaction and tells listeners once the caller publishes."""
         svc, cfg = self.service, self.cfg
         role = check_role(role)
         taking = (person or "").strip().lower() == "me"
@@ -140,12 +160,14 @@ class IncidentRoles:
         holder = resolve_person(cfg, person, actor)
         iid = parse_ref(ref)
         now = svc.clock.now()
-        async with svc._tx(None) as s:
+        async with svc._tx(session) as s:
             inc = await svc._load(s, iid, ref)
             if inc.state == RESOLVED:
                 raise InvalidTransition(f"{inc.ref} is resolved; its roles stay as they were")
             before: str | None = getattr(inc, role)
             before_name = holder_name(before, inc.role_names, role)
+            if before == actor.identity and actor.display and role not in (inc.role_names or {}):
+                before_name = actor.display  # the declarer, named as they call themselves
             if before == holder.identity:
                 return Outcome(inc, None, 0, changed=False,
                                note=f"{holder.name} already is {role_label(role).lower()} of {inc.ref}.")
@@ -171,8 +193,8 @@ class IncidentRoles:
                                        "self": taking, "told": [f"{d.recipient}/{d.channel}" for d in told]})
         log.info("incident.role.assigned", extra={"incident": inc.ref, "role": role, "holder": holder.identity,
                                                   "actor": actor.identity, "queued": queued})
-        await svc.events.emit(None, IncidentEvent("role", inc.id, msg.id, actor.identity, queued, inc.state,
-                                                  inc.state))
+        await svc.events.emit(session, IncidentEvent("role", inc.id, msg.id, actor.identity, queued, inc.state,
+                                                     inc.state))
         return Outcome(inc, msg, queued, note="" if told else
                        f"{holder.name} has no contact or chat DM to be told privately what the role does")
 

@@ -60,10 +60,13 @@ def command_text(activity: Activity) -> str:
             text = text.replace(said, " ", 1)
     if _ROLE_COMMAND.match(text):
         text = _people(text, activity, bot_id)
+    elif (named := _COMMANDER.search(text)) is not None:  # declare ... --commander <at>Bob</at>
+        text = text[:named.end()] + _people(text[named.end():], activity, bot_id)
     return text.strip()
 
 
 _ROLE_COMMAND = re.compile(r"\s*(?:/?incident\s+)?role\b", re.IGNORECASE)
+_COMMANDER = re.compile(r"\s(?:--|\u2014)commander\s", re.IGNORECASE)
 
 
 def _people(text: str, activity: Activity, bot_id: str | None) -> str:

@@ -208,6 +208,8 @@ def test_roles_and_notes_from_the_cli(tmp_path: Path) -> None:
     assert r.returncode == 0 and r.stdout.strip() == "INC-1: note added to the timeline."
     r = tocsin(tmp_path, "incident", "show", "INC-1")
     assert "Commander: cli:alice · Comms: bob" in r.stdout and "Consumers were paused" in r.stdout
+    r = tocsin(tmp_path, "incident", "declare", "sev4", "Slow", "report", "--commander", "carol")
+    assert r.returncode == 0 and r.stdout.strip().endswith("Commander: carol."), r.stdout + r.stderr
     r = tocsin(tmp_path, "incident", "role", "INC-1", "chef", "bob")
     assert r.returncode != 0 and "unknown role 'chef'" in (r.stdout + r.stderr)
     r = tocsin(tmp_path, "audit", "show", "--incident", "INC-1")

@@ -142,3 +142,27 @@ async def test_notes_page_nobody_and_role_holders_may_add_them(ctx: Context) -> 
     async with ctx.db.sessions() as s:
         actions = (await s.execute(select(AuditEntry.action).order_by(AuditEntry.seq))).scalars().all()
     assert actions == ["incident.declare", "incident.note", "incident.role", "incident.note"]
+
+
+async def test_declare_naming_another_commander_is_one_transaction(ctx: Context) -> None:
+    ok, text = await say(ctx, OP, "declare sev2 Checkout down --commander bob")
+    assert ok and text.startswith("Declared INC-1 [sev2] Checkout down: ") and text.endswith(" Commander: bob."), text
+    inc = await incident(ctx)
+    assert (inc.title, inc.commander, inc.role_names) == ("Checkout down", "contact:bob", {"commander": "bob"})
+    d = await ctx.service.detail("INC-1")
+    assert [m.kind for m in d.thread] == ["INITIAL", "ROLE"]
+    assert [x.recipient for x in d.deliveries if x.purpose == "notice"] == ["bob"]
+    async with ctx.db.sessions() as s:
+        actions = (await s.execute(select(AuditEntry.action).order_by(AuditEntry.seq))).scalars().all()
+    assert actions == ["incident.declare", "incident.role"]
+    # Naming nobody known stores nothing at all: no incident, no page, no audit entry.
+    before = await rows(ctx)
+    ok, text = await say(ctx, OP, "declare sev1 Search down --commander zed")
+    assert not ok and "unknown person 'zed'" in text and await rows(ctx) == before
+    ok, text = await say(ctx, OP, "declare sev1 Search down --commander")
+    assert not ok and "`--commander` needs a person" in text
+    async with ctx.db.sessions() as s:
+        assert int((await s.execute(select(func.count()).select_from(Incident))).scalar_one()) == 1
+    # Naming yourself is the default: no second entry.
+    ok, text = await say(ctx, OP, "declare sev3 Slow page --commander me")
+    assert ok and "Commander:" not in text

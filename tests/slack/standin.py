@@ -1,5 +1,6 @@
-"""A loopback Slack Web API (auth.test, chat.postMessage, chat.update, chat.postEphemeral, views.open) and
-response_url endpoint, on the shared recording HttpStandIn; plus request signing like Slack's."""
+"""A loopback Slack Web API (auth.test, chat.postMessage, chat.update, chat.postEphemeral, views.open,
+conversations.replies over the messages it holds) and response_url endpoint, on the shared recording
+HttpStandIn; plus request signing like Slack's."""
 from __future__ import annotations
 
 import hashlib

@@ -131,3 +131,17 @@ async def test_pushpin_in_the_thread_and_note_command_add_to_the_timeline(env: S
     assert [n.body for n in await notes(env)][-1] == "Rotated the cert, errors dropping"
     await env.sync_cards()
     assert env.api.posts(thread_ts=CARD_TS)[-1]["text"] == ":pushpin: *Note*: Rotated the cert, errors dropping"
+
+
+async def test_declare_naming_the_commander_from_slack(env: SlackEnv) -> None:
+    _, answers = await env.command("declare sev2 Search is down --commander <@UALICE|alice>")
+    assert answers[-1]["text"].startswith("Declared INC-1 [sev2] Search is down: ")
+    assert answers[-1]["text"].endswith("Commander: alice.")
+    inc = (await env.incidents())[0]
+    assert inc.commander == "slack:UALICE"
+    assert [e.action for e in await env.audit()] == ["incident.declare", "incident.role"]
+    await env.sync_cards()
+    [card] = env.api.posts(top=True)
+    assert "*Commander*\n<@UALICE>" in fields_of(card["blocks"])
+    assert env.api.posts(thread_ts=CARD_TS)[-1]["text"].startswith(":bust_in_silhouette: *Role*: alice is now "
+                                                                    "commander (assigned by op), was op")

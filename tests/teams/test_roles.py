@@ -103,3 +103,16 @@ async def test_role_and_note_from_teams(make_ctx: Callable[..., Any]) -> None:
             await post(url, say("role INC-1 scribe me", service_url=bc.url, user=VIEWER))
             assert plain(bc.replies(TEAMS_CONV)[-1].json["text"]).startswith("INC-1: Olga Operator took scribe")
             assert (await ctx.service.get(1)).scribe == f"teams:{VIEWER}"
+
+
+async def test_declare_naming_the_commander_from_teams(make_ctx: Callable[..., Any]) -> None:
+    async with bot_connector() as bc:
+        ctx = await make_ctx(**teams_config(bc.url))
+        async with teams_server(ctx) as (url, _rt):
+            await post(url, say("declare sev2 <at>Bob Builder</at> says DB is down --commander <at>Bob Builder</at>",
+                                service_url=bc.url, people={"Bob Builder": BOB}))
+            answer = plain(bc.replies(TEAMS_CONV)[-1].json["text"])
+            assert answer.startswith("Declared INC-1 [sev2] <at>Bob Builder</at> says DB is down: ")
+            assert answer.endswith("Commander: Bob Builder.")
+            inc = await ctx.service.get(1)
+            assert (inc.commander, inc.title) == (f"teams:{BOB}", "<at>Bob Builder</at> says DB is down")
