@@ -102,3 +102,26 @@ def test_ack_link_secret_must_be_long() -> None:
                         "(e.g. `openssl rand -hex 32`)"], problems
     cfg = loads("server:\n  ack_link_secret: " + "k" * 32 + "\n", filename="config.yaml", env={})
     assert cfg.server.ack_link_secret is not None and "k" * 32 not in repr(cfg.server)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("roles:\n  captain:\n    description: Steer.\n", "config.yaml:2 roles.captain: unknown key"),
+    ("roles:\n  comms:\n    description: '   '\n",
+     "config.yaml:3 roles.comms.description: must not be blank: the new holder is told this"),
+    ("roles:\n  scribe: {}\n", "config.yaml:2 roles.scribe.description: required key is missing"),
+    ("contacts:\n  - name: a\n    chat: {telegram_username: '@a b'}\n",
+     "config.yaml:3 contacts[0].chat.telegram_username: Telegram username '@a b' must be 3-32 letters"),
+])
+def test_roles_and_telegram_usernames_are_checked_at_load(text: str, expected: str) -> None:
+    problems = errors_of(text)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_role_descriptions_default_per_role_and_can_be_set() -> None:
+    from core.config import DEFAULT_ROLE_DESCRIPTIONS
+
+    cfg = loads("roles:\n  comms:\n    description: Update every 20 minutes.\n", env={})
+    assert cfg.roles.description("comms") == "Update every 20 minutes."
+    assert cfg.roles.description("scribe") == DEFAULT_ROLE_DESCRIPTIONS["scribe"]
+    assert loads("contacts:\n  - name: a\n    chat: {telegram_username: '@al_ops'}\n",
+                 env={}).contacts[0].chat.telegram_username == "al_ops"
