@@ -166,3 +166,13 @@ async def test_declare_naming_another_commander_is_one_transaction(ctx: Context)
     # Naming yourself is the default: no second entry.
     ok, text = await say(ctx, OP, "declare sev3 Slow page --commander me")
     assert ok and "Commander:" not in text
+
+
+async def test_a_resolved_incident_keeps_its_roles_but_takes_notes(ctx: Context) -> None:
+    await ctx.service.declare(actor=OP, title="DB slow", severity="sev3")
+    await ctx.service.resolve("INC-1", actor=OP)
+    before = await rows(ctx)
+    ok, text = await say(ctx, OP, "role INC-1 scribe carol")
+    assert not ok and text == "INC-1 is resolved; its roles stay as they were" and await rows(ctx) == before
+    ok, text = await say(ctx, OP, "note INC-1 Postmortem on Thursday")  # the timeline goes on after resolve
+    assert ok and (await rows(ctx))["incident_messages"] == before["incident_messages"] + 1
