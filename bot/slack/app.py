@@ -36,7 +36,7 @@ from bot.slack.socket_mode import SocketMode
 from bot.slack.surface import SlackSurface
 from bot.server import Provided
 from bot.surface import DirectMessageSender, SurfaceSender
-from core.appearance.slack import ACTION_RE, DECLARE_VIEW, UPDATE_VIEW, parse_action_id, read_metadata
+from core.appearance.slack import ACTION_RE, DECLARE_VIEW, OPEN_RE, UPDATE_VIEW, parse_action_id, read_metadata
 from core.cards import CardStore
 from core.incidents import IncidentService
 from core.leader import Leadership
@@ -84,6 +84,7 @@ class SlackAdapter(Forms, Background, SocketMode, Pins):
                              logger=logging.getLogger("tocsin.slack.bolt"))
         self.bolt.command(re.compile(r"^/"))(self._on_command)
         self.bolt.action(ACTION_RE)(self._on_button)
+        self.bolt.action(OPEN_RE)(self._on_open)
         self.bolt.action(re.compile(r".*"))(self._on_unknown_action)
         self.bolt.view(DECLARE_VIEW)(self._on_declare_submit)
         self.bolt.view(UPDATE_VIEW)(self._on_update_submit)
@@ -133,6 +134,13 @@ class SlackAdapter(Forms, Background, SocketMode, Pins):
         await ack()
         self._spawn(self._button(body, action, retry=retry_num(request)), what="button",
                     tell=lambda text: self._tell_user(body, text))
+
+    async def _on_open(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """Open incident is a URL button: the browser opens the console page, and Slack still sends the
+        press. Acknowledge it and do nothing else (no command, no answer to the presser)."""
+        await ack()
+        log.debug("slack.open_button", extra={"user": str((body.get("user") or {}).get("id"))[:40],
+                                              "action_id": str(action.get("action_id"))[:100]})
 
     async def _on_unknown_action(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         """A button we do not know (an old card, a forged id): acknowledge and say so, never silence."""

@@ -41,7 +41,7 @@ def render_ntfy(n: Notification, *, topic: str) -> dict[str, Any]:
     actions: list[dict[str, Any]] = []
     if click:
         body["click"] = click
-        actions.append({"action": "view", "label": "Open incident", "url": click, "clear": False})
+        actions.append({"action": "view", "label": BUTTON_LABELS["open"], "url": click, "clear": False})
     ack = offers_ack(n)
     if ack and ack != click:
         # A view action, not ntfy's http action: the signed /ack/<token> link opens its confirm page (a bare

@@ -41,6 +41,12 @@ TEXT_MAX = 3900
 ACTION_PREFIX = "incident."
 ACTION_VERBS = ("ack", "update", "monitor", "resolve", "snooze")
 ACTION_RE = re.compile(r"^incident\.(ack|update|monitor|resolve|snooze):(\d{1,12})$")
+OPEN_VERB = "open"
+OPEN_RE = re.compile(r"^incident\.open:(\d{1,12})$")
+"""The Open incident URL button: the browser opens the link, yet Slack still sends a block_actions, which the
+adapter only acknowledges."""
+URL_MAX = 3000
+"""Block Kit's limit for a button's url."""
 DECLARE_VIEW = "incident.declare"
 UPDATE_VIEW = "incident.update"
 
@@ -83,7 +89,7 @@ def render_slack(n: Notification) -> dict[str, Any]:
         buttons.append({"type": "button", "text": {"type": "plain_text", "text": BUTTON_LABELS["ack"]},
                         "url": ack, "style": "danger"})
     for name, url in links[:24]:
-        if len(url) <= 3000:
+        if len(url) <= URL_MAX:
             buttons.append({"type": "button", "text": {"type": "plain_text", "text": truncate(name, 75)},
                             "url": url})
     if buttons:
@@ -154,14 +160,25 @@ def card_blocks(card: IncidentCard, *, now: datetime) -> list[dict[str, Any]]:
     if card.description and card.description.strip() != card.title.strip():
         blocks.append({"type": "section", "block_id": "description",
                        "text": text(truncate(escape_slack(card.description), SECTION_MAX))})
-    context = [f"{emoji} {KIND_LABELS['INITIAL']} {_date(card.created_at)}", f"<{card.link}|Open in Tocsin>"]
+    context = [f"{emoji} {KIND_LABELS['INITIAL']} {_date(card.created_at)}"]
     if card.resolved_at:
-        context.insert(1, f"{STATE_LABELS['resolved']} {_date(card.resolved_at)}")
+        context.append(f"{STATE_LABELS['resolved']} {_date(card.resolved_at)}")
     blocks.append({"type": "context", "block_id": "links", "elements": [text(" · ".join(context))]})
-    if card.buttons:
-        blocks.append({"type": "actions", "block_id": f"actions:{card.id}",
-                       "elements": [_button(verb, card) for verb in card.buttons]})
+    elements = [_button(verb, card) for verb in card.buttons]
+    if (opener := open_button(card)) is not None:
+        elements.append(opener)
+    if elements:
+        blocks.append({"type": "actions", "block_id": f"actions:{card.id}", "elements": elements})
     return blocks
+
+
+def open_button(card: IncidentCard) -> dict[str, Any] | None:
+    """Open incident: a URL button to the console page (server.public_url), beside the card's actions and
+    kept once resolved, as on Teams and Telegram; None for a link Block Kit would refuse."""
+    if not card.link.startswith(("https://", "http://")) or len(card.link) > URL_MAX:
+        return None
+    return {"type": "button", "action_id": action_id(OPEN_VERB, card.id), "url": card.link,
+            "text": text(BUTTON_LABELS[OPEN_VERB], kind="plain_text")}
 
 
 def _button(verb: str, card: IncidentCard) -> dict[str, Any]:

@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from core.appearance.slack import HEADER_MAX, action_id, card_blocks, card_text, parse_action_id, thread_text, who
+from core.appearance.slack import (
+    HEADER_MAX,
+    OPEN_RE,
+    action_id,
+    card_blocks,
+    card_text,
+    parse_action_id,
+    thread_text,
+    who,
+)
 from core.delivery.message import Notification
 from tests.appearance.helpers import T0, card
 
@@ -20,18 +29,19 @@ def fields(blocks: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.mark.parametrize(("over", "expected_buttons", "expected_fields"), [
-    ({}, ["incident.ack:7", "incident.update:7", "incident.monitor:7", "incident.resolve:7"],
+    ({}, ["incident.ack:7", "incident.update:7", "incident.monitor:7", "incident.resolve:7", "incident.open:7"],
      ["*Severity*\nSEV1 (critical)", "*State*\nOpen", "*Commander*\n<@UOP>", "*Open for*\n5m00s"]),
     ({"acknowledged_by": "cli:alice", "acknowledged_at": T0 + timedelta(minutes=2)},
-     ["incident.update:7", "incident.monitor:7", "incident.resolve:7"],
+     ["incident.update:7", "incident.monitor:7", "incident.resolve:7", "incident.open:7"],
      ["*Severity*\nSEV1 (critical)", "*State*\nOpen", "*Commander*\n<@UOP>", "*Acknowledged by*\ncli:alice",
       "*Open for*\n5m00s"]),
-    ({"state": "monitoring"}, ["incident.ack:7", "incident.update:7", "incident.resolve:7"], None),
+    ({"state": "monitoring"}, ["incident.ack:7", "incident.update:7", "incident.resolve:7", "incident.open:7"],
+     None),
     ({"state": "resolved", "acknowledged_by": "slack:UADMIN", "acknowledged_at": T0 + timedelta(minutes=2),
-      "resolved_at": T0 + timedelta(hours=1, minutes=5)}, [],
+      "resolved_at": T0 + timedelta(hours=1, minutes=5)}, ["incident.open:7"],
      ["*Severity*\nSEV1 (critical)", "*State*\nResolved", "*Commander*\n<@UOP>",
       "*Acknowledged by*\n<@UADMIN>", "*Time to ack*\n2m00s", "*Time to resolve*\n1h05m"]),
-    ({"state": "resolved", "resolved_at": T0 + timedelta(seconds=30)}, [],
+    ({"state": "resolved", "resolved_at": T0 + timedelta(seconds=30)}, ["incident.open:7"],
      ["*Severity*\nSEV1 (critical)", "*State*\nResolved", "*Commander*\n<@UOP>",
       "*Time to ack*\nnot acknowledged", "*Time to resolve*\n30s"]),
 ])
@@ -44,8 +54,35 @@ def test_card_by_state(over: dict[str, Any], expected_buttons: list[str],
     if expected_fields is not None:
         assert fields(blocks) == expected_fields
     context = next(b for b in blocks if b["type"] == "context")["elements"][0]["text"]
-    assert "<http://tocsin/incidents/7|Open in Tocsin>" in context
+    assert "incidents/7" not in context  # the link is the Open incident button, not a context link
     assert f"<!date^{int(T0.timestamp())}^" in context
+    [actions] = [b for b in blocks if b["type"] == "actions"]
+    assert actions["elements"][-1] == {"type": "button", "action_id": "incident.open:7",
+                                       "url": "http://tocsin/incidents/7",
+                                       "text": {"type": "plain_text", "text": "Open incident", "emoji": True}}
+
+
+def test_labels_come_from_the_vocabulary() -> None:
+    from core.appearance.vocabulary import BUTTON_LABELS
+
+    elements = next(b for b in card_blocks(card(), now=T0) if b["type"] == "actions")["elements"]
+    assert [e["text"]["text"] for e in elements] == [BUTTON_LABELS[v] for v in
+                                                    ("ack", "update", "monitor", "resolve", "open")]
+    assert elements[0]["text"]["text"] == "Acknowledge" and elements[-1]["text"]["text"] == "Open incident"
+
+
+@pytest.mark.parametrize("link", ["javascript:alert(1)", "ftp://tocsin/incidents/7",
+                                  "https://tocsin.example/" + "x" * 3000])
+def test_no_open_button_for_a_link_block_kit_refuses(link: str) -> None:
+    blocks = card_blocks(card(link=link), now=T0)
+    assert "incident.open:7" not in buttons(blocks) and buttons(blocks)[0] == "incident.ack:7"
+    resolved = card_blocks(card(link=link, state="resolved", resolved_at=T0), now=T0)
+    assert not [b for b in resolved if b["type"] == "actions"]  # nothing left to press: no actions block
+
+
+def test_open_action_id_is_not_a_command() -> None:
+    assert parse_action_id("incident.open:7") is None  # the adapter only acknowledges it
+    assert OPEN_RE.match("incident.open:7") and not OPEN_RE.match("incident.open:x")
 
 
 def test_resolve_button_asks_for_confirmation() -> None:

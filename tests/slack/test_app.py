@@ -51,7 +51,7 @@ async def test_declare_ack_update_monitor_resolve_from_slack(env: SlackEnv) -> N
     [card] = env.api.posts(top=True)
     assert card["channel"] == INCIDENT_CHANNEL
     assert actions_of(card["blocks"]) == ["incident.ack:1", "incident.update:1", "incident.monitor:1",
-                                          "incident.resolve:1"]
+                                          "incident.resolve:1", "incident.open:1"]
     assert "*Commander*\n<@UOP>" in fields_of(card["blocks"])
     card_ts = "1700000000.000001"
 
@@ -65,7 +65,8 @@ async def test_declare_ack_update_monitor_resolve_from_slack(env: SlackEnv) -> N
     await env.sync_cards()
     [upd] = env.api.calls("chat.update")
     assert upd["ts"] == card_ts and upd["channel"] == INCIDENT_CHANNEL
-    assert actions_of(upd["blocks"]) == ["incident.update:1", "incident.monitor:1", "incident.resolve:1"]
+    assert actions_of(upd["blocks"]) == ["incident.update:1", "incident.monitor:1", "incident.resolve:1",
+                                         "incident.open:1"]
     [reply] = env.api.posts(thread_ts=card_ts)
     assert "*Acknowledged*" in reply["text"] and "uadmin" in reply["text"]
     assert env.api.calls("chat.postEphemeral") == []  # success speaks through the card, not to the presser
@@ -85,7 +86,7 @@ async def test_declare_ack_update_monitor_resolve_from_slack(env: SlackEnv) -> N
     assert (await env.incidents())[0].state == "monitoring"
     await env.sync_cards()
     last = env.api.calls("chat.update")[-1]
-    assert actions_of(last["blocks"]) == ["incident.update:1", "incident.resolve:1"]
+    assert actions_of(last["blocks"]) == ["incident.update:1", "incident.resolve:1", "incident.open:1"]
     env.ctx.clock.advance(minutes=40)
     assert await env.press("resolve", 1) == 200
     [inc] = await env.incidents()
@@ -94,7 +95,7 @@ async def test_declare_ack_update_monitor_resolve_from_slack(env: SlackEnv) -> N
                                                      "incident.monitor", "incident.resolve"]
     await env.sync_cards()
     final = env.api.calls("chat.update")[-1]
-    assert actions_of(final["blocks"]) == []  # the buttons go away
+    assert actions_of(final["blocks"]) == ["incident.open:1"]  # the actions go away, the link stays
     assert "*Time to ack*\n3m00s" in fields_of(final["blocks"])
     assert "*Time to resolve*\n43m00s" in fields_of(final["blocks"])
     kinds = [p["text"].split("*")[1] for p in env.api.posts(thread_ts=card_ts)]

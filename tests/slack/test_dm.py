@@ -4,17 +4,20 @@ reply in its thread; a person the bot cannot DM is a permanent failure naming wh
 channel pages them. SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from core.delivery.fallback import page_next_channel
 from core.delivery.message import Notification
 from core.delivery.queue import Claimed
 from core.models import Delivery
-from tests.slack.standin import action_body
-from tests.twoway.helpers import OP, audit, deliveries, paging_config
+from tests.slack.standin import INCIDENT_CHANNEL, action_body
+from tests.twoway.helpers import OP, PUBLIC, audit, deliveries, paging_config
 
 DM_PREFS = {"sev1": ["slack_dm", "email"], "default": ["email"]}
 
@@ -60,6 +63,57 @@ async def test_dm_page_ack_from_the_dm_and_later_changes_in_its_thread(make_slac
                                action_ts=f"1700000300.{n:06d}", trigger=f"trig-dm-{n}",
                                response_url=env.api.response_url(f"dm-{n}")))
     assert len(await audit(env.ctx, "incident.ack")) == 1
+
+
+def dm_buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The buttons of a card as posted to chat.postMessage / chat.update (blocks arrive as JSON)."""
+    blocks = message["blocks"]
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    return [e for b in blocks if b["type"] == "actions" for e in b["elements"]]
+
+
+async def test_dm_page_has_acknowledge_and_open_incident_buttons(make_slack_env: Callable[..., Any]) -> None:
+    env = await make_slack_env(**paging_config(contacts=dm_contacts()))
+    out = await env.ctx.service.declare(actor=OP, title="DB down", severity="sev1")
+    iid = out.incident.id
+    await env.sync_cards("slack_dm")
+    dm = next(c for c in env.api.posts(top=True) if c["channel"] == "UALICE")
+    buttons = dm_buttons(dm)
+    assert buttons[0]["text"]["text"] == "Acknowledge" and buttons[0]["action_id"] == f"incident.ack:{iid}"
+    assert buttons[-1] == {"type": "button", "action_id": f"incident.open:{iid}", "url": f"{PUBLIC}/incidents/{iid}",
+                           "text": {"type": "plain_text", "text": "Open incident", "emoji": True}}
+    assert "Open in Tocsin" not in json.dumps(dm["blocks"])  # the link is a button, not a context line
+
+
+def sent(env: Any) -> list[str]:
+    """What the bot asked of Slack, bolt's own auth.test (run once, before the first request) aside."""
+    return [r.path for r in env.api.requests if r.path != "/api/auth.test"]
+
+
+async def test_pressing_open_incident_answers_200_and_changes_nothing(make_slack_env: Callable[..., Any],
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Slack sends block_actions for a URL button too: the adapter acks it (200, empty body) and does
+    nothing else: no command, no answer to the presser, no audit entry, no warning or error logged."""
+    env = await make_slack_env(**paging_config(contacts=dm_contacts()))
+    out = await env.ctx.service.declare(actor=OP, title="DB down", severity="sev1")
+    iid = out.incident.id
+    await env.sync_cards("slack_dm")
+    before = (sent(env), await env.audit_count(),
+              [(d.id, d.status) for d in await deliveries(env.ctx)])
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()  # only what the presses log
+    for user, channel in (("UALICE", "UALICE"), ("USTRANGER", INCIDENT_CHANNEL)):  # from the DM and the channel card
+        n = env.next_id()
+        status, text = await env.post(action_body(f"incident.open:{iid}", user=user, channel=channel,
+                                                  action_ts=f"1700000500.{n:06d}", trigger=f"trig-open-{n}",
+                                                  response_url=env.api.response_url(f"open-{n}")))
+        assert (status, text) == (200, "")
+    assert (sent(env), await env.audit_count(),
+            [(d.id, d.status) for d in await deliveries(env.ctx)]) == before
+    inc = await env.ctx.service.get(iid)
+    assert (inc.state, inc.acknowledged_at) == ("open", None)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+    assert not any(r.message == "slack.action.unknown" for r in caplog.records)
 
 
 async def test_a_stranger_pressing_a_dm_button_changes_nothing(make_slack_env: Callable[..., Any]) -> None:

@@ -27,7 +27,7 @@ from tests.teams.helpers import (
     teams_config,
 )
 from tests.teams.test_http import post, teams_server
-from tests.twoway.helpers import OP, audit, deliveries, drive_dm_pages, paging_config
+from tests.twoway.helpers import OP, PUBLIC, audit, deliveries, drive_dm_pages, paging_config
 
 ALICE, BOB = "aad-alice", "aad-bob"
 ALICE_DM = f"a:dm-{ALICE}"
@@ -75,7 +75,9 @@ async def test_teams_dm_page_ack_in_the_chat_and_later_changes(make_ctx: Callabl
             assert dm.path == f"/v3/conversations/{ALICE_DM}/activities" and not dm.json.get("replyToId")
             card = card_of(dm.json)
             assert "DB down" in card_text(card) and action_titles(card)[:1] == ["Acknowledge"]
-            assert "Open incident" in action_titles(card)
+            # Open incident: a link to the console page (server.public_url), last, as on Slack and Telegram
+            assert card["actions"][-1] == {"type": "Action.OpenUrl", "title": "Open incident",
+                                           "url": f"{PUBLIC}/incidents/{iid}"}
             [bob] = await deliveries(ctx, channel="teams_dm", recipient="bob")
             assert bob.status == "failed" and "never opened a direct message with the bot" in (bob.last_error or "")
             assert "cannot open a 1:1 chat" in (bob.last_error or "") and "403" in (bob.last_error or "")
