@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from core import sqlite_driver
 from core.config import DatabaseConfig
 from core.errors import StorageUnavailable, TocsinError
 from core.metrics import ALERTS
@@ -86,7 +87,10 @@ def create_engine(cfg: DatabaseConfig | str) -> AsyncEngine:
     kwargs: dict[str, Any] = {}
     url = make_url(cfg.url)
     if is_sqlite(cfg.url):
-        kwargs["connect_args"] = {"timeout": cfg.busy_timeout_ms / 1000}
+        # check_same_thread off: write-transaction statements run on the loop thread (core/sqlite_driver.py)
+        kwargs["connect_args"] = {"timeout": cfg.busy_timeout_ms / 1000, "check_same_thread": False}
+        if url.drivername == "sqlite+aiosqlite":
+            url = url.set(drivername=sqlite_driver.DRIVERNAME)  # one thread hand-over per statement
     else:
         kwargs["pool_size"] = cfg.pool_size
         kwargs["pool_pre_ping"] = True
@@ -114,6 +118,10 @@ def create_engine(cfg: DatabaseConfig | str) -> AsyncEngine:
             # takes it up front, so a read-then-write unit cannot fail on a stale snapshot.
             deferred = conn.get_execution_options().get("tocsin_read_only", False)
             conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+        @event.listens_for(engine.sync_engine, "before_cursor_execute")
+        def _place(_conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+            sqlite_driver.place(cursor, statement, parameters, context.execution_options, many)
     return engine
 
 

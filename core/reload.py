@@ -41,7 +41,7 @@ session key, whether the worker and the Twilio callback are mounted): a change i
 Everything else is read at the moment of use, senders included, so it applies on reload."""
 LIVE_SECTIONS = ("access", "default_role", "contacts", "contact_lists", "destinations", "routing",
                  "escalation_policies", "channels", "worker", "api", "alertmanager", "retention", "heartbeats",
-                 "maintenance", "schedules", "digests", "reminders")
+                 "maintenance", "schedules", "digests", "reminders", "flapping", "reports", "roles")
 """Top-level sections applied by the reload itself (the parts of `channels` and `worker` not listed above)."""
 MAX_CHANGES = 200
 """Audit entries list at most this many changed paths (and say how many more there were)."""

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,18 +58,14 @@ async def recall(session: AsyncSession, key: str) -> SeenKey | None:
     return (await session.execute(select(SeenKey).where(SeenKey.key == key))).scalars().first()
 
 
-async def remember(session: AsyncSession, key: str, *, result: dict[str, Any], now: datetime) -> SeenKey:
+async def remember(session: AsyncSession, key: str, *, result: dict[str, Any], now: datetime) -> None:
     """Store (or replace) what `key` did; the caller's transaction commits it with the change itself.
-    Replacing also refreshes the time, so a key in use (an Alertmanager group) is never pruned."""
-    row = await recall(session, key)
-    if row is None:
-        row = SeenKey(key=key, created_at=now, result=result)
-        session.add(row)
-    else:
-        row.result = result
-        row.created_at = now
-    await session.flush()
-    return row
+    Replacing also refreshes the time, so a key in use (an Alertmanager group) is never pruned. One upsert
+    statement (SQLite and PostgreSQL both have INSERT ... ON CONFLICT), not a read and an ORM flush."""
+    upsert = (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(SeenKey).values(
+        key=key, created_at=now, result=result)
+    await session.execute(upsert.on_conflict_do_update(index_elements=[SeenKey.key],
+                                                       set_={"result": result, "created_at": now}))
 
 
 class SeenKeys:
@@ -103,7 +101,8 @@ class SeenKeys:
         async with self.db.transaction() as s:
             for prefix, window in (keep or KEEP).items():
                 res = await s.execute(delete(SeenKey).where(SeenKey.key.like(prefix + "%"),
-                                                            SeenKey.created_at < now - window))
+                                                            SeenKey.created_at < now - window)
+                                      .execution_options(tocsin_offload=True))  # may be many rows
                 removed[prefix] = int(getattr(res, "rowcount", 0) or 0)
         log.info("seen.pruned", extra={"removed": sum(removed.values()),
                                        **{f"removed_{p.rstrip(':')}": n for p, n in removed.items() if n}})

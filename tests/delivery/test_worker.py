@@ -493,7 +493,7 @@ async def test_claims_and_outcomes_are_batched(sqlite_url: str, peer: HttpStandI
         await wait_statuses(ctx, {"delivered": 300}, timeout=20)
         stats = comp.worker.stats
         assert stats["claimed"] == 300
-        assert stats["claims"] <= 300 // 50 + 4
+        assert stats["claims"] <= 300 // 25  # on average at least half a batch (50) per claim
         assert stats["commits"] < 100  # group commit: many outcomes per transaction
         audit = [a for a in await audit_actions(ctx) if a.action == "delivery.delivered"]
         assert sum(json.loads(a.details)["count"] for a in audit) == 300 and len(audit) == stats["commits"]
