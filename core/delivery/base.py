@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email.utils
+from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -31,13 +32,14 @@ class Sender(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Delegating:
+class Delegating(ABC):
     """A channel whose real sender is chosen at every send from the live config (outbox switch, SMS
     provider): subclasses say which one is `current`."""
 
     @property
+    @abstractmethod
     def current(self) -> Sender:
-        raise NotImplementedError
+        """The sender this send goes through."""
 
     @property
     def rate_per_second(self) -> float | None:
