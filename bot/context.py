@@ -128,7 +128,7 @@ async def open_context(config_path: str | os.PathLike[str] | None = None, *, cfg
                     f"database {db.name} holds no Tocsin schema (is database.url right?); create it with "
                     "`tocsin db upgrade` or `tocsin run`")
             if upgrade:
-                await migrate.upgrade(db.engine)
+                await migrate.upgrade_unless_current(db.engine, revision)
         except Exception as exc:
             if unavailable(exc) and not isinstance(exc, StorageUnavailable):
                 raise StorageUnavailable(f"database unavailable: {db.describe_error(exc)}") from exc

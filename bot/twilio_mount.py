@@ -13,13 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
 from multidict import MultiDict
-from twilio.request_validator import (
-    SIGNATURE_HEADER,
-    SIGNATURE_SETTINGS_HEADER,
-    RequestValidator,
-    get_signature_algorithm,
-)
-from twilio.twiml.voice_response import VoiceResponse
 
 from bot.server import Provided, Runtime
 from core.appearance.voice import speakable
@@ -28,6 +21,8 @@ from core.delivery.transport import mask_address
 from core.delivery.voice_twilio import VOICE_CALLBACK_PATH
 from core.errors import TocsinError
 
+# The twilio library is imported inside the functions below, not here: mount_twilio adds its routes only
+# when a Twilio channel is configured, and a server without one never loads twilio.
 log = logging.getLogger("core.delivery.voice_twilio")
 """The logger name the callback's events have always had (dashboards filter on it)."""
 
@@ -36,6 +31,8 @@ AckCallable = Callable[[int], Awaitable[str]]
 
 
 def _twiml_say(text: str, *, hangup: bool = True) -> str:
+    from twilio.twiml.voice_response import VoiceResponse
+
     vr = VoiceResponse()
     vr.say(speakable(text) or "Done.")
     if hangup:
@@ -46,6 +43,8 @@ def _twiml_say(text: str, *, hangup: bool = True) -> str:
 def signed_by_twilio(*, url: str, params: Mapping[str, Any], signature: str, auth_token: str,
                      signature_settings: str | None = None) -> bool:
     """X-Twilio-Signature checked by the twilio library over (url, form fields)."""
+    from twilio.request_validator import RequestValidator, get_signature_algorithm
+
     algorithm = get_signature_algorithm(signature_settings)
     return bool(signature) and RequestValidator(auth_token).validate(url, params, signature, algorithm=algorithm)
 
@@ -76,6 +75,8 @@ async def handle_voice_callback(*, url: str, params: Mapping[str, Any], signatur
              "to": mask_address("voice", str(params.get("To", "") or ""))}
     if digits != "1":
         log.info("notify.voice.callback", extra=extra)
+        from twilio.twiml.voice_response import VoiceResponse
+
         vr = VoiceResponse()
         again = vr.gather(num_digits=1, action=url, method="POST", timeout=8)
         again.say("Press 1 to acknowledge.")
@@ -96,6 +97,7 @@ def twilio_voice_handler(*, auth_token: str, public_url: str,
                          acknowledge: AckCallable) -> Callable[[web.Request], Awaitable[web.Response]]:
     """aiohttp handler for POST /twilio/voice. The URL Twilio signed is rebuilt from public_url (it is
     the one we gave Twilio), not from the Host header, so it holds behind a TLS-terminating proxy."""
+    from twilio.request_validator import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
 
     async def handler(request: web.Request) -> web.Response:
         params = await _form(request)
@@ -120,6 +122,7 @@ def twilio_sms_handler(*, auth_token: str, public_url: str,
                        replies: SmsReplies) -> Callable[[web.Request], Awaitable[web.Response]]:
     """aiohttp handler for Twilio's Messaging webhook. The confirmation goes out through the delivery
     queue (retried, audited), so the webhook answers an empty TwiML response."""
+    from twilio.request_validator import SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER
 
     async def handler(request: web.Request) -> web.Response:
         params = await _form(request)

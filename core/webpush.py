@@ -6,8 +6,6 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -29,6 +27,9 @@ class VapidKeys:
 
 
 def generate_keys() -> VapidKeys:
+    from cryptography.hazmat.primitives import serialization  # only the first start with web push needs it
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key = ec.generate_private_key(ec.SECP256R1())
     raw = key.private_numbers().private_value.to_bytes(32, "big")
     public = key.public_key().public_bytes(serialization.Encoding.X962,

@@ -16,11 +16,6 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from core.appearance.email import email_subject, render_text_part
 from core.appearance.sms import render_sms
 from core.appearance.vocabulary import escape_terminal as clean
@@ -78,7 +73,13 @@ def width() -> int:
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, wrap: Sequence[str] = (),
           cols: int | None = None) -> str:
     """Aligned columns within `cols` (default: the terminal's width). Columns named in `wrap` fold long
-    text onto more lines; the others keep their width. Cells are plain text (no markup is interpreted)."""
+    text onto more lines; the others keep their width. Cells are plain text (no markup is interpreted).
+    rich is imported here: chat replies and the server use this module without ever drawing a table."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False, padding=(0, 1, 0, 0))
     for h in headers:  # wrapped columns take the room left; the others keep their width (or end in ...)
         wide = h in wrap

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import re
+import sys
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
-import boto3
-import botocore.exceptions
-from botocore.config import Config as BotoConfig
 from pydantic import SecretStr
 
 from core.appearance.common import headline
@@ -19,6 +18,12 @@ from core.config import ConfigHolder, SmsChannel
 from core.delivery.base import Wire
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.transport import attempt_timeout, log_result
+
+if TYPE_CHECKING:
+    import botocore.exceptions
+
+# boto3/botocore (~25 MB resident) are imported by the first SMS sent through SNS, not with this module:
+# a server without SNS configured never loads them.
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,9 @@ class SnsSmsSender:
                 attempt_timeout(self._config.cfg, self.channel))
 
     def _make_client(self, key: tuple[Any, ...]) -> Any:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
         region, endpoint_url, access_key_id, secret_access_key, timeout = key
         session = boto3.session.Session(aws_access_key_id=access_key_id, aws_secret_access_key=secret_access_key,
                                         region_name=region)
@@ -120,6 +128,10 @@ class SnsSmsSender:
         if not E164.match(envelope.address):
             return log_result(log, envelope, DeliveryResult.permanent("not an E.164 phone number"),
                               started=started)
+        if "boto3" not in sys.modules:  # first SNS send: import in a thread, the event loop keeps running
+            await asyncio.to_thread(importlib.import_module, "boto3")
+        import botocore.exceptions
+
         try:
             client = await self._sns()
             answer = await asyncio.to_thread(client.publish, **self.publish_args(envelope))

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
-from twilio.rest import Client
 
 from core.appearance.common import headline
 from core.appearance.sms import render_sms, sms_info
@@ -15,7 +14,10 @@ from core.delivery.base import Wire
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.sms_sns import E164
 from core.delivery.transport import attempt_timeout, log_result
-from core.delivery.twilio_rest import TwilioClients, twilio_attempt
+from core.delivery.twilio_rest import TwilioClients, load_twilio, twilio_attempt
+
+if TYPE_CHECKING:
+    from twilio.rest import Client
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class TwilioSmsSender:
 
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
+        await load_twilio()
         c, client = self._c, self._twilio()
         if client is None or not (c.from_number or c.messaging_service_sid):
             return log_result(log, envelope, DeliveryResult.permanent(

@@ -1,53 +1,30 @@
 """Twilio's REST client on our shared aiohttp session, cached per credentials, and its errors classified:
-shared by the voice sender (Calls) and the SMS sender's Twilio provider (Messages)."""
+shared by the voice sender (Calls) and the SMS sender's Twilio provider (Messages). The twilio library itself
+is loaded only when a client is built (core/delivery/twilio_http.py)."""
 from __future__ import annotations
 
-import base64
-import logging
-from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
-from typing import Any, TypeVar, cast
+import asyncio
+import importlib
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
-from twilio.base.exceptions import TwilioException
-from twilio.http import AsyncHttpClient
-from twilio.http.response import Response as TwilioResponse
-from twilio.rest import Client
 
 from core.delivery.base import classify_http
 from core.delivery.message import DeliveryResult
-from core.delivery.transport import USER_AGENT
+
+if TYPE_CHECKING:
+    from twilio.rest import Client
 
 T = TypeVar("T")
 
-# Twilio's exceptions drop the response headers; the HTTP client leaves them here for the sender
-# (a ContextVar: concurrent requests in other tasks cannot see each other's answers).
-_last_headers: ContextVar[Mapping[str, str] | None] = ContextVar("tocsin_twilio_last_headers", default=None)
 
-
-class SharedSessionHttpClient(AsyncHttpClient):
-    """Twilio's async HTTP client on our shared aiohttp session, with our per-attempt timeout."""
-
-    def __init__(self, session: aiohttp.ClientSession, *, timeout: float) -> None:
-        super().__init__(logging.getLogger("twilio.http_client"), True, timeout)
-        self._session = session
-
-    async def request(self, method: str, uri: str, params: dict[str, object] | None = None,
-                      data: dict[str, object] | None = None, headers: dict[str, str] | None = None,
-                      auth: tuple[str, str] | None = None, timeout: float | None = None,
-                      allow_redirects: bool = False) -> TwilioResponse:
-        hdrs = dict(headers or {})
-        hdrs.setdefault("User-Agent", USER_AGENT)
-        if auth:
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
-            hdrs["Authorization"] = f"Basic {token}"
-        async with self._session.request(
-            method.upper(), uri, params=cast(Any, params), data=data, headers=hdrs,
-            allow_redirects=allow_redirects, timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
-        ) as resp:
-            text = await resp.text(errors="replace")
-            _last_headers.set(dict(resp.headers))
-            return TwilioResponse(resp.status, text, resp.headers)
+async def load_twilio() -> None:
+    """Import the twilio library (core/delivery/twilio_http.py) in a thread, so the first Twilio send of
+    the process does not hold the event loop while ~16 MB of modules load; later calls return at once."""
+    if "core.delivery.twilio_http" not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, "core.delivery.twilio_http")
 
 
 class TwilioClients:
@@ -63,26 +40,30 @@ class TwilioClients:
         if key != self._client_for:
             self._client_for, self._client = key, None
             if account_sid and auth_token:
-                client = Client(account_sid, auth_token, account_sid=account_sid,
-                                http_client=SharedSessionHttpClient(self._http, timeout=timeout))
-                client.edge = client.region = None  # ignore TWILIO_EDGE/REGION: api_url decides the host
-                client.api.base_url = api_url.rstrip("/")
-                self._client = client
+                from core.delivery.twilio_http import make_client
+
+                self._client = make_client(self._http, account_sid=account_sid, auth_token=auth_token,
+                                           api_url=api_url, timeout=timeout)
         return self._client
 
 
 async def twilio_attempt(call: Callable[[], Awaitable[T]], *, timeout: float,
                          done: Callable[[T], DeliveryResult]) -> DeliveryResult:
     """Run one Twilio REST request and classify it: Twilio's HTTP errors through the shared classifier
-    (honouring Retry-After), timeouts and connection errors as retry."""
-    _last_headers.set(None)
+    (honouring Retry-After), timeouts and connection errors as retry. Only called with a client, so the
+    twilio library is loaded by then."""
+    from twilio.base.exceptions import TwilioException
+
+    from core.delivery.twilio_http import last_headers
+
+    last_headers.set(None)
     try:
         return done(await call())
     except TwilioException as exc:
         status = getattr(exc, "status", None)
         if not isinstance(status, int):
             raise
-        headers = _last_headers.get() or {}
+        headers = last_headers.get() or {}
         code = getattr(exc, "code", None)
         msg = getattr(exc, "msg", None) or getattr(exc, "detail", None) or getattr(exc, "title", "")
         return classify_http(status, retry_after=headers.get("Retry-After"), summary=f"Twilio {code}: {msg}")

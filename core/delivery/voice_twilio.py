@@ -6,11 +6,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
-from twilio.rest import Client
-from twilio.twiml.voice_response import VoiceResponse
 
 from core.appearance.common import headline, wants_ack
 from core.appearance.voice import render_voice, speakable
@@ -18,7 +16,10 @@ from core.config import ConfigHolder
 from core.delivery.base import Wire
 from core.delivery.message import DeliveryResult, Envelope, Notification
 from core.delivery.transport import attempt_timeout, log_result
-from core.delivery.twilio_rest import TwilioClients, twilio_attempt
+from core.delivery.twilio_rest import TwilioClients, load_twilio, twilio_attempt
+
+if TYPE_CHECKING:
+    from twilio.rest import Client
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ def voice_action_url(public_url: str, delivery_id: int) -> str:
 
 def build_twiml(n: Notification, *, action_url: str) -> str:
     """<Say> the page inside a <Gather numDigits=1> so pressing 1 works mid-sentence; ask once more."""
+    from twilio.twiml.voice_response import VoiceResponse  # small; the REST client stays unloaded
+
     script = render_voice(n)
     vr = VoiceResponse()
     if not wants_ack(n):
@@ -89,6 +92,7 @@ class TwilioVoiceSender:
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()
         cfg = self._config.cfg
+        await load_twilio()
         client, from_number = self._twilio(), cfg.channels.voice.from_number
         if client is None or not from_number:
             result = DeliveryResult.permanent(

@@ -5,14 +5,15 @@ Delivered when at least one browser's push service accepted it (201); a 404 or 4
 subscription for good; 429/5xx retry (the shared classifier); no subscription at all is permanent."""
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 import logging
+import sys
 import time
 from typing import Any, ClassVar
 
 import aiohttp
-from pywebpush import WebPushException, webpush_async
-
 from core.appearance.common import headline
 from core.appearance.webpush import render_webpush
 from core.clock import SystemClock
@@ -88,6 +89,12 @@ class WebPushSender:
     async def _push(self, info: dict[str, Any], data: str, private_key: str,
                     timeout: float) -> tuple[int | None, str, str | None]:
         """(status, body excerpt, Retry-After) of one push; status None for a transport failure."""
+        # pywebpush (with py_vapid, http_ece and requests: ~30 MB resident) loads with the first push sent,
+        # in a thread so the event loop keeps running; a server that never pushes never loads it.
+        if "pywebpush" not in sys.modules:
+            await asyncio.to_thread(importlib.import_module, "pywebpush")
+        from pywebpush import WebPushException, webpush_async
+
         claims = {"sub": self._config.cfg.channels.webpush.subject}
         try:
             resp = await webpush_async(info, data, vapid_private_key=private_key, vapid_claims=claims,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from icalendar import Calendar, Event
-
 from core.errors import NotFound
 
 if TYPE_CHECKING:
@@ -18,6 +16,8 @@ async def feed(service: ScheduleService, name: str, *, actor: Actor, weeks: int 
     """One VEVENT per on-call stretch (overrides marked) from now for `weeks`; `contact` keeps only theirs."""
     if contact is not None and service.cfg.contact(contact) is None:
         raise NotFound(f"unknown contact {contact!r}")
+    from icalendar import Calendar, Event  # here, not at the top: a server that never serves a feed never loads it
+
     sc, segments, _ = await service.timeline(name, actor=actor, days=7 * weeks)
     cal = Calendar()
     cal.add("prodid", "-//Tocsin//on-call schedules//EN")

@@ -36,3 +36,29 @@ async def test_sqlite_runs_in_wal_with_busy_timeout(sqlite_url: str) -> None:
             assert int((await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()) == 10_000
     finally:
         await db.close()
+
+
+def test_the_head_read_from_the_scripts_is_alembics_head() -> None:
+    """A start on a current schema skips alembic by comparing with script_head(): it must be alembic's head."""
+    assert migrate.script_head() is not None
+    assert migrate.script_head() == migrate.head_revision()
+
+
+async def test_current_revision_reads_what_alembic_reads(db_url: str) -> None:
+    """None before the first migration, the head after; the same as alembic's MigrationContext says."""
+    db = Database(db_url)
+    try:
+        assert await migrate.current_revision(db.engine) is None
+        assert not await migrate.is_current(db.engine)
+        await migrate.upgrade_unless_current(db.engine, None)
+        assert await migrate.current_revision(db.engine) == migrate.head_revision()
+
+        def alembic_says(conn: Connection) -> str | None:
+            return MigrationContext.configure(conn).get_current_revision()
+
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(alembic_says) == migrate.head_revision()
+        await migrate.upgrade_unless_current(db.engine, migrate.head_revision())  # current: nothing to do
+        assert await migrate.is_current(db.engine)
+    finally:
+        await db.close()
