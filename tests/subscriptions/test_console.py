@@ -7,15 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from bot.context import Context
-from bot.server import build_app
 from core.models import Delivery, Subscription
 from core.rbac import Actor
-from core.users import UserService
 from tests.security.kit import login_form
+from tests.web.console import console_client
 
 OP = Actor("cli:op", "cli")
 
@@ -26,16 +25,8 @@ async def console(make_ctx: Any) -> AsyncIterator[tuple[Context, TestClient]]:
                          contacts=[{"name": "alice", "email": "alice@example.com", "console_user": "otto"},
                                    {"name": "bob", "email": "bob@example.com"},
                                    {"name": "carol", "email": "carol@example.com", "console_user": "vera"}])
-    users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
-    for name, role in (("otto", "operator"), ("vera", "viewer"), ("zed", "viewer")):
-        await users.add(name=name, role=role, password=f"{name}-password", actor=Actor("cli:admin", "cli"))
-    app, _rt = await build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    async with console_client(ctx, {"otto": "operator", "vera": "viewer", "zed": "viewer"}) as client:
         yield ctx, client
-    finally:
-        await client.close()
 
 
 async def login(client: TestClient, name: str) -> str:

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 from bot.context import Context
-from bot.server import build_app
 from core.acklinks import AckClaim, make_token, read_token
 from core.models import AckLinkUse, AuditEntry, Delivery, Incident
 from core.rbac import Actor
+from tests.web.console import console_client
 
 OP = Actor("cli:op", "cli")
 SECRET = "ack-link-test-secret-0123456789abcdef"
@@ -25,13 +25,8 @@ PUBLIC = "http://127.0.0.1:8080"
 async def site(make_ctx: Any) -> AsyncIterator[tuple[Context, TestClient]]:
     ctx = await make_ctx(worker={"enabled": False}, console={"session_secret": "console-test-secret"},
                          server={"ack_link_secret": SECRET, "ack_link_hours": 24})
-    app, _rt = await build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    async with console_client(ctx) as client:
         yield ctx, client
-    finally:
-        await client.close()
 
 
 async def page_links(ctx: Context, incident_id: int = 1, kind: str = "INITIAL") -> dict[tuple[str, str], str | None]:
@@ -176,10 +171,5 @@ async def test_without_a_secret_pages_link_the_console(make_ctx: Any) -> None:
     await ctx.service.declare(actor=OP, title="Checkout failing", severity="sev2")
     links = await page_links(ctx)
     assert set(links.values()) == {f"{PUBLIC}/incidents/1"}
-    app, _rt = await build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    async with console_client(ctx) as client:
         assert (await client.get("/ack/abc.def")).status == 404
-    finally:
-        await client.close()

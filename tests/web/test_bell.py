@@ -7,15 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from bot.context import Context
-from bot.server import build_app
 from core.rbac import Actor
-from core.users import UserService
 from core.webpush import subscriptions
 from tests.security.kit import login_form
 from tests.stand_ins.push import Browser
+from tests.web.console import console_client
 
 OP = Actor("cli:op", "cli")
 
@@ -27,16 +26,8 @@ async def console(make_ctx: Any) -> AsyncIterator[tuple[Context, TestClient]]:
                                     "console_user": "otto", "preferences": {"default": ["email", "sms"]}},
                                    {"name": "bob", "email": "bob@example.com"},
                                    {"name": "carol", "email": "carol@example.com"}])
-    users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
-    for name in ("otto", "vera"):
-        await users.add(name=name, role="operator", password=f"{name}-password", actor=Actor("cli:admin", "cli"))
-    app, _rt = await build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    async with console_client(ctx, {"otto": "operator", "vera": "operator"}) as client:
         yield ctx, client
-    finally:
-        await client.close()
 
 
 async def login(client: TestClient, name: str) -> str:

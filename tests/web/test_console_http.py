@@ -7,15 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from bot.context import Context
-from bot.server import build_app
 from core.models import AuditEntry
 from core.rbac import Actor
-from core.users import UserService
 from tests.security.kit import login_form
+from tests.web.console import console_client
 
 OP = Actor("cli:op", "cli")
 
@@ -24,16 +23,8 @@ OP = Actor("cli:op", "cli")
 async def console(make_ctx: Any) -> AsyncIterator[tuple[Context, TestClient]]:
     ctx = await make_ctx(worker={"enabled": False}, console={"session_secret": "console-test-secret"},
                          flapping={"reopens": 1, "within": "30m"})  # only inbound resolve/reopen cycles flap
-    users = UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder)
-    for name, role in (("ada", "admin"), ("otto", "operator"), ("vera", "viewer")):
-        await users.add(name=name, role=role, password=f"{name}-password", actor=Actor("cli:admin", "cli"))
-    app, _rt = await build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    async with console_client(ctx, {"ada": "admin", "otto": "operator", "vera": "viewer"}) as client:
         yield ctx, client
-    finally:
-        await client.close()
 
 
 async def post_login(client: TestClient, name: str, password: str, **kw: Any) -> Any:
