@@ -3,40 +3,35 @@ marked (HTTP), and a screenshot of the schedule page in a headless browser (docs
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
-
-from bot.server import build_app
 from core.clock import FrozenClock
 from core.rbac import Actor
 from core.users import UserService
 from tests.schedules.conftest import SCHEDULES, berlin
+from tests.web.browser import browse, shots_dir, sign_in
+from tests.web.console import console_client
 from tests.web.test_console_http import login
-from tests.web.test_console_browser import DOCS, _browser_or_skip
 
 
-async def make(make_ctx: Any, clock: Any) -> Any:
+async def make(make_ctx: Any, clock: Any, start: datetime, length: timedelta) -> Any:
+    """The schedules config, the console user vera, and dave covering primary from `start` for `length`."""
     ctx = await make_ctx(clock=clock, worker={"enabled": False}, console={"session_secret": "console-test-secret"},
                          **SCHEDULES)
     await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(name="vera", role="viewer", password="vera-password",
                                                         actor=Actor("cli:admin", "cli"))
     await ctx.service.schedules.override("primary", "dave", actor=Actor("cli:admin", "cli"),
-                                         start=berlin(2026, 1, 8, 18), length=timedelta(hours=14))
+                                         start=start, length=length)
     return ctx
 
 
 async def test_board_and_schedule_page(make_ctx: Any, clock: FrozenClock) -> None:
     clock.set(berlin(2026, 1, 7, 12))
-    ctx = await make(make_ctx, clock)
-    app, _ = await build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
+    ctx = await make(make_ctx, clock, berlin(2026, 1, 8, 18), timedelta(hours=14))
+    async with console_client(ctx) as client:
         await login(client, "vera")
         board = await (await client.get("/")).text()
         assert re.search(r'<a href="/schedules/primary">primary</a>: <strong>alice</strong>\s*'
@@ -47,8 +42,6 @@ async def test_board_and_schedule_page(make_ctx: Any, clock: FrozenClock) -> Non
         assert "dave: Thu 08 Jan 18:00 - Fri 09 Jan 08:00 Europe/Berlin (override #1)" in page
         assert "override #1: dave covers primary" in page
         assert (await client.get("/schedules/nope")).status == 404
-    finally:
-        await client.close()
 
 
 async def test_schedule_page_in_a_browser(make_ctx: Any, tmp_path: Path) -> None:
@@ -58,29 +51,12 @@ async def test_schedule_page_in_a_browser(make_ctx: Any, tmp_path: Path) -> None
 
     from core.clock import SystemClock
 
-    ctx = await make_ctx(clock=SystemClock(), worker={"enabled": False},
-                         console={"session_secret": "console-test-secret"}, **SCHEDULES)
-    await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(name="vera", role="viewer", password="vera-password",
-                                                        actor=Actor("cli:admin", "cli"))
-    await ctx.service.schedules.override("primary", "dave", actor=Actor("cli:admin", "cli"),
-                                         start=ctx.clock.now() + timedelta(days=2), length=timedelta(hours=30))
-    app, _ = await build_app(ctx)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
-    driver = await asyncio.to_thread(_browser_or_skip)
+    clock = SystemClock()
+    ctx = await make(make_ctx, clock, clock.now() + timedelta(days=2), timedelta(hours=30))
     run = asyncio.to_thread
-    try:
+    async with browse(ctx) as (driver, base):
         wait = WebDriverWait(driver, 15)
-        await run(driver.get, base + "/schedules")
-        await run(wait.until, ec.presence_of_element_located((By.ID, "name")))
-        await run(lambda: driver.find_element(By.ID, "name").send_keys("vera"))
-        await run(lambda: driver.find_element(By.ID, "password").send_keys("vera-password"))
-        await run(lambda: driver.find_element(By.ID, "signin").click())
+        await sign_in(driver, base, "vera", "vera-password", path="/schedules")
         await run(wait.until, ec.presence_of_element_located((By.ID, "schedule-primary")))
         assert driver.find_elements(By.CSS_SELECTOR, "svg.timeline rect.override")
-        shots = DOCS if os.environ.get("TOCSIN_SCREENSHOTS") else tmp_path
-        await run(driver.save_screenshot, str(shots / "console-schedules.png"))
-    finally:
-        await run(driver.quit)
-        await server.close()
+        await run(driver.save_screenshot, str(shots_dir(tmp_path) / "console-schedules.png"))

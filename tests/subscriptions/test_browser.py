@@ -3,16 +3,12 @@ count live (server-sent events) and shows as a followed entry. Skips with the re
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestServer
-
-from bot.server import build_app
 from core.rbac import Actor
 from core.users import UserService
-from tests.web.test_console_browser import DOCS, _browser_or_skip
+from tests.web.browser import browse, shots_dir, sign_in
 
 
 async def test_follow_and_the_bell_counts_its_news_live(make_ctx: Any, tmp_path: Path) -> None:
@@ -27,19 +23,10 @@ async def test_follow_and_the_bell_counts_its_news_live(make_ctx: Any, tmp_path:
     await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(
         name="vera", role="viewer", password="vera-password", actor=Actor("cli:admin", "cli"))
     await ctx.service.declare(actor=Actor("cli:op"), title="Payments failing", severity="sev1")
-    app, _rt = await build_app(ctx)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
-    driver = await asyncio.to_thread(_browser_or_skip)
     run = asyncio.to_thread
-    try:
+    async with browse(ctx) as (driver, base):
         wait = WebDriverWait(driver, 15)
-        await run(driver.get, base + "/incidents/1")
-        await run(wait.until, ec.presence_of_element_located((By.ID, "name")))
-        await run(lambda: driver.find_element(By.ID, "name").send_keys("vera"))
-        await run(lambda: driver.find_element(By.ID, "password").send_keys("vera-password"))
-        await run(lambda: driver.find_element(By.ID, "signin").click())
+        await sign_in(driver, base, "vera", "vera-password", path="/incidents/1")
         await run(wait.until, ec.element_to_be_clickable((By.ID, "follow")))
         assert not (await run(driver.find_element, By.ID, "bell-count")).is_displayed()  # carol was not paged
         await run(lambda: driver.find_element(By.ID, "follow").click())
@@ -57,12 +44,8 @@ async def test_follow_and_the_bell_counts_its_news_live(make_ctx: Any, tmp_path:
             (By.CSS_SELECTOR, "#bell-list li.unread.followed")))
         assert "INC-1: Payments failing" in first.text and "UPDATE" in first.text and "following" in first.text
         assert "Failover to the standby provider" in first.text
-        shots = DOCS if os.environ.get("TOCSIN_SCREENSHOTS") else tmp_path
-        await run(driver.save_screenshot, str(shots / "console-bell-following.png"))
+        await run(driver.save_screenshot, str(shots_dir(tmp_path) / "console-bell-following.png"))
         await run(wait.until, ec.invisibility_of_element_located((By.ID, "bell-count")))  # opened: read
-    finally:
-        await run(driver.quit)
-        await server.close()
     from core.bell import bell
 
     assert (await bell(ctx.db, ctx.cfg, "vera")).unread == 0

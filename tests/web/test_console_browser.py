@@ -1,49 +1,16 @@
-"""The console in a real headless Chromium: sign in, watch an incident appear live, acknowledge it.
-
-Needs Debian's chromium + chromium-driver (tests/setup_peers.py installs them in `make test`); skips with
-the reason when they are missing, fails under CI.
-"""
+"""The console in a real headless Chromium: sign in, watch an incident appear live, acknowledge it; the bell
+counts new pages live. The browser set-up and sign-in are tests/web/browser.py's."""
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestServer
-
-from bot.server import build_app
 from core.rbac import Actor
 from core.users import UserService
 from tests.slack.standin import BOT_TOKEN, INCIDENT_CHANNEL, SIGNING_SECRET, SlackApi
-
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-def _browser_or_skip() -> Any:
-    missing = [p for p in (CHROMIUM, DRIVER) if not os.path.exists(p)]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError as exc:  # pragma: no cover - selenium is a test extra
-        missing.append(f"selenium ({exc})")
-    if missing:
-        reason = f"headless browser test needs {', '.join(missing)}"
-        if os.environ.get("CI"):
-            pytest.fail(reason + " (required in CI)")
-        pytest.skip(reason)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1280,900"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(DRIVER), options=opts)
+from tests.web.browser import browse, shots_dir, sign_in
 
 
 async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: Path) -> None:
@@ -61,60 +28,52 @@ async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: 
     await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(
         name="otto", role="operator", password="otto-password", actor=Actor("cli:admin", "cli"))
     await ctx.service.declare(actor=Actor("cli:op"), title="Search is slow", severity="sev3")
-    app, _rt = await build_app(ctx)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
-    driver = await asyncio.to_thread(_browser_or_skip)
     run = asyncio.to_thread
     try:
-        wait = WebDriverWait(driver, 15)
-        await run(driver.get, base + "/")
-        await run(wait.until, ec.presence_of_element_located((By.ID, "name")))
-        await run(lambda: driver.find_element(By.ID, "name").send_keys("otto"))
-        await run(lambda: driver.find_element(By.ID, "password").send_keys("otto-password"))
-        await run(lambda: driver.find_element(By.ID, "signin").click())
-        await run(wait.until, ec.presence_of_element_located((By.ID, "row-1")))
-        await asyncio.sleep(1.0)  # let the EventSource connect
+        async with browse(ctx) as (driver, base):
+            wait = WebDriverWait(driver, 15)
+            await sign_in(driver, base, "otto", "otto-password")
+            await run(wait.until, ec.presence_of_element_located((By.ID, "row-1")))
+            await asyncio.sleep(1.0)  # let the EventSource connect
 
-        # Declared elsewhere while the page is open: the row appears without a reload.
-        await ctx.service.declare(actor=Actor("cli:op"), title="Payments failing", severity="sev1")
-        row = await run(wait.until, ec.presence_of_element_located((By.ID, "row-2")))
-        assert "Payments failing" in row.text
-        await slack.wait_for(2, "/api/chat.postMessage", timeout=15)  # both incidents' cards are up
-        # TOCSIN_SCREENSHOTS=1 refreshes the README's pictures in docs/; otherwise they go to a temp dir.
-        shots = DOCS if os.environ.get("TOCSIN_SCREENSHOTS") else tmp_path
-        await run(driver.save_screenshot, str(shots / "console-board.png"))
+            # Declared elsewhere while the page is open: the row appears without a reload.
+            await ctx.service.declare(actor=Actor("cli:op"), title="Payments failing", severity="sev1")
+            row = await run(wait.until, ec.presence_of_element_located((By.ID, "row-2")))
+            assert "Payments failing" in row.text
+            await slack.wait_for(2, "/api/chat.postMessage", timeout=15)  # both incidents' cards are up
+            shots = shots_dir(tmp_path)
+            await run(driver.save_screenshot, str(shots / "console-board.png"))
 
-        # Roles and a timeline note show on the incident page, with the postmortem export links.
-        from bot.dispatch import run_text
-        assert (await run_text(ctx.service, Actor("cli:op"), "role INC-2 comms bob"))[1].ok
-        assert (await run_text(ctx.service, Actor("cli:op"), "note INC-2 Card processor answers 502"))[1].ok
-        # (the board re-draws the row on each of those changes, so open the page by its link's address)
-        href = await run(lambda: driver.find_element(By.CSS_SELECTOR, "#row-2 a").get_attribute("href"))
-        await run(driver.get, href)
-        await run(wait.until, ec.element_to_be_clickable((By.ID, "ack")))
-        await run(lambda: driver.find_element(By.ID, "ack").click())
-        notice = await run(wait.until, ec.presence_of_element_located((By.ID, "notice")))
-        assert notice.text == "Acknowledged."
-        assert "web:otto" in driver.find_element(By.ID, "acked").text
-        assert driver.find_element(By.ID, "role-comms").text == "bob"
-        assert driver.find_element(By.ID, "export-md").get_attribute("href").endswith("/incidents/2/export.md")
-        await run(driver.save_screenshot, str(shots / "console-incident.png"))
-        # The Slack card of INC-2 is edited to show who acknowledged (through the delivery queue).
-        card = await ctx.cards.get(2, "slack")
-        assert card is not None and card.channel == INCIDENT_CHANNEL
-        updates: list[dict[str, Any]] = []
-        for _ in range(150):
-            updates = [u for u in slack.calls("chat.update")
-                       if u.get("ts") == card.message_ref and "web:otto" in json.dumps(u, default=str)]
-            if updates:
-                break
-            await asyncio.sleep(0.1)
-        assert updates, f"no chat.update of INC-2's card naming web:otto: {slack.calls('chat.update')}"
+            # Roles and a timeline note show on the incident page, with the postmortem export links.
+            from bot.dispatch import run_text
+            assert (await run_text(ctx.service, Actor("cli:op"), "role INC-2 comms bob"))[1].ok
+            note = "note INC-2 Card processor answers 502"
+            assert (await run_text(ctx.service, Actor("cli:op"), note))[1].ok
+            # (the board re-draws the row on each of those changes, so open the page by its link's address)
+            link = await run(driver.find_element, By.CSS_SELECTOR, "#row-2 a")
+            href = await run(link.get_attribute, "href")
+            await run(driver.get, href)
+            await run(wait.until, ec.element_to_be_clickable((By.ID, "ack")))
+            await run(lambda: driver.find_element(By.ID, "ack").click())
+            notice = await run(wait.until, ec.presence_of_element_located((By.ID, "notice")))
+            assert notice.text == "Acknowledged."
+            assert "web:otto" in driver.find_element(By.ID, "acked").text
+            assert driver.find_element(By.ID, "role-comms").text == "bob"
+            export = driver.find_element(By.ID, "export-md").get_attribute("href")
+            assert export.endswith("/incidents/2/export.md")
+            await run(driver.save_screenshot, str(shots / "console-incident.png"))
+            # The Slack card of INC-2 is edited to show who acknowledged (through the delivery queue).
+            card = await ctx.cards.get(2, "slack")
+            assert card is not None and card.channel == INCIDENT_CHANNEL
+            updates: list[dict[str, Any]] = []
+            for _ in range(150):
+                updates = [u for u in slack.calls("chat.update")
+                           if u.get("ts") == card.message_ref and "web:otto" in json.dumps(u, default=str)]
+                if updates:
+                    break
+                await asyncio.sleep(0.1)
+            assert updates, f"no chat.update of INC-2's card naming web:otto: {slack.calls('chat.update')}"
     finally:
-        await run(driver.quit)
-        await server.close()
         await slack.close()
     inc = await ctx.service.get("INC-2")
     assert inc.acknowledged_by == "web:otto"
@@ -131,19 +90,10 @@ async def test_bell_counts_new_pages_live_in_a_browser(make_ctx: Any, tmp_path: 
                                    {"name": "carol", "email": "carol@example.com"}])
     await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(name="otto", role="operator", password="otto-password",
                                                         actor=Actor("cli:admin", "cli"))
-    app, _rt = await build_app(ctx)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
-    driver = await asyncio.to_thread(_browser_or_skip)
     run = asyncio.to_thread
-    try:
+    async with browse(ctx) as (driver, base):
         wait = WebDriverWait(driver, 15)
-        await run(driver.get, base + "/")
-        await run(wait.until, ec.presence_of_element_located((By.ID, "name")))
-        await run(lambda: driver.find_element(By.ID, "name").send_keys("otto"))
-        await run(lambda: driver.find_element(By.ID, "password").send_keys("otto-password"))
-        await run(lambda: driver.find_element(By.ID, "signin").click())
+        await sign_in(driver, base, "otto", "otto-password")
         await run(wait.until, ec.presence_of_element_located((By.ID, "bell-button")))
         assert not (await run(driver.find_element, By.ID, "bell-count")).is_displayed()
         await asyncio.sleep(1.0)  # let the EventSource connect
@@ -155,12 +105,8 @@ async def test_bell_counts_new_pages_live_in_a_browser(make_ctx: Any, tmp_path: 
         await run(lambda: driver.find_element(By.ID, "bell-button").click())
         item = await run(wait.until, ec.visibility_of_element_located((By.CSS_SELECTOR, "#bell-list li.unread a")))
         assert item.text == "INC-1: Payments failing" and item.get_attribute("href").endswith("/incidents/1")
-        shots = DOCS if os.environ.get("TOCSIN_SCREENSHOTS") else tmp_path
-        await run(driver.save_screenshot, str(shots / "console-bell.png"))
+        await run(driver.save_screenshot, str(shots_dir(tmp_path) / "console-bell.png"))
         await run(wait.until, ec.invisibility_of_element_located((By.ID, "bell-count")))  # opened: read
-    finally:
-        await run(driver.quit)
-        await server.close()
     from core.bell import bell
 
     assert (await bell(ctx.db, ctx.cfg, "otto")).unread == 0

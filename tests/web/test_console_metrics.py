@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from bot.context import Context
-from bot.server import build_app
 from core.rbac import Actor
 from core.users import UserService
-from tests.web.test_console_browser import DOCS, _browser_or_skip
+from tests.web.browser import browse, shots_dir, sign_in
 from tests.web.test_console_http import OP, console, login  # noqa: F401  (console is a fixture)
 
 
@@ -95,19 +93,10 @@ async def test_metrics_page_in_a_browser(make_ctx: Any, tmp_path: Path) -> None:
     await UserService(ctx.db, ctx.audit, ctx.clock, ctx.holder).add(
         name="vera", role="viewer", password="vera-password", actor=Actor("cli:admin", "cli"))
     await incidents(ctx)
-    app, _rt = await build_app(ctx)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
-    driver = await asyncio.to_thread(_browser_or_skip)
     run = asyncio.to_thread
-    try:
+    async with browse(ctx) as (driver, base):
         wait = WebDriverWait(driver, 15)
-        await run(driver.get, base + "/stats")
-        await run(wait.until, ec.presence_of_element_located((By.ID, "name")))
-        await run(lambda: driver.find_element(By.ID, "name").send_keys("vera"))
-        await run(lambda: driver.find_element(By.ID, "password").send_keys("vera-password"))
-        await run(lambda: driver.find_element(By.ID, "signin").click())
+        await sign_in(driver, base, "vera", "vera-password", path="/stats")
         table = await run(wait.until, ec.presence_of_element_located((By.ID, "incidents")))
         assert "sev1" in table.text and "7m00s" in table.text
         await run(lambda: Select(driver.find_element(By.ID, "by")).select_by_value("contact"))
@@ -117,8 +106,4 @@ async def test_metrics_page_in_a_browser(make_ctx: Any, tmp_path: Path) -> None:
         assert "Contact" in table.text and "alice" in table.text
         link = await run(driver.find_element, By.ID, "csv")
         assert link.get_attribute("href").endswith("/stats.csv?since=30d&by=contact")
-        shots = DOCS if os.environ.get("TOCSIN_SCREENSHOTS") else tmp_path
-        await run(driver.save_screenshot, str(shots / "console-metrics.png"))
-    finally:
-        await run(driver.quit)
-        await server.close()
+        await run(driver.save_screenshot, str(shots_dir(tmp_path) / "console-metrics.png"))
