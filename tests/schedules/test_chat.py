@@ -2,28 +2,22 @@
 Teams adapters against their stand-ins; and the same Commands from the CLI (`tocsin oncall`)."""
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from botbuilder.core.adapters import TestAdapter
-from botbuilder.schema import Activity, ChannelAccount
 from sqlalchemy import select
 
-from bot import server
 from bot.commands import Command, UsageError, parse
 from bot.teams.bot import TeamsBot
-from bot.telegram import bot as tg_bot
 from core.clock import FrozenClock
 from core.models import ScheduleOverride
 from tests.schedules.conftest import SCHEDULES, berlin
-from tests.slack.conftest import SlackEnv, slack_config
-from tests.slack.standin import SlackApi
-from tests.stand_ins.http import HttpStandIn
-from tests.telegram.botapi import BotApi, command
-from tests.telegram.conftest import Harness, telegram_overrides
+from tests.slack.conftest import SlackEnv, make_slack_env, slack_api  # noqa: F401  (fixtures)
+from tests.teams.helpers import teams_msg
+from tests.telegram.botapi import command
+from tests.telegram.conftest import Harness, api, harness  # noqa: F401  (fixtures)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -56,22 +50,9 @@ async def overrides(ctx: Any) -> list[tuple[str, str]]:
     return [(r.contact, r.created_by) for r in rows]
 
 
-async def test_slack(make_ctx: Callable[..., Any], clock: FrozenClock) -> None:
+async def test_slack(make_slack_env: Callable[..., Any], clock: FrozenClock) -> None:  # noqa: F811
     clock.set(berlin(2026, 1, 7, 12))
-    slack_api = SlackApi()
-    await slack_api.start()
-    ctx = await make_ctx(slack=slack_config(slack_api), worker={"enabled": False}, **SCHEDULES)
-    app, rt = await server.build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        await _slack(SlackEnv(ctx, rt, client, slack_api))
-    finally:
-        await client.close()
-        await slack_api.close()
-
-
-async def _slack(env: SlackEnv) -> None:
+    env: SlackEnv = await make_slack_env(**SCHEDULES)
     _, [answer] = await env.command("oncall", user="UOP")
     assert answer["response_type"] == "ephemeral"
     assert "now:  alice - layer weekly, until Mon 12 Jan 09:00 CET" in answer["text"]
@@ -92,39 +73,18 @@ async def _slack(env: SlackEnv) -> None:
     assert await overrides(env.ctx) == [("dave", "slack:UADMIN")]
 
 
-async def test_telegram(make_ctx: Callable[..., Any], clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_telegram(harness: Callable[..., Any], clock: FrozenClock) -> None:  # noqa: F811
     clock.set(berlin(2026, 1, 7, 12))
-    async with HttpStandIn() as peer:
-        await _telegram(make_ctx, BotApi(peer), monkeypatch)
-
-
-async def _telegram(make_ctx: Callable[..., Any], api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server, "_mounts", lambda: [tg_bot.mount])
-    tg_cfg = telegram_overrides(api)
-    ctx = await make_ctx(**{**SCHEDULES, "server": tg_cfg["server"], "telegram": tg_cfg["telegram"]})
-    app, rt = await server.build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        tg = next(c for c in rt.components if c.name == "telegram")
-        await asyncio.wait_for(tg.connected.wait(), 10)
-        h = Harness(ctx, rt, client, api, tg)
-        await h.post(command(1, "/incident oncall take primary 3h", user_id=4343))
-        await h.post(command(2, "/incident oncall", user_id=4242))
-        await h.post(command(3, "/incident oncall override primary dave 1h", user_id=4242))
-        take, show, refused = [c.params["text"] for c in await api.wait_calls("sendMessage", 3)]
-        assert take.startswith("override #1: bob covers primary from Wed 07 Jan 12:00 CET to Wed 07 Jan 15:00")
-        assert "now:  bob - override #1, until Wed 07 Jan 15:00 CET" in show
-        assert "next: alice - layer weekly, from Wed 07 Jan 15:00 CET" in show
-        assert refused.startswith("Not allowed: telegram:4242")
-        assert await overrides(ctx) == [("bob", "telegram:4343")]
-    finally:
-        await client.close()
-
-
-def teams_msg(text: str, aad: str) -> Activity:
-    return Activity(type="message", text=text, from_property=ChannelAccount(id=f"29:{aad}", name=aad,
-                                                                            aad_object_id=aad))
+    h: Harness = await harness(SCHEDULES)
+    await h.post(command(1, "/incident oncall take primary 3h", user_id=4343))
+    await h.post(command(2, "/incident oncall", user_id=4242))
+    await h.post(command(3, "/incident oncall override primary dave 1h", user_id=4242))
+    take, show, refused = [c.params["text"] for c in await h.api.wait_calls("sendMessage", 3)]
+    assert take.startswith("override #1: bob covers primary from Wed 07 Jan 12:00 CET to Wed 07 Jan 15:00")
+    assert "now:  bob - override #1, until Wed 07 Jan 15:00 CET" in show
+    assert "next: alice - layer weekly, from Wed 07 Jan 15:00 CET" in show
+    assert refused.startswith("Not allowed: telegram:4242")
+    assert await overrides(h.ctx) == [("bob", "telegram:4343")]
 
 
 async def test_teams(make_ctx: Callable[..., Any], clock: FrozenClock) -> None:

@@ -3,28 +3,22 @@ their stand-ins, the same person behind each platform's id (the one identity -> 
 news reaches their Telegram DM through the real telegram_dm sender; and the grammar, on its own."""
 from __future__ import annotations
 
-import asyncio
 import html
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from botbuilder.core.adapters import TestAdapter
-from botbuilder.schema import Activity, ChannelAccount
 from sqlalchemy import select
 
-from bot import server
 from bot.commands import Command, UsageError, parse
 from bot.teams.bot import TeamsBot
-from bot.telegram import bot as tg_bot
 from core.models import Subscription
 from core.rbac import Actor
-from tests.slack.conftest import SlackEnv, slack_config
-from tests.slack.standin import SlackApi
-from tests.stand_ins.http import HttpStandIn
-from tests.telegram.botapi import BotApi, command
-from tests.telegram.conftest import Harness, telegram_overrides
+from tests.slack.conftest import make_slack_env, slack_api  # noqa: F401  (fixtures)
+from tests.teams.helpers import teams_msg
+from tests.telegram.botapi import command
+from tests.telegram.conftest import Harness, api, harness  # noqa: F401  (fixtures)
 from tests.twoway.helpers import deliveries, drive_dm_pages
 
 OP = Actor("cli:op", "cli")
@@ -74,83 +68,55 @@ async def followed(ctx: Any) -> list[tuple[str, str, str]]:
                 for r in (await s.execute(select(Subscription).order_by(Subscription.id))).scalars()]
 
 
-async def test_slack(make_ctx: Callable[..., Any]) -> None:
-    api = SlackApi()
-    await api.start()
-    ctx = await make_ctx(slack=slack_config(api), worker={"enabled": False}, contacts=CONTACTS)
-    app, rt = await server.build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        env = SlackEnv(ctx, rt, client, api)
-        await ctx.service.declare(actor=OP, title="Checkout failing", severity="sev2")
-        _, [ok] = await env.command("subscribe INC-1", user="UALICE")
-        assert ok["response_type"] == "ephemeral" and ok["text"].startswith("alice now follows INC-1")
-        _, [scoped] = await env.command("subscribe tenant:acme sev1", user="UALICE")
-        assert scoped["text"].startswith("alice now follows sev1 tenant:acme")
-        _, [refused] = await env.command("subscribe tenant:acme", user="UCAROL")
-        assert refused["response_type"] == "ephemeral"
-        assert refused["text"].startswith("Not allowed: slack:UCAROL (contact carol) may not follow tenant 'acme'")
-        _, [bad] = await env.command("subscribe sev7", user="UCAROL")
-        assert "'sev7' is not something to follow" in bad["text"] and "Usage: /incident subscribe" in bad["text"]
-        _, [unknown] = await env.command("subscribe INC-99", user="UCAROL")
-        assert unknown["text"].startswith("no incident INC-99")
-        _, [stranger] = await env.command("subscribe INC-1", user="UNOBODY")
-        assert stranger["text"].startswith("slack:UNOBODY is not linked to a contact")
-        _, [listing] = await env.command("subscriptions", user="UALICE")
-        assert "alice follows (2)" in listing["text"] and "sev1 tenant:acme" in listing["text"]
-        _, [gone] = await env.command("unsubscribe INC-1", user="UALICE")
-        assert gone["text"] == "alice no longer follows INC-1."
-        _, [again] = await env.command("unsubscribe INC-1", user="UALICE")
-        assert again["text"].startswith("alice does not follow INC-1 (see /incident subscriptions)")
-        assert await followed(ctx) == [("alice", "sev1 tenant:acme", "slack:UALICE")]
-    finally:
-        await client.close()
-        await api.close()
+async def test_slack(make_slack_env: Callable[..., Any]) -> None:  # noqa: F811
+    env = await make_slack_env(contacts=CONTACTS)
+    ctx = env.ctx
+    await ctx.service.declare(actor=OP, title="Checkout failing", severity="sev2")
+    _, [ok] = await env.command("subscribe INC-1", user="UALICE")
+    assert ok["response_type"] == "ephemeral" and ok["text"].startswith("alice now follows INC-1")
+    _, [scoped] = await env.command("subscribe tenant:acme sev1", user="UALICE")
+    assert scoped["text"].startswith("alice now follows sev1 tenant:acme")
+    _, [refused] = await env.command("subscribe tenant:acme", user="UCAROL")
+    assert refused["response_type"] == "ephemeral"
+    assert refused["text"].startswith("Not allowed: slack:UCAROL (contact carol) may not follow tenant 'acme'")
+    _, [bad] = await env.command("subscribe sev7", user="UCAROL")
+    assert "'sev7' is not something to follow" in bad["text"] and "Usage: /incident subscribe" in bad["text"]
+    _, [unknown] = await env.command("subscribe INC-99", user="UCAROL")
+    assert unknown["text"].startswith("no incident INC-99")
+    _, [stranger] = await env.command("subscribe INC-1", user="UNOBODY")
+    assert stranger["text"].startswith("slack:UNOBODY is not linked to a contact")
+    _, [listing] = await env.command("subscriptions", user="UALICE")
+    assert "alice follows (2)" in listing["text"] and "sev1 tenant:acme" in listing["text"]
+    _, [gone] = await env.command("unsubscribe INC-1", user="UALICE")
+    assert gone["text"] == "alice no longer follows INC-1."
+    _, [again] = await env.command("unsubscribe INC-1", user="UALICE")
+    assert again["text"].startswith("alice does not follow INC-1 (see /incident subscriptions)")
+    assert await followed(ctx) == [("alice", "sev1 tenant:acme", "slack:UALICE")]
 
 
-async def test_telegram_and_news_to_the_followers_dm(make_ctx: Callable[..., Any],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    async with HttpStandIn() as peer:
-        api = BotApi(peer)
-        monkeypatch.setattr(server, "_mounts", lambda: [tg_bot.mount])
-        tg_cfg = telegram_overrides(api)
-        ctx = await make_ctx(worker={"enabled": False}, contacts=DM_NEWS, server=tg_cfg["server"],
-                             telegram=tg_cfg["telegram"], access={"telegram:4242": "operator"})
-        app, rt = await server.build_app(ctx)
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        try:
-            tg = next(c for c in rt.components if c.name == "telegram")
-            await asyncio.wait_for(tg.connected.wait(), 10)
-            h = Harness(ctx, rt, client, api, tg)
-            await ctx.service.declare(actor=OP, title="Search slow", severity="sev3")
-            await h.post(command(1, "/incident subscribe INC-1", user_id=5151))
-            await h.post(command(2, "/incident subscribe tenant:acme", user_id=5151))
-            await h.post(command(3, "/incident subscriptions", user_id=5151))
-            await h.post(command(4, "/incident unsubscribe sev3", user_id=5151))
-            ok, refused, listing, missing = [c.params["text"] for c in await api.wait_calls("sendMessage", 4)]
-            assert ok.startswith("carol now follows INC-1")
-            assert refused.startswith("Not allowed: telegram:5151 (contact carol) may not follow tenant 'acme'")
-            assert "carol follows (1)" in listing and "INC-1" in listing
-            assert missing.startswith("carol does not follow sev3")
-            # alice updates from Telegram; carol, who follows, gets it in her Telegram DM as news.
-            await h.post(command(5, "/incident update INC-1 index rebuilt, latency back to normal", user_id=4242))
-            await api.wait_calls("sendMessage", 5)
-            results = await drive_dm_pages(ctx, rt.chat_senders["telegram_dm"], "telegram_dm")
-            assert [r.outcome for r in results] == ["delivered"]
-            [dm] = await deliveries(ctx, channel="telegram_dm")
-            assert (dm.recipient, dm.purpose, dm.reason) == ("carol", "subscription", "follows INC-1")
-            sent = [c for c in api.calls("sendMessage") if str(c.params["chat_id"]) == "5151"]
-            assert sent and "index rebuilt" in str(sent[-1].params["text"])
-            assert "tocsin:ack:" not in str(sent[-1].params.get("reply_markup", ""))  # news: nothing to ack
-        finally:
-            await client.close()
-
-
-def teams_msg(text: str, aad: str) -> Activity:
-    return Activity(type="message", text=text, from_property=ChannelAccount(id=f"29:{aad}", name=aad,
-                                                                            aad_object_id=aad))
+async def test_telegram_and_news_to_the_followers_dm(harness: Callable[..., Any]) -> None:  # noqa: F811
+    h: Harness = await harness({"worker": {"enabled": False}, "contacts": DM_NEWS})
+    ctx = h.ctx
+    await ctx.service.declare(actor=OP, title="Search slow", severity="sev3")
+    await h.post(command(1, "/incident subscribe INC-1", user_id=5151))
+    await h.post(command(2, "/incident subscribe tenant:acme", user_id=5151))
+    await h.post(command(3, "/incident subscriptions", user_id=5151))
+    await h.post(command(4, "/incident unsubscribe sev3", user_id=5151))
+    ok, refused, listing, missing = [c.params["text"] for c in await h.api.wait_calls("sendMessage", 4)]
+    assert ok.startswith("carol now follows INC-1")
+    assert refused.startswith("Not allowed: telegram:5151 (contact carol) may not follow tenant 'acme'")
+    assert "carol follows (1)" in listing and "INC-1" in listing
+    assert missing.startswith("carol does not follow sev3")
+    # alice updates from Telegram; carol, who follows, gets it in her Telegram DM as news.
+    await h.post(command(5, "/incident update INC-1 index rebuilt, latency back to normal", user_id=4242))
+    await h.api.wait_calls("sendMessage", 5)
+    results = await drive_dm_pages(ctx, h.rt.chat_senders["telegram_dm"], "telegram_dm")
+    assert [r.outcome for r in results] == ["delivered"]
+    [dm] = await deliveries(ctx, channel="telegram_dm")
+    assert (dm.recipient, dm.purpose, dm.reason) == ("carol", "subscription", "follows INC-1")
+    sent = [c for c in h.api.calls("sendMessage") if str(c.params["chat_id"]) == "5151"]
+    assert sent and "index rebuilt" in str(sent[-1].params["text"])
+    assert "tocsin:ack:" not in str(sent[-1].params.get("reply_markup", ""))  # news: nothing to ack
 
 
 async def test_teams(make_ctx: Callable[..., Any]) -> None:

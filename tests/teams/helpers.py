@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from botbuilder.schema import Activity, ChannelAccount
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -31,6 +32,12 @@ INCIDENT_CONV = "19:incidents@thread.tacv2"
 OPERATOR = "aad-operator-1"
 VIEWER = "aad-viewer-1"
 TEAMS_ACCESS = {f"teams:{OPERATOR}": "operator"}
+
+
+def teams_msg(text: str, aad: str) -> Activity:
+    """A chat message from the Teams user with AAD object id `aad`, for the bot's in-process TestAdapter."""
+    return Activity(type="message", text=text, from_property=ChannelAccount(id=f"29:{aad}", name=aad,
+                                                                            aad_object_id=aad))
 
 
 def teams_config(service_url: str, **over: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from bot.server import Runtime
 from bot.telegram import bot as tg_bot
 from core.delivery.message import DeliveryResult, Envelope, Notification
 from core.models import Delivery
+from tests.conftest import deep_merge
 from tests.stand_ins.http import HttpStandIn
 from tests.telegram.botapi import TOKEN, BotApi
 
@@ -80,13 +81,14 @@ async def api() -> AsyncIterator[BotApi]:
 @pytest.fixture
 async def harness(make_ctx: Callable[..., Any], api: BotApi,
                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Callable[..., Any]]:
-    """`await harness(**telegram_config)` -> a started app (webhook mode unless told), connected."""
+    """`await harness(config, **telegram_config)` -> a started app (webhook mode unless told), connected;
+    `config` (contacts, schedules, reminders...) is merged over the Telegram settings."""
     started: list[TestClient] = []
     # Only Telegram: the other adapters and the worker are someone else's tests (drain() stands in for it).
     monkeypatch.setattr(server, "_mounts", lambda: [tg_bot.mount])
 
-    async def factory(**telegram: Any) -> Harness:
-        ctx = await make_ctx(**telegram_overrides(api, **telegram))
+    async def factory(config: dict[str, Any] | None = None, **telegram: Any) -> Harness:
+        ctx = await make_ctx(**deep_merge(telegram_overrides(api, **telegram), config or {}))
         app, rt = await server.build_app(ctx)
         client = TestClient(TestServer(app))
         await client.start_server()

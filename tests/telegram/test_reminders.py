@@ -3,40 +3,24 @@ callback query through python-telegram-bot); pressing it snoozes the incident's 
 presser in a toast; on a resolved incident it is refused in an alert and nothing is stored."""
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
-from bot import server
-from bot.telegram import bot as tg_bot
 from core.models import IncidentReminder
 from core.rbac import Actor
 from core.reminders import Reminders
-from tests.conftest import deep_merge
 from tests.reminders.conftest import REMINDERS
-from tests.telegram.botapi import BotApi, command, press
-from tests.telegram.conftest import INCIDENT_CHAT, Harness, telegram_overrides
+from tests.telegram.botapi import command, press
+from tests.telegram.conftest import INCIDENT_CHAT, Harness
 
 
 @pytest.fixture
-async def reminding(make_ctx: Callable[..., Any], api: BotApi,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+async def reminding(harness: Callable[..., Any]) -> Harness:
     """The Telegram harness (only Telegram mounted, webhook mode) with `reminders:` configured."""
-    monkeypatch.setattr(server, "_mounts", lambda: [tg_bot.mount])
-    ctx = await make_ctx(**deep_merge(telegram_overrides(api), REMINDERS))
-    app, rt = await server.build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        tg = next(c for c in rt.components if c.name == "telegram")
-        await asyncio.wait_for(tg.connected.wait(), 10)
-        yield Harness(ctx, rt, client, api, tg)
-    finally:
-        await client.close()
+    return await harness(REMINDERS)
 
 
 async def snoozes(h: Harness) -> int:

@@ -3,19 +3,17 @@ loopback Bot API): @username names a contact, the incident card lists the roles,
 a private chat (their news channel), refusals are answered and store nothing. SQLite and PostgreSQL."""
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from bot import server
 from bot.telegram import bot as tg_bot
 from core.models import AuditEntry, IncidentMessage
 from tests.telegram.botapi import BotApi, command
-from tests.telegram.conftest import INCIDENT_CHAT, SECRET, telegram_overrides
+from tests.telegram.conftest import INCIDENT_CHAT, SECRET
 from tests.twoway.helpers import drive_dm_pages
 
 CONTACTS = [{"name": "alice", "email": "alice@example.com",
@@ -25,18 +23,10 @@ CONTACTS = [{"name": "alice", "email": "alice@example.com",
 
 
 @pytest.fixture
-async def started(make_ctx: Callable[..., Any], api: BotApi,
-                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, Any, TestClient]]:
-    monkeypatch.setattr(server, "_mounts", lambda: [tg_bot.mount])
-    ctx = await make_ctx(**telegram_overrides(api), contacts=CONTACTS, contact_lists=[],
-                         routing={"default_targets": {"lists": [], "contacts": ["bob"]}})
-    app, rt = await server.build_app(ctx)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    tg = next(c for c in rt.components if c.name == "telegram")
-    await asyncio.wait_for(tg.connected.wait(), 10)
-    yield ctx, rt, client
-    await client.close()
+async def started(harness: Callable[..., Any]) -> tuple[Any, Any, TestClient]:
+    h = await harness({"contacts": CONTACTS, "contact_lists": [],
+                       "routing": {"default_targets": {"lists": [], "contacts": ["bob"]}}})
+    return h.ctx, h.rt, h.client
 
 
 async def send(client: TestClient, api: BotApi, update: dict[str, Any]) -> str:
