@@ -49,9 +49,10 @@ async def test_live_board_and_acknowledge_in_a_browser(make_ctx: Any, tmp_path: 
             assert (await run_text(ctx.service, Actor("cli:op"), "role INC-2 comms bob"))[1].ok
             note = "note INC-2 Card processor answers 502"
             assert (await run_text(ctx.service, Actor("cli:op"), note))[1].ok
-            # (the board re-draws the row on each of those changes, so open the page by its link's address)
-            link = await run(driver.find_element, By.CSS_SELECTOR, "#row-2 a")
-            href = await run(link.get_attribute, "href")
+            # The board re-draws the row on each of those changes (a found element can go stale before it is
+            # read), so read the link's address inside the page in one step and open it.
+            href = await run(driver.execute_script, "return document.querySelector('#row-2 a').href")
+            assert href.endswith("/incidents/2"), href
             await run(driver.get, href)
             await run(wait.until, ec.element_to_be_clickable((By.ID, "ack")))
             await run(lambda: driver.find_element(By.ID, "ack").click())
