@@ -4,6 +4,7 @@ reach, plus one card sync per chat surface. IncidentService decides what happene
 decides how it is addressed (the neutral Notification) and puts it on the durable queue."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.acklinks import ack_link
 from core.delivery.message import Notification
-from core.delivery.queue import NewDelivery, enqueue
+from core.delivery.queue import ENQUEUE_CHUNK, NewDelivery, enqueue
 from core.metrics import ALERTS
 from core.models import Incident, IncidentMessage
 from core.rbac import acting_contacts
@@ -78,10 +79,13 @@ class FanOut:
         note = self.notification(inc, kind=kind, body=body, event_type=event_type)
         # Each person's page gets its own signed, single-use ack link (core.acklinks), made here with the page.
         cfg, ackable = self.cfg, note.ack_url is not None
-        items = [NewDelivery(d.recipient, d.channel, d.address, note, purpose, d.reason,
-                             ack_url=ack_link(cfg, message_id=msg.id, channel=d.channel, recipient=d.recipient,
-                                              now=now) if ackable else None)
-                 for d in p.deliveries]
+        items: list[NewDelivery] = []
+        for i, d in enumerate(p.deliveries):
+            if i and i % ENQUEUE_CHUNK == 0:
+                await asyncio.sleep(0)  # a fan-out of thousands lets acks in between (signing links costs)
+            items.append(NewDelivery(d.recipient, d.channel, d.address, note, purpose, d.reason,
+                                     ack_url=ack_link(cfg, message_id=msg.id, channel=d.channel,
+                                                      recipient=d.recipient, now=now) if ackable else None))
         # Followers hear it as news (no ack link, their news channels), once: not when routed for it anyway;
         # nor what pages nobody on purpose (`held`).
         news = dataclasses.replace(note, ack_url=None)

@@ -13,8 +13,8 @@ docs/benchmarks.md, "Profile"), and a declare is dozens of statements. So:
 * BEGIN is tried on the loop thread without waiting (busy timeout 0); only when another process holds the
   write lock (the CLI, say) does it go to the thread and wait there with the configured busy timeout;
 * COMMIT and ROLLBACK run on the loop thread too (in WAL mode with synchronous=NORMAL a commit appends to
-  the log without an fsync), and a ROLLBACK with no transaction open (the pool's reset after a commit)
-  costs nothing;
+  the log without an fsync), except the COMMIT of a transaction that changed thousands of rows; a
+  ROLLBACK with no transaction open (the pool's reset after a commit) costs nothing;
 * what can take long stays on aiosqlite's thread: reads through `Database.sessions` (reports, listings,
   verify), large executemany batches, statements marked `execution_options(tocsin_offload=True)` (bulk
   deletes), and anything while a call of that connection is still running there.
@@ -123,6 +123,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         """BEGIN without waiting on the loop thread; if another process holds the lock, wait on the thread."""
         conn = self._connection
         raw = conn._conn
+        self._adapt_connection.begun_changes = raw.total_changes
         raw.execute("PRAGMA busy_timeout=0")
         try:
             raw.execute(operation)
@@ -143,6 +144,10 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         return None
 
 
+LARGE_COMMIT_ROWS = 2000
+"""A transaction that changed more rows than this commits on the driver thread (a 20,000-recipient fan-out
+writes tens of megabytes to the log at COMMIT)."""
+
 INLINE_MANY_MAX = 200
 """executemany batches larger than this go to the driver thread."""
 
@@ -156,12 +161,14 @@ def place(cursor: Any, statement: str, parameters: Any, options: Any, executeman
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("busy_ms",)
+    __slots__ = ("busy_ms", "begun_changes")
     _cursor_cls = OneHopCursor
 
     def __init__(self, dbapi: Any, connection: Any, busy_ms: int) -> None:
         super().__init__(dbapi, connection)
         self.busy_ms = busy_ms
+        self.begun_changes = 0
+        """sqlite3's total_changes when the transaction began: a large one commits on the thread."""
 
     def _end(self, how: str) -> None:
         """COMMIT or ROLLBACK on the loop thread (see the module docstring); nothing when no transaction."""
@@ -173,6 +180,9 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
             return
         raw = driver._conn
         if not raw.in_transaction:
+            return
+        if how == "commit" and raw.total_changes - self.begun_changes > LARGE_COMMIT_ROWS:
+            super().commit()  # writing thousands of rows' pages to the log: not on the loop thread
             return
         try:
             raw.commit() if how == "commit" else raw.rollback()

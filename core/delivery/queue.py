@@ -7,6 +7,7 @@ that is not renewed (the process died) expires and `reclaim_expired` puts the ro
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -46,16 +47,28 @@ def idempotency_key(*, message_id: int | str, recipient: str, channel: str) -> s
 
 
 ENQUEUE_CHUNK = 1000
-"""Rows per INSERT when a fan-out queues many: bounds how long one statement's Python work holds the loop."""
+"""Rows per INSERT when a fan-out queues many: bounds how long one stretch of work holds the event loop
+(SQLite statements run on the loop thread, so the loop is handed back between chunks explicitly)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A row `enqueue` wrote: what its callers count and report (building 20,000 ORM objects for that held
+    the event loop for a quarter of a second)."""
+
+    id: int
+    recipient: str
+    channel: str
+    purpose: str
 
 EVENT_CHANNELS = frozenset({"webhook"})
 """Channels whose rendering uses Notification.event (core.appearance.webhook's body)."""
 
 
 async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None, message_id: int,
-                  items: Iterable[NewDelivery], now: datetime) -> list[Delivery]:
+                  items: Iterable[NewDelivery], now: datetime) -> list[Queued]:
     """Write one queued row per item. Must run in the same transaction as the change that caused it."""
-    values = []
+    values: list[dict[str, Any]] = []
     # A fan-out shares one Notification: serialize it once (twice: with and without the event).
     payloads: dict[tuple[int, bool], dict[str, Any]] = {}
     max_attempts: dict[str, int] = {}
@@ -74,6 +87,8 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
         if it.channel not in max_attempts:
             max_attempts[it.channel] = retry_policy(cfg, it.channel).max_retries + 1
         key = idempotency_key(message_id=message_id, recipient=it.recipient, channel=it.channel)
+        if values and len(values) % ENQUEUE_CHUNK == 0:
+            await asyncio.sleep(0)  # a large fan-out lets acks and other requests in between
         values.append({
             "incident_id": incident_id, "message_id": message_id, "recipient": it.recipient,
             "channel": it.channel, "address": it.address, "purpose": it.purpose, "payload": payload,
@@ -82,14 +97,17 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
             "updated_at": now})
     if not values:
         return []
-    # Multi-row INSERT ... RETURNING (a unit-of-work flush would send one INSERT per row), in chunks: each
-    # chunk's round trip hands the event loop back, so 20,000 recipients do not hold it for a second. Only
-    # the ids come back, matched on the unique key; the rows handed back are built from what we wrote.
+    # Multi-row INSERT ... RETURNING (a unit-of-work flush would send one INSERT per row), in chunks with
+    # the event loop handed back between them, so 20,000 recipients do not hold it for a second. Only the
+    # ids come back, matched on the unique key; the records handed back are built from what we wrote.
     ids: dict[str, int] = {}
     stmt = insert(_T).returning(_T.c.idempotency_key, _T.c.id)
     for i in range(0, len(values), ENQUEUE_CHUNK):
+        if i:
+            await asyncio.sleep(0)
         ids.update((await session.execute(stmt, values[i:i + ENQUEUE_CHUNK])).all())
-    rows = sorted((Delivery(id=ids[v["idempotency_key"]], **v) for v in values), key=lambda r: r.id)
+    rows = sorted((Queued(ids[v["idempotency_key"]], v["recipient"], v["channel"], v["purpose"]) for v in values),
+                  key=lambda r: r.id)
     if rows and session.bind.dialect.name == "postgresql":
         # Delivered at commit (and dropped on rollback): workers in other processes wake at once.
         await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": NOTIFY_CHANNEL})
