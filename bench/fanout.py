@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -81,6 +82,7 @@ async def bench_tocsin(db_url: str, peer: Peer, *, n: int, concurrency: int,
         before = await peer.count(http)
         comp = build_worker(ctx, http=http)
         worker = comp.worker
+        gc.freeze()  # as bot.server.build_app does once everything is loaded (`tocsin run`)
         await comp.start()
         try:
             await asyncio.sleep(0.2)
