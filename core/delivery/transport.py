@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
@@ -99,6 +100,8 @@ def log_result(logger: logging.Logger, envelope: Envelope, result: DeliveryResul
                started: float) -> DeliveryResult:
     """What the provider said, at DEBUG (the worker logs the attempt itself, once, at INFO): no secrets,
     masked addresses. Returns `result` for chaining."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return result  # a fan-out would build thousands of these fields for nobody
     logger.debug("notify.provider.response", extra={
         "event": "notify.provider.response",
         "channel": envelope.channel,
@@ -162,13 +165,33 @@ def destination_request(dest: Destination, *, body: bytes,
                         extra_headers: Mapping[str, str] | None = None) -> HttpRequest:
     """JSON to a destination's url with its method, the destination headers first and ours on top."""
     assert dest.url is not None
+    url, base, secrets = _prepared(dest)
+    if not extra_headers:
+        return HttpRequest(dest.method, url, base, body, secrets)
+    headers: CIMultiDict[str] = CIMultiDict(base)
+    for k, v in extra_headers.items():
+        headers[k] = v
+    return HttpRequest(dest.method, url, dict(headers), body, secrets)
+
+
+_PREPARED: dict[int, tuple[Destination, tuple[str, Mapping[str, str], tuple[str, ...]]]] = {}
+"""Per destination object (a reload builds new ones): its url, base headers and secret values, worked out
+once instead of on every page of a fan-out."""
+
+
+def _prepared(dest: Destination) -> tuple[str, Mapping[str, str], tuple[str, ...]]:
+    hit = _PREPARED.get(id(dest))
+    if hit is not None and hit[0] is dest:
+        return hit[1]
+    assert dest.url is not None
     headers: CIMultiDict[str] = CIMultiDict({k: v.get_secret_value() for k, v in dest.headers.items()})
     headers["Content-Type"] = "application/json; charset=utf-8"
     headers["User-Agent"] = USER_AGENT
-    for k, v in (extra_headers or {}).items():
-        headers[k] = v
-    return HttpRequest(dest.method, dest.url.get_secret_value(), dict(headers), body,
-                       tuple(destination_secrets(dest)))
+    value = (dest.url.get_secret_value(), MappingProxyType(dict(headers)), tuple(destination_secrets(dest)))
+    if len(_PREPARED) >= 50_000:  # reloads replaced the destinations many times over: start afresh
+        _PREPARED.clear()
+    _PREPARED[id(dest)] = (dest, value)
+    return value
 
 
 async def post_to_destination(session: aiohttp.ClientSession, dest: Destination, *, body: bytes,

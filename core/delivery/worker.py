@@ -162,7 +162,10 @@ class Worker(Claimer):
                 await self._pace(c.channel, sender)
                 t0 = time.monotonic()
                 try:
-                    result = await asyncio.wait_for(sender.send(c.envelope()), timeout=policy.timeout_seconds)
+                    # asyncio.timeout, not wait_for: wait_for wraps the send in a task of its own (one more
+                    # task per page of a fan-out).
+                    async with asyncio.timeout(policy.timeout_seconds):
+                        result = await sender.send(c.envelope())
                 except TimeoutError:
                     timed_out = True
                     result = DeliveryResult.retry(
@@ -300,11 +303,12 @@ class Worker(Claimer):
 
     def _after_commit(self, batch: list[_Done], alerts: set[int]) -> None:
         """Logs and metrics for final states, only once the database says so."""
+        counted: dict[str, int] = {}  # delivered per channel: one metric update per channel and batch
         for d in batch:
             c, comp = d.claimed, d.completion
             if comp.status == "delivered":
                 self.stats["delivered"] += 1
-                DELIVERIES.labels(channel=c.channel, status="delivered").inc()
+                counted[c.channel] = counted.get(c.channel, 0) + 1
                 if d.latency_s is not None:
                     DELIVERY_LATENCY.labels(channel=c.channel).observe(max(0.0, d.latency_s))
                 log.info("notify.delivery.success", extra={
@@ -326,3 +330,5 @@ class Worker(Claimer):
                     log.warning("notify.delivery.lease_lost", extra={
                         "delivery_id": c.id, "channel": c.channel, "status": comp.status,
                         "why": "another worker took this delivery over after our lease expired"})
+        for channel, n in counted.items():
+            DELIVERIES.labels(channel=channel, status="delivered").inc(n)
