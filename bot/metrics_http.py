@@ -31,10 +31,9 @@ from core.models import Delivery, HeartbeatState, Incident, MaintenanceWindow
 
 if TYPE_CHECKING:
     from bot.server import Runtime
-    from core.audit.log import AuditLog
+    from core.audit.log import Appended, AuditLog
     from core.db import Database
     from core.events import IncidentEvent
-    from core.models import AuditEntry
 
 log = logging.getLogger("tocsin.metrics")
 
@@ -107,7 +106,7 @@ def count_audit_entries(audit: AuditLog) -> None:
     if getattr(previous, "_tocsin_counts_audit", False):
         return
 
-    def on_append(entry: AuditEntry) -> None:
+    def on_append(entry: Appended) -> None:
         AUDIT_ENTRIES.inc()
         if previous is not None:
             previous(entry)
