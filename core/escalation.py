@@ -12,23 +12,33 @@ process to fire.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.clock import utc
 from core.errors import InvalidTransition, NotFound
 from core.escalation_schedule import EscalationSchedule
-from core.models import Incident
+from core.events import IncidentEvent
+from core.models import Incident, IncidentMessage
 from core.rbac import Actor
+from core.routing import canonical_event_type, escalation_plan, incident_event
+from core.schedules.service import overrides_in_force
+from core.subscriptions import followers_of
 from core.timers import TimerScheduler
 
 if TYPE_CHECKING:
+    from core.config import Config, Targets
     from core.incidents import IncidentService, Outcome
+    from core.routing import Overrides, Plan
 
 log = logging.getLogger("tocsin.escalation")
 
@@ -36,8 +46,164 @@ ESCALATOR = Actor("system:escalation", source="timer")
 """Who the timer acts as: thread entries and audit rows name it."""
 RETRY_SECONDS = 5.0
 """After an unexpected failure (database down), try the same escalation again this much later."""
-GROUP_MAX = 8
-"""At most this many due escalations share one transaction when the timer is behind (group commit)."""
+GROUP_MAX = 200
+"""At most this many due escalations share one transaction when the timer is behind (group commit), written
+set-based (EscalationBatch). Bounds how long one group holds the write lock (~0.1 s at this size)."""
+YIELD_EVERY = 25
+"""A group hands the event loop back after this many escalations, so a burst never stalls an ack."""
+_INCIDENTS = cast(Table, Incident.__table__)
+_MESSAGES = cast(Table, IncidentMessage.__table__)
+_CAS = (update(_INCIDENTS)
+        .where(_INCIDENTS.c.id == bindparam("cas_id"), _INCIDENTS.c.version == bindparam("cas_version")))
+"""Compare-and-set on `version`, one row per parameter set (the SET columns are the parameters' own)."""
+_NEW_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+
+
+@dataclasses.dataclass
+class _Pending:
+    inc: Incident
+    msg: IncidentMessage
+    plan: Plan
+    body: str
+    queued: int
+    event: IncidentEvent | None = None
+
+
+class EscalationBatch:
+    """The writes of a group of timer escalations sharing one transaction, made set-based.
+
+    IncidentService.escalate(batch=) still decides each incident on its own (due? which level? whom?), but
+    its row comes from one locked read of the whole group (`load`), and its writes are collected here and go
+    out together in `flush`: the compare-and-set UPDATEs as one executemany (each row still conditional on
+    its own version: the rows are locked since `load`, so a mismatch means a bug, and the group fails and
+    falls back to one transaction each), the thread messages as one multi-row INSERT, then the queued
+    deliveries; the caller appends the audit entries with one `append_many` and commits. Events are held
+    on the session and published after the commit, as for any grouped operation."""
+
+    def __init__(self, service: IncidentService, session: AsyncSession) -> None:
+        self.service = service
+        self.session = session
+        self.incidents: dict[int, Incident] = {}
+        self.overrides: dict[str, Any] = {}
+        """Schedule overrides in force (routing input), read once for the group."""
+        self._cas: list[dict[str, Any]] = []
+        self._pending: list[_Pending] = []
+        self._plans: dict[tuple[Any, ...], Plan] = {}
+        self._skips: dict[int, bool] = {}
+        """id(config) -> no routing rule can match an `escalate` event (plans may be shared)."""
+
+    async def load(self, ids: Sequence[int]) -> None:
+        """Read and lock the group's rows in one query, in id order (two processes grouping overlapping
+        incidents lock them in the same order: no deadlock). populate_existing: what the lock returns wins
+        over anything this session held before."""
+        s = self.session
+        rows = (await s.execute(
+            select(Incident).where(Incident.id.in_(sorted(ids))).order_by(Incident.id).with_for_update()
+            .execution_options(populate_existing=True))).scalars().all()
+        self.incidents = {int(r.id): r for r in rows}
+        self.overrides = await overrides_in_force(s, self.service.cfg, self.service.clock.now())
+
+    def incident(self, iid: int, ref: str | int) -> Incident:
+        inc = self.incidents.get(iid)
+        if inc is None:
+            raise NotFound(f"no incident INC-{iid}")
+        return inc
+
+    async def cas(self, inc: Incident, **values: Any) -> None:
+        """IncidentStore._cas, deferred to `flush`: the new values are set on the object at once (the
+        schedule and the fan-out read them), and written conditionally on the version read by `load`."""
+        values = {"updated_at": self.service.clock.now(), **values, "version": inc.version + 1}
+        self._cas.append({"cas_id": inc.id, "cas_version": inc.version, **values})
+        for k, v in values.items():
+            set_committed_value(inc, k, v)
+
+    def add(self, inc: Incident, *, body: str, actor: Actor, now: datetime, extra: dict[str, Any],
+            plan: Plan) -> tuple[IncidentMessage, int]:
+        """An escalation's thread message and pages, written by `flush`. Returns the message (its id set by
+        `flush`) and the pages it queues: one per planned delivery."""
+        msg = IncidentMessage(incident_id=inc.id, kind="ESCALATION", body=body, author=actor.identity,
+                              created_at=now, extra=extra)
+        queued = len(plan.deliveries)
+        self._pending.append(_Pending(inc, msg, plan, body, queued))
+        return msg, queued
+
+    def plan(self, cfg: Config, inc: Incident, *, level: int, targets: Targets, now: datetime,
+             overrides: Overrides | None, actor_contacts: Collection[str]) -> Plan:
+        """core.routing.escalation_plan, computed once per group for the incidents routing cannot tell
+        apart: when no rule routes `escalate` events at all (their event_types leave it out), an escalation
+        pages the level's targets (default_targets if nobody), which depend on the level, the targets and
+        the incident's severity only, not on its labels, payload or title. Otherwise one plan each."""
+        if not self._rules_skip_escalations(cfg):
+            return escalation_plan(cfg, inc, level=level, targets=targets, now=now, overrides=overrides,
+                                   actor_contacts=actor_contacts)
+        key = (id(cfg), inc.severity, level, targets.model_dump_json(), frozenset(actor_contacts))
+        p = self._plans.get(key)
+        if p is None:
+            p = self._plans[key] = escalation_plan(cfg, inc, level=level, targets=targets, now=now,
+                                                   overrides=overrides, actor_contacts=actor_contacts)
+            return p
+        return dataclasses.replace(p, deliveries=list(p.deliveries), event=incident_event(inc, "escalate"))
+
+    def _rules_skip_escalations(self, cfg: Config) -> bool:
+        known = self._skips.get(id(cfg))
+        if known is None:
+            kind = canonical_event_type("escalate")
+            known = self._skips[id(cfg)] = all(
+                r.event_types and kind not in {canonical_event_type(t) for t in r.event_types}
+                for r in cfg.routing.rules)
+        return known
+
+    def emit(self, msg: IncidentMessage, event: IncidentEvent) -> None:
+        """Hold an escalation's event until `flush` knows its message id."""
+        for p in reversed(self._pending):
+            if p.msg is msg:
+                p.event = event
+                return
+        raise ValueError("emit for a message this batch does not hold")
+
+    async def flush(self) -> None:
+        """Write what the group's escalations decided, in the caller's transaction."""
+        s = self.session
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in self._cas:
+            by_columns.setdefault(tuple(sorted(row)), []).append(row)
+        for rows in by_columns.values():
+            res = await s.execute(_CAS, rows)
+            if s.bind.dialect.supports_sane_multi_rowcount and res.rowcount != len(rows):
+                raise InvalidTransition(f"{len(rows) - res.rowcount} of {len(rows)} locked incidents changed "
+                                        "under the escalation group's lock")
+        if not s.bind.dialect.supports_sane_multi_rowcount and self._cas:
+            await self._check_versions()
+        self._cas = []
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        ids = (await s.execute(_NEW_MESSAGES, [
+            {"incident_id": p.msg.incident_id, "kind": p.msg.kind, "body": p.msg.body, "author": p.msg.author,
+             "created_at": p.msg.created_at, "extra": p.msg.extra} for p in pending])).scalars().all()
+        fanout, events = self.service.fanout, self.service.events
+        following = await followers_of(s, self.service.cfg, [p.inc for p in pending])
+        for i, (p, mid) in enumerate(zip(pending, ids, strict=True)):
+            if i and i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            p.msg.id = int(mid)
+            queued = await fanout.incident(s, p.inc, p.msg, p.plan, p.msg.created_at, kind="ESCALATION",
+                                           body=p.body, event_type="escalate", purpose="escalation",
+                                           followers=following[p.inc.id])
+            if queued != p.queued:
+                raise RuntimeError(f"{p.inc.ref}: queued {queued} pages, planned {p.queued}")
+            if p.event is not None:
+                await events.emit(s, dataclasses.replace(p.event, message_id=p.msg.id))
+
+    async def _check_versions(self) -> None:
+        """Where the driver does not count the rows an executemany changed (asyncpg): read the versions
+        back. The rows are locked by `load`, so this only guards against a bug."""
+        want = {int(r["cas_id"]): (int(r["version"]), r["updated_at"]) for r in self._cas}
+        got = {int(i): (int(v), utc(u)) for i, v, u in (await self.session.execute(
+            select(Incident.id, Incident.version, Incident.updated_at).where(Incident.id.in_(list(want))))).all()}
+        bad = sorted(i for i, (v, u) in want.items() if got.get(i) != (v, utc(u)))
+        if bad:
+            raise InvalidTransition(f"incidents {bad} changed under the escalation group's lock")
 
 
 class Escalator(EscalationSchedule):
@@ -159,29 +325,39 @@ class Escalator(EscalationSchedule):
                     self._queue.task_done()
 
     async def _fire_group(self, group: list[tuple[int, datetime]]) -> None:
-        """Several escalations in one transaction. Rows are locked in id order, so two processes grouping
-        overlapping incidents cannot deadlock. If the transaction fails, each is retried on its own."""
+        """Several escalations in one transaction, set-based (EscalationBatch): one locked read of their
+        rows (in id order, so two processes grouping overlapping incidents cannot deadlock), then bulk
+        writes. If the transaction fails, its halves are retried, down to one transaction each."""
         group = sorted(group)
         done: list[tuple[int, Outcome]] = []
         refused: list[tuple[int, Exception]] = []
         audit: list[dict[str, Any]] = []
         try:
             async with self.service.db.grouped() as s:
-                for iid, due in group:
+                batch = EscalationBatch(self.service, s)
+                await batch.load([iid for iid, _ in group])
+                for i, (iid, due) in enumerate(group):
+                    if i and i % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # a big group lets acks and requests in between
                     try:
                         out = await self.service.escalate(iid, actor=self.actor, due_at=due, session=s,
-                                                          audit_batch=audit)
+                                                          audit_batch=audit, batch=batch)
                     except (NotFound, InvalidTransition) as exc:
                         refused.append((iid, exc))  # raised before this incident wrote anything
                         continue
                     done.append((iid, out))
+                await batch.flush()
                 # one chain-head read and one INSERT for the group's audit entries, in its transaction
                 await self.service.audit.append_many(s, audit, now=self.service.clock.now())
         except Exception:
-            log.exception("escalation.group.failed", extra={"incidents": [f"INC-{i}" for i, _ in group],
-                                                            "fallback": "one transaction each"})
-            for iid, due in group:
-                await self._fire(iid, due)
+            # Nothing of it was stored. Retry in halves, down to one transaction each: an escalation that
+            # fails on its own is isolated, and the rest still share transactions.
+            log.exception("escalation.group.failed", extra={"incidents": len(group), "first": f"INC-{group[0][0]}",
+                                                            "last": f"INC-{group[-1][0]}",
+                                                            "fallback": "two halves"})
+            half = len(group) // 2
+            for part in (group[:half], group[half:]):
+                await (self._fire(*part[0]) if len(part) == 1 else self._fire_group(part))
             return
         await self.service.events.publish_pending(s)
         for iid, err in refused:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -70,12 +70,14 @@ class FanOut:
             log.error("schedule.nobody_on_call", extra={"incident": incident, "why": note, "alert": True})
 
     async def incident(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, p: Plan, now: datetime, *,
-                       kind: str, body: str, event_type: str, purpose: str = "page", held: bool = False) -> int:
+                       kind: str, body: str, event_type: str, purpose: str = "page", held: bool = False,
+                       followers: Mapping[str, str] | None = None) -> int:
         """Queue the plan's pages, followers' news, and one card sync per chat surface; returns the pages
         queued (followers' news not counted).
         The notification carries the event type routing matched (declare, monitor, resolve, escalate...),
         as webhooks document it. `held`: an entry that pages nobody on purpose (a flapping incident's),
-        so an empty plan is not logged as unrouted."""
+        so an empty plan is not logged as unrouted. `followers`: the incident's followers when the caller
+        read them already (core.subscriptions.followers_of, for a group of incidents)."""
         note = self.notification(inc, kind=kind, body=body, event_type=event_type)
         # Each person's page gets its own signed, single-use ack link (core.acklinks), made here with the page.
         cfg, ackable = self.cfg, note.ack_url is not None
@@ -90,7 +92,8 @@ class FanOut:
         # nor what pages nobody on purpose (`held`).
         news = dataclasses.replace(note, ack_url=None)
         for d in [] if held else await follower_news(s, cfg, inc, routed={d.recipient for d in p.deliveries},
-                                                     actors=acting_contacts(cfg, msg.author), now=now):
+                                                     actors=acting_contacts(cfg, msg.author), now=now,
+                                                     people=followers):
             items.append(NewDelivery(d.recipient, d.channel, d.address, news, "subscription", d.reason))
         items += self.surface_items(inc, note)
         log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,

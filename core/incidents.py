@@ -6,10 +6,11 @@ ONE transaction. Listeners hear about it only after the commit.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import MutableSequence, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
@@ -44,6 +45,9 @@ from core.routing import (
     plan,
 )
 from core.validation import check_contact_list, check_severity, check_text, check_title, clean_text, parse_ref
+
+if TYPE_CHECKING:
+    from core.escalation import EscalationBatch
 
 log = logging.getLogger("tocsin.incidents")
 
@@ -204,7 +208,8 @@ class IncidentService(Notices):
 
     async def escalate(self, ref: str | int, *, actor: Actor, due_at: datetime | None = None,
                        session: AsyncSession | None = None,
-                       audit_batch: MutableSequence[dict[str, Any]] | None = None) -> Outcome:
+                       audit_batch: MutableSequence[dict[str, Any]] | None = None,
+                       batch: EscalationBatch | None = None) -> Outcome:
         """Page the next escalation level now (`/incident escalate`), or, with `due_at` (the timer), only
         if the incident is still due: open, unacknowledged and past `next_escalation_at`. The row is read
         under lock (FOR UPDATE on PostgreSQL; SQLite transactions begin IMMEDIATE) and written
@@ -214,14 +219,20 @@ class IncidentService(Notices):
         With `session` (the timer's group commit) it writes in the caller's transaction and tells
         listeners, metrics and the log only once that commits (events.publish_pending); with `audit_batch` too,
         its audit entry is added to that list and the caller must `audit.append_many` it before committing
-        (one chain-head read for the whole group)."""
+        (one chain-head read for the whole group). With `batch` too (core/escalation.py EscalationBatch),
+        the rules are the same, but the row comes from the group's one locked read and this incident's
+        writes (its compare-and-set UPDATE, message, queued deliveries, event) go out with the group's in
+        bulk when the caller flushes the batch, before it commits."""
         if audit_batch is not None and session is None:
             raise ValueError("audit_batch needs the caller's session: its entries must commit with it")
+        if batch is not None and audit_batch is None:
+            raise ValueError("batch needs audit_batch: the group's audit entries are appended together")
         cfg = self.cfg
         iid = parse_ref(ref)
         now = self.clock.now()
         async with self._tx(session) as s:
-            inc = await self._load(s, iid, ref)
+            inc = batch.incident(iid, ref) if batch is not None else await self._load(s, iid, ref)
+            cas = batch.cas if batch is not None else functools.partial(self._cas, s)
             if due_at is None:
                 require(cfg, actor, Permission.SEND_INCIDENTS)
             else:
@@ -236,22 +247,25 @@ class IncidentService(Notices):
             step = next_step(snap, level=inc.escalation_level, round=inc.escalation_round,
                              manual=due_at is None)
             if step is None:
-                await self._cas(s, inc, next_escalation_at=None)
+                await cas(inc, next_escalation_at=None)
                 return Outcome(inc, None, 0, changed=False, note="policy exhausted")
             nxt_at: datetime | None = None
             if step.next_wait_minutes is not None and inc.state == OPEN and inc.acknowledged_at is None:
                 nxt_at = now + timedelta(minutes=step.next_wait_minutes)
-            await self._cas(s, inc, escalation_level=step.level, escalation_round=step.round,
-                            next_escalation_at=nxt_at)
+            await cas(inc, escalation_level=step.level, escalation_round=step.round, next_escalation_at=nxt_at)
             body = f"Escalated to level {step.level}" + (f" (round {step.round + 1})" if step.round else "")
-            msg = await self._message(s, inc, "ESCALATION", body, actor, now, extra={
-                "level": step.level, "round": step.round, "policy": inc.escalation_policy})
+            extra = {"level": step.level, "round": step.round, "policy": inc.escalation_policy}
             targets = Targets.model_validate(dict(step.targets))
-            p = escalation_plan(cfg, inc, level=step.level, targets=targets, now=now,
-                                overrides=await overrides_in_force(s, cfg, now),
-                                actor_contacts=acting_contacts(cfg, actor.identity))
-            queued = await self.fanout.incident(s, inc, msg, p, now, kind="ESCALATION", body=body,
-                                         event_type="escalate", purpose="escalation")
+            overrides = batch.overrides if batch is not None else await overrides_in_force(s, cfg, now)
+            p = (batch.plan if batch is not None else escalation_plan)(
+                cfg, inc, level=step.level, targets=targets, now=now, overrides=overrides,
+                actor_contacts=acting_contacts(cfg, actor.identity))
+            if batch is None:
+                msg = await self._message(s, inc, "ESCALATION", body, actor, now, extra=extra)
+                queued = await self.fanout.incident(s, inc, msg, p, now, kind="ESCALATION", body=body,
+                                                    event_type="escalate", purpose="escalation")
+            else:  # written with the rest of the group when the batch is flushed
+                msg, queued = batch.add(inc, body=body, actor=actor, now=now, extra=extra, plan=p)
             entry: dict[str, Any] = {
                 "actor": actor.identity, "source": actor.source, "action": "incident.escalate",
                 "resource": inc.ref, "details": {
@@ -273,8 +287,11 @@ class IncidentService(Notices):
             record()
         else:  # only once the caller's transaction really commits
             _after_commit(session, record)
-        await self.events.emit(session, IncidentEvent("escalate", inc.id, msg.id, actor.identity, queued,
-                                                     inc.state, inc.state))
+        ev = IncidentEvent("escalate", inc.id, msg.id, actor.identity, queued, inc.state, inc.state)
+        if batch is not None:
+            batch.emit(msg, ev)  # its message id is known once the batch is written
+        else:
+            await self.events.emit(session, ev)
         return Outcome(inc, msg, queued, p)
 
     # --- internals ----------------------------------------------------------------------------

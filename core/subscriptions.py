@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -120,6 +120,37 @@ async def followers(s: AsyncSession, cfg: Config, inc: Incident) -> dict[str, st
         Subscription.incident_id == inc.id,
         and_(Subscription.incident_id.is_(None), Subscription.created_at <= inc.created_at)))
         .order_by(Subscription.id))).scalars().all()
+    return _followers(cfg, inc, rows)
+
+
+async def followers_of(s: AsyncSession, cfg: Config, incs: Collection[Incident]) -> dict[int, dict[str, str]]:
+    """`followers` of several incidents (incident id -> contact -> why) with one query: the escalation
+    timer's groups fan out hundreds of incidents at once."""
+    if not incs:
+        return {}
+    latest = max(utc(inc.created_at) for inc in incs)  # type: ignore[type-var]
+    rows = (await s.execute(select(Subscription).where(or_(
+        Subscription.incident_id.in_(sorted({inc.id for inc in incs})),
+        and_(Subscription.incident_id.is_(None), Subscription.created_at <= latest)))
+        .order_by(Subscription.id))).scalars().all()
+    own: dict[int, list[Subscription]] = {}
+    filters: list[Subscription] = []
+    for r in rows:
+        if r.incident_id is None:
+            filters.append(r)
+        else:
+            own.setdefault(r.incident_id, []).append(r)
+    out: dict[int, dict[str, str]] = {}
+    for inc in incs:
+        opened = utc(inc.created_at)
+        mine = own.get(inc.id, []) + [r for r in filters if utc(r.created_at) <= opened]  # type: ignore[operator]
+        out[inc.id] = _followers(cfg, inc, sorted(mine, key=lambda r: r.id))
+    return out
+
+
+def _followers(cfg: Config, inc: Incident, rows: Iterable[Subscription]) -> dict[str, str]:
+    """Who of these subscriptions (the incident's own, and filters made before it was declared, in id
+    order) follows `inc`."""
     out: dict[str, str] = {}
     for r in rows:
         if r.incident_id is None:
@@ -136,10 +167,13 @@ async def followers(s: AsyncSession, cfg: Config, inc: Incident) -> dict[str, st
 
 
 async def follower_news(s: AsyncSession, cfg: Config, inc: Incident, *, routed: Collection[str],
-                        actors: Collection[str], now: datetime) -> list[PlannedDelivery]:
+                        actors: Collection[str], now: datetime,
+                        people: Mapping[str, str] | None = None) -> list[PlannedDelivery]:
     """The news deliveries for an incident message's followers: nobody routing already reaches with this
-    message (they get it once), nobody who did what it reports; each on their own news channels."""
-    people = await followers(s, cfg, inc)
+    message (they get it once), nobody who did what it reports; each on their own news channels.
+    `people`: the followers when the caller read them already (`followers_of`, for a group)."""
+    if people is None:
+        people = await followers(s, cfg, inc)
     out: list[PlannedDelivery] = []
     for name, why in people.items():
         if name in routed or name in actors:
