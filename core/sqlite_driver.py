@@ -196,6 +196,25 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         self._end("rollback")
 
 
+def loop_thread_connection(conn: Any) -> sqlite3.Connection | None:
+    """The sqlite3 connection under the SQLAlchemy Connection `conn` when a statement may run on it right
+    here, as `place()` would run it inline: a write transaction is open (BEGIN IMMEDIATE held, nothing can
+    make it wait) and no call of this connection is running on the driver thread. None otherwise (not this
+    driver, a read session, no transaction, a call in flight): go through SQLAlchemy then. For the smallest,
+    hottest writes (an audit append), where SQLAlchemy's per-execution work costs more than SQLite's; the
+    caller wraps sqlite3 errors as SQLAlchemy would (`DBAPIError.instance`)."""
+    if conn.get_execution_options().get("tocsin_read_only"):
+        return None
+    adapted = conn.connection.dbapi_connection
+    if not isinstance(adapted, OneHopConnection) or adapted._execute_mutex.locked():
+        return None
+    driver = adapted._connection
+    if driver._connection is None:
+        return None
+    raw: sqlite3.Connection = driver._conn
+    return raw if raw.in_transaction else None
+
+
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> OneHopConnection:
         connection = self.aiosqlite.connect(*arg, **kw)

@@ -6,9 +6,11 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, bindparam, cast, event, exists, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -23,6 +25,7 @@ from core.audit.chain import (
     redact,
 )
 from core.models import AuditCheckpoint, AuditEntry
+from core.sqlite_driver import INLINE_MANY_MAX, loop_thread_connection
 
 # Arbitrary constant: the PostgreSQL advisory lock that serializes appends to the chain.
 AUDIT_LOCK_ID = 0x70C5_1A0D  # fits the int4 of the two-key form
@@ -48,6 +51,9 @@ def _insert_if_head() -> Any:
 
 _INSERT_IF_HEAD = _insert_if_head()
 _HEAD_SQL = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+_ENTRY_COLS = ("seq", "ts", "actor", "source", "action", "resource", "details", "prev_hash", "hash")
+_PLAIN_INSERT = f"INSERT INTO audit_log ({', '.join(_ENTRY_COLS)}) VALUES ({', '.join('?' * len(_ENTRY_COLS))})"
+_values = itemgetter(*_ENTRY_COLS)
 
 
 class _Statements:
@@ -171,17 +177,55 @@ class AuditLog:
         return self._write(ss.connection(), items)
 
     def _write(self, conn: Connection, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Core INSERTs on the transaction's connection (no ORM unit of work: an append is on every action's
-        path, and the flush machinery cost more than the SQL). The entries first link to the head this
-        process wrote last: the first one in one conditional INSERT that only lands if that head is still
-        the head (under the append lock, so it stays the head until commit); otherwise (another writer or
-        process, a rolled-back transaction or savepoint, a first append) the head is read. Returns the rows
-        as written."""
+        """Plain INSERTs on the transaction's connection (no ORM unit of work: an append is on every action's
+        path, and the flush machinery cost more than the SQL), then the signed checkpoints that fall among
+        the entries. On SQLite the write lock is held and the head is read and linked in two statements on
+        the loop thread; otherwise the entries first link to the head this process wrote last, in one
+        conditional INSERT that only lands if that head is still the head (under the append lock, so it
+        stays the head until commit), and the head is read when it is not (another writer or process, a
+        rolled-back transaction or savepoint, a first append). Returns the rows as written."""
+        key = id(conn.engine)
+        raw = loop_thread_connection(conn) if len(items) <= INLINE_MANY_MAX else None
+        if raw is not None:
+            rows, checkpoints = self._write_inline(raw, items)
+        else:
+            rows, checkpoints = self._write_checked(conn, key, items)
+        if checkpoints:
+            conn.execute(_INSERT_CP, checkpoints if len(checkpoints) > 1 else checkpoints[0])
+        last = rows[-1]
+        self._heads[key] = (last["seq"], last["hash"])
+        if self.on_append:
+            for r in rows:
+                self.on_append(Appended(**r))
+        return rows
+
+    def _write_inline(self, raw: sqlite3.Connection,
+                      items: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """SQLite, inside this transaction's write lock (BEGIN IMMEDIATE): nobody else can append until we
+        commit, so the head read here is the head. Both statements go straight to sqlite3 on the loop thread,
+        as the driver would run them (core/sqlite_driver.py), without SQLAlchemy's per-execution work."""
+        sql = _HEAD_SQL
+        try:
+            head = raw.execute(sql).fetchone()
+            rows, checkpoints = self._chain(items, *(head or (0, GENESIS)))
+            sql = _PLAIN_INSERT
+            if len(rows) == 1:
+                raw.execute(sql, _values(rows[0]))
+            else:
+                raw.executemany(sql, [_values(r) for r in rows])
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
+        return rows, checkpoints
+
+    def _write_checked(self, conn: Connection, key: int,
+                       items: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Through SQLAlchemy (PostgreSQL, large batches): under the append lock, link to the head this
+        process wrote last if it is still the head (one conditional INSERT), else read the head."""
         if conn.dialect.name == "postgresql":
             conn.execute(_LOCK, {"k": AUDIT_LOCK_ID})
-        key = id(conn.engine)
         cached = self._heads.get(key)
         rows: list[dict[str, Any]] = []
+        checkpoints: list[dict[str, Any]] = []
         if cached:
             rows, checkpoints = self._chain(items, *cached)
             sql = _Statements.of(conn.dialect)
@@ -194,14 +238,7 @@ class AuditLog:
             head = conn.exec_driver_sql(_HEAD_SQL).first()
             rows, checkpoints = self._chain(items, *((head[0], head[1]) if head else (0, GENESIS)))
             conn.execute(_INSERT, rows if len(rows) > 1 else rows[0])
-        if checkpoints:
-            conn.execute(_INSERT_CP, checkpoints if len(checkpoints) > 1 else checkpoints[0])
-        last = rows[-1]
-        self._heads[key] = (last["seq"], last["hash"])
-        if self.on_append:
-            for r in rows:
-                self.on_append(Appended(**r))
-        return rows
+        return rows, checkpoints
 
     def _chain(self, items: Sequence[dict[str, Any]], seq: int,
                prev: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -229,3 +229,30 @@ async def test_an_append_never_holds_the_chain_lock_while_waiting_for_a_row(ctx:
         await asyncio.wait_for(asyncio.gather(a(), b()), 30)
     res = await verify(ctx.db.engine, checkpoint_key=KEY)
     assert res.ok and res.count == 5, res.describe()  # 2 declares, B's entry, 2 acks
+
+
+async def test_large_batches_link_to_the_real_head_after_a_rollback_and_single_appends(ctx: Context) -> None:
+    """Batches too large to run inline on SQLite take the conditional path (the head this process wrote last,
+    checked by the INSERT): a rolled-back batch leaves that memory ahead of the chain, single appends in
+    between move the head, and every batch still links to the real head (one chain, no gap, checkpoints)."""
+    def batch(tag: str) -> list[dict[str, object]]:
+        return [{"actor": "system:worker", "action": tag, "resource": f"delivery:{i}", "details": {"i": i}}
+                for i in range(250)]
+
+    await fill(ctx, 2)
+    async with ctx.db.transaction() as s:
+        assert await ctx.audit.append_many(s, batch("first")) == 250
+    with pytest.raises(RuntimeError):
+        async with ctx.db.transaction() as s:
+            await ctx.audit.append_many(s, batch("rolled.back"))
+            raise RuntimeError("abort the transaction")
+    async with ctx.db.transaction() as s:
+        await ctx.audit.append_many(s, batch("after.rollback"))
+    await fill(ctx, 3)
+    async with ctx.db.transaction() as s:
+        await ctx.audit.append_many(s, batch("after.singles"))
+    res = await verify(ctx.db.engine, checkpoint_key=KEY)
+    assert res.ok and res.count == 2 + 250 * 3 + 3, res.describe()
+    async with ctx.db.sessions() as s:
+        actions = [e.action for e in await AuditLog.entries(s)]
+    assert "rolled.back" not in actions and actions[252] == "after.rollback" and actions[-1] == "after.singles"
