@@ -52,7 +52,8 @@ def _insert_if_head() -> Any:
 _INSERT_IF_HEAD = _insert_if_head()
 _HEAD_SQL = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
 _ENTRY_COLS = ("seq", "ts", "actor", "source", "action", "resource", "details", "prev_hash", "hash")
-_PLAIN_INSERT = f"INSERT INTO audit_log ({', '.join(_ENTRY_COLS)}) VALUES ({', '.join('?' * len(_ENTRY_COLS))})"
+_PLAIN_INSERT = (f"INSERT INTO audit_log ({', '.join(_ENTRY_COLS)}) "
+                 f"VALUES ({', '.join('?' * len(_ENTRY_COLS))})")
 _values = itemgetter(*_ENTRY_COLS)
 
 
@@ -112,7 +113,8 @@ def _ts(now: datetime | None) -> str:
 @dataclass(slots=True)
 class Appended:
     """An entry as written, with AuditEntry's attribute names; on PostgreSQL (written at commit) seq,
-    prev_hash and hash are None. A plain record: building an ORM instance per append cost more than its SQL."""
+    prev_hash and hash are None. A plain record: building an ORM instance per append cost more than its
+    SQL."""
 
     seq: int | None
     ts: str
@@ -173,7 +175,7 @@ class AuditLog:
         return await session.run_sync(self._flush_and_write, stamped)
 
     def _flush_and_write(self, ss: Session, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        ss.flush()  # the caller's pending rows reach the database first, as an ORM add would (free when clean)
+        ss.flush()  # the caller's pending rows reach the database first, as an ORM add would (free if clean)
         return self._write(ss.connection(), items)
 
     def _write(self, conn: Connection, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -255,4 +255,39 @@ async def test_large_batches_link_to_the_real_head_after_a_rollback_and_single_a
     assert res.ok and res.count == 2 + 250 * 3 + 3, res.describe()
     async with ctx.db.sessions() as s:
         actions = [e.action for e in await AuditLog.entries(s)]
-    assert "rolled.back" not in actions and actions[252] == "after.rollback" and actions[-1] == "after.singles"
+    assert "rolled.back" not in actions
+    assert actions[252] == "after.rollback" and actions[-1] == "after.singles"
+
+
+def test_entries_hash_to_the_bytes_stored_chains_were_written_with() -> None:
+    """Known answers computed by the append code as it was before the fast paths (edbeb32): the timestamp,
+    redaction, canonical JSON, entry hashes and checkpoint signatures must not change by a byte, or every
+    stored chain would stop verifying."""
+    from datetime import datetime, timedelta, timezone
+
+    from core.audit.log import _ts
+
+    ts = _ts(datetime(2026, 12, 3, 18, 5, 7, 123, tzinfo=timezone(timedelta(hours=2))))
+    assert ts == "2026-12-03T16:05:07.000123Z"
+    log = AuditLog(checkpoint_key=b"kat-key", checkpoint_every=2)
+    rows, checkpoints = log._chain([
+        {"actor": "cli:admin", "action": "config.reload", "source": "cli", "ts": ts,
+         "details": {"after": {"slack": {"bot_token": "xoxb-1", "enabled": True}}, "password": "",
+                     "n": [1, 2.5, None], "é": "ü ✓"}},
+        {"actor": "system:worker", "action": "delivery.delivered", "resource": "delivery:7", "ts": ts,
+         "details": None},
+        {"actor": "web:bob", "action": "login.throttled", "ts": ts,
+         "details": {"Api_Key": False, "z": {"signing_secret": 0}, "when": datetime(2026, 1, 1)}},
+    ], 41, "ab" * 32)
+    assert [(r["seq"], r["details"], r["hash"]) for r in rows] == [
+        (42, '{"after":{"slack":{"bot_token":"**********","enabled":true}},"n":[1,2.5,null],"password":"",'
+             '"é":"ü ✓"}', "53076a1a85f7c570215804e718156791b1ba427c4af3334a4c9ffe6f13a1eb24"),
+        (43, "{}", "6cc53156b6eb489f7be5b2a70cf755f2e9da7aa0399105ff69eed67504245178"),
+        (44, '{"Api_Key":false,"when":"2026-01-01 00:00:00","z":{"signing_secret":"**********"}}',
+         "dd15c9a3196657d65b5390fd0a369a59f4f2b86c48dc68270fcf96e8ee781c90"),
+    ]
+    assert [r["prev_hash"] for r in rows] == ["ab" * 32, rows[0]["hash"], rows[1]["hash"]]
+    assert [(c["seq"], c["head_hash"], c["signature"]) for c in checkpoints] == [
+        (42, rows[0]["hash"], "35a8f7b286fe87306850988efb45cb33e1260de8a5fe16d358c6c55845bc1b31"),
+        (44, rows[2]["hash"], "1d05bc196969ed2a7b38432b7e8e66ddd1c1d08d6e21e96831f2320de66c10a1"),
+    ]
