@@ -10,16 +10,16 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core import sqlite_driver
 from core.config import DatabaseConfig
@@ -127,6 +127,40 @@ def create_engine(cfg: DatabaseConfig | str) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+_CONN = "tocsin.connection"
+T = TypeVar("T")
+
+
+async def connection(session: AsyncSession) -> AsyncConnection:
+    """The session's connection for Core statements in its transaction, kept per innermost transaction
+    (a savepoint is its own: asking the session inside it is what opens the SAVEPOINT). Asking the session
+    each time costs more than a small statement, and hot paths run several."""
+    sync = session.sync_session
+    tx = sync.get_nested_transaction() or sync.get_transaction()
+    cached = session.info.get(_CONN)
+    if cached is not None and tx is not None and cached[0] is tx:
+        return cached[1]  # type: ignore[no-any-return]
+    conn = await session.connection()
+    session.info[_CONN] = (sync.get_nested_transaction() or sync.get_transaction(), conn)
+    return conn
+
+
+async def per_transaction(session: AsyncSession, key: str, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """`load(conn)`, read once per (outer) transaction and kept in session.info for the operations that share
+    it (group commit). Only for rows no operation writes inside a shared transaction, and that nobody else
+    can change while it is open: on SQLite it holds the write lock (BEGIN IMMEDIATE) for the whole group. On
+    PostgreSQL each service operation is its own transaction, so this is one read per operation, as before
+    (a transaction that spans several sees the rows as of its first read, as if it had begun then)."""
+    tx = session.sync_session.get_transaction()
+    slot = f"tocsin.tx.{key}"
+    cached = session.info.get(slot)
+    if cached is not None and tx is not None and cached[0] is tx:
+        return cached[1]  # type: ignore[no-any-return]
+    value = await load(await connection(session))
+    session.info[slot] = (session.sync_session.get_transaction(), value)
+    return value
 
 
 class Database:

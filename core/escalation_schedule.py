@@ -130,7 +130,16 @@ class EscalationSchedule(ABC):
         own = event.kind == "escalate" and event.actor == self.actor.identity
         if own and event.incident_id in self._inflight:
             return
-        self._mark_dirty([event.incident_id])
+        iid = event.incident_id
+        if event.fresh and iid not in self._dirty and iid not in self._inflight:
+            # A declare carries its committed row: no re-read (an event storm is thousands of them).
+            due = utc(event.next_escalation_at)
+            if due is not None and event.state == "open":
+                self._schedule(iid, due)
+            else:
+                self._unschedule(iid)
+            return
+        self._mark_dirty([iid])
 
     def _mark_dirty(self, ids: Iterable[int]) -> None:
         self._dirty.update(ids)

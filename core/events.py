@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +29,11 @@ class IncidentEvent:
     stop_paging: bool = False
     """The change cancelled the incident's queued escalation pages: whoever holds claimed, unsent ones
     (the delivery worker) must not send them either."""
+    fresh: bool = False
+    """A declare: nobody could have changed the new incident before this event, so `state` and
+    `next_escalation_at` are its committed row (unacknowledged) and the escalation schedule takes them as
+    they are instead of re-reading the row."""
+    next_escalation_at: datetime | None = None
 
 
 Listener = Callable[[IncidentEvent], Awaitable[None] | None]

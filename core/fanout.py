@@ -71,13 +71,14 @@ class FanOut:
 
     async def incident(self, s: AsyncSession, inc: Incident, msg: IncidentMessage, p: Plan, now: datetime, *,
                        kind: str, body: str, event_type: str, purpose: str = "page", held: bool = False,
-                       followers: Mapping[str, str] | None = None) -> int:
+                       followers: Mapping[str, str] | None = None, fresh: bool = False) -> int:
         """Queue the plan's pages, followers' news, and one card sync per chat surface; returns the pages
         queued (followers' news not counted).
         The notification carries the event type routing matched (declare, monitor, resolve, escalate...),
         as webhooks document it. `held`: an entry that pages nobody on purpose (a flapping incident's),
         so an empty plan is not logged as unrouted. `followers`: the incident's followers when the caller
-        read them already (core.subscriptions.followers_of, for a group of incidents)."""
+        read them already (core.subscriptions.followers_of, for a group of incidents). `fresh`: the incident
+        was declared in this transaction (core.subscriptions.followers)."""
         note = self.notification(inc, kind=kind, body=body, event_type=event_type)
         # Each person's page gets its own signed, single-use ack link (core.acklinks), made here with the page.
         cfg, ackable = self.cfg, note.ack_url is not None
@@ -93,7 +94,7 @@ class FanOut:
         news = dataclasses.replace(note, ack_url=None)
         for d in [] if held else await follower_news(s, cfg, inc, routed={d.recipient for d in p.deliveries},
                                                      actors=acting_contacts(cfg, msg.author), now=now,
-                                                     people=followers):
+                                                     people=followers, fresh=fresh):
             items.append(NewDelivery(d.recipient, d.channel, d.address, news, "subscription", d.reason))
         items += self.surface_items(inc, note)
         log.info("notify.event.received", extra={"incident": inc.ref, "message_id": msg.id, "kind": kind,

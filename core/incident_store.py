@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 from core.clock import Clock, SystemClock
 from core.config import Config, ConfigHolder
-from core.db import Database
+from core.db import Database, connection
 from core.errors import InvalidInput, InvalidTransition, NotFound
 from core.explain import explain_incident
 from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange
@@ -22,6 +24,41 @@ from core.validation import parse_ref
 
 OPEN, MONITORING, RESOLVED = "open", "monitoring", "resolved"
 STATES = (OPEN, MONITORING, RESOLVED)
+T = TypeVar("T")
+
+# Hot-path statements, built once: building a statement and running it through the ORM unit of work costs
+# several times what SQLite spends on it (docs/benchmarks.md, "Profile"). Core statements on the session's
+# connection, same transaction and savepoint.
+_INC = Incident.__table__
+_MSG = IncidentMessage.__table__
+_CHG = IncidentStateChange.__table__
+INSERT_INCIDENT = insert(_INC).returning(_INC.c.id)
+INSERT_MESSAGE = insert(_MSG).returning(_MSG.c.id)
+INSERT_STATE_CHANGE = insert(_CHG)
+_BY_CORRELATION = (select(_INC.c.id).where(_INC.c.correlation_key == bindparam("key"))
+                   .order_by(_INC.c.id.desc()).limit(1))
+_OPEN_BY_CORRELATION = (select(_INC.c.id).where(_INC.c.correlation_key == bindparam("key"),
+                                                _INC.c.state != RESOLVED)
+                        .order_by(_INC.c.id.desc()).limit(1))
+
+
+def row_object(cls: type[T], values: dict[str, Any]) -> T:
+    """An ORM object holding `values` (a row we just wrote with Core), filled the way the ORM's loader fills
+    one: without the per-attribute change tracking of the constructor (a tenth of its cost)."""
+    manager = manager_of_class(cls)
+    manager.mapper._check_configure()  # what the constructor would do first (cheap once configured)
+    obj = manager.new_instance()
+    instance_state(obj).dict.update(values)
+    return obj  # type: ignore[no-any-return]
+
+
+def attach(s: AsyncSession, obj: T) -> T:
+    """Put a row object whose INSERT we just ran (Core, every column set, primary key known) into the
+    session as if the ORM had flushed it: later loads in the same transaction get this object, and nothing
+    is written twice."""
+    make_transient_to_detached(obj)
+    s.add(obj)
+    return obj
 
 
 @dataclass
@@ -119,13 +156,14 @@ class IncidentStore:
 
     async def find_by_correlation(self, key: str, *, include_resolved: bool = False,
                                   session: AsyncSession | None = None) -> Incident | None:
-        q = select(Incident).where(Incident.correlation_key == key).order_by(Incident.id.desc()).limit(1)
-        if not include_resolved:
-            q = q.where(Incident.state != RESOLVED)
+        """The newest incident with correlation `key` (open or monitoring unless `include_resolved`). The id
+        is looked up with one small Core statement; the row is loaded only when there is one (an event storm
+        of new alerts mostly finds none)."""
+        q = _BY_CORRELATION if include_resolved else _OPEN_BY_CORRELATION
         if session is not None:
-            return (await session.execute(q)).scalars().first()
+            return await _incident_by_key(session, q, key)
         async with self.db.sessions() as s:
-            return (await s.execute(q)).scalars().first()
+            return await _incident_by_key(s, q, key)
 
     async def counts(self) -> dict[str, int]:
         async with self.db.sessions() as s:
@@ -164,11 +202,27 @@ class IncidentStore:
 
     async def _message(self, s: AsyncSession, inc: Incident, kind: str, body: str, actor: Actor, now: datetime,
                        extra: dict[str, Any] | None = None) -> IncidentMessage:
-        msg = IncidentMessage(incident_id=inc.id, kind=kind, body=body, author=actor.identity, created_at=now,
-                              extra=extra or {})
-        s.add(msg)
-        await s.flush()
-        return msg
+        """Append a thread entry (one Core INSERT ... RETURNING id, no unit-of-work flush)."""
+        values = {"incident_id": inc.id, "kind": kind, "body": body, "author": actor.identity, "created_at": now,
+                  "extra": extra or {}}
+        conn = await connection(s)
+        values["id"] = (await conn.execute(INSERT_MESSAGE, values)).scalar_one()
+        return row_object(IncidentMessage, values)
+
+    @staticmethod
+    async def _state_change(s: AsyncSession, inc: Incident, *, from_state: str | None, to_state: str,
+                            actor: Actor, now: datetime, seconds_in_previous: float | None) -> None:
+        """Record a state transition (one Core INSERT)."""
+        conn = await connection(s)
+        await conn.execute(INSERT_STATE_CHANGE, {
+            "incident_id": inc.id, "from_state": from_state, "to_state": to_state, "actor": actor.identity,
+            "at": now, "seconds_in_previous": seconds_in_previous})
+
+
+async def _incident_by_key(s: AsyncSession, q: Any, key: str) -> Incident | None:
+    conn = await connection(s)
+    iid = (await conn.execute(q, {"key": key})).scalar()
+    return None if iid is None else await s.get(Incident, iid)
 
 
 class _Borrowed:

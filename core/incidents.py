@@ -13,13 +13,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.audit.log import AuditLog
 from core.clock import Clock, utc
 from core.config import Config, ConfigHolder, Targets
-from core.db import Database
+from core.db import Database, connection
 from core.delivery.queue import cancel_escalation_pages, cancel_reminders
 from core.errors import InvalidInput, InvalidTransition, NotFound
 from core.escalation_policy import first_due, next_step
@@ -27,12 +27,12 @@ from core.events import EventBus, IncidentEvent
 from core.fanout import FanOut
 from core.flapping import Flaps, at_open, opened_note, stable_at
 from core.incident_store import IncidentDetail  # noqa: F401 (re-exported)
-from core.incident_store import MONITORING, OPEN, RESOLVED
+from core.incident_store import INSERT_INCIDENT, MONITORING, OPEN, RESOLVED, attach, row_object
 from core.notices import Notices
 from core.outcome import Outcome
 from core.metrics import ESCALATIONS
 from core.maintenance import inbound, suppressing
-from core.models import Delivery, Incident, IncidentStateChange
+from core.models import Delivery, Incident
 from core.schedules.service import ScheduleService, overrides_in_force
 from core.rbac import Actor, Permission, acting_contacts, allows, contact_identities, require, role_for
 from core.storms import occurrence
@@ -104,28 +104,36 @@ class IncidentService(Notices):
             flap = await at_open(s, cfg, ev, key=correlation_key, now=now) if inbound(actor) else None
             if flap is not None:
                 description = f"{opened_note(flap)}\n{description}".strip()
-            inc = Incident(title=title, description=description, severity=sev, state=OPEN,
-                           source=source or actor.platform, commander=actor.identity, contact_list=contact_list,
-                           created_at=now, updated_at=now, state_since=now, version=1,
-                           correlation_key=correlation_key, labels=labels or {}, payload=payload or {},
-                           escalation_level=0, escalation_round=0, flapping=flap,
-                           flapping_until=stable_at(flap, now))
-            s.add(inc)
-            await s.flush()
+            row: dict[str, Any] = {
+                "title": title, "description": description, "severity": sev, "state": OPEN,
+                "source": source or actor.platform, "commander": actor.identity, "comms": None, "scribe": None,
+                "role_names": {}, "contact_list": contact_list, "created_at": now, "updated_at": now,
+                "state_since": now, "acknowledged_by": None, "acknowledged_at": None, "resolved_at": None,
+                "version": 1, "escalation_policy": None, "escalation_snapshot": None, "escalation_level": 0,
+                "escalation_round": 0, "next_escalation_at": None, "correlation_key": correlation_key,
+                "labels": labels or {}, "payload": payload or {}, "flapping": flap,
+                "flapping_until": stable_at(flap, now)}
+            conn = await connection(s)  # Core INSERT ... RETURNING: no unit-of-work flush on the hot path
+            row["id"] = (await conn.execute(INSERT_INCIDENT, row)).scalar_one()
+            inc = row_object(Incident, row)
             ev = incident_event(inc, event_type)
             extra = Targets(lists=[contact_list]) if contact_list else None
             p = plan(cfg, ev, now=now, extra=extra, overrides=await overrides_in_force(s, cfg, now),
                      actor_contacts=acting_contacts(cfg, actor.identity))
             pol = cfg.policy(p.escalation_policy) if p.escalation_policy else None
-            if pol:
-                inc.escalation_policy = pol.name
-                inc.escalation_snapshot = pol.model_dump(mode="json")
-                inc.next_escalation_at = first_due(inc.escalation_snapshot, now)
-            s.add(IncidentStateChange(incident_id=inc.id, from_state=None, to_state=OPEN, actor=actor.identity,
-                                      at=now, seconds_in_previous=None))
+            if pol:  # routing needed the incident's ref; part of opening it (still version 1)
+                snap = pol.model_dump(mode="json")
+                esc = {"escalation_policy": pol.name, "escalation_snapshot": snap,
+                       "next_escalation_at": first_due(snap, now)}
+                await conn.execute(update(Incident.__table__).where(Incident.__table__.c.id == inc.id).values(**esc))
+                for k, v in esc.items():
+                    setattr(inc, k, v)
+            attach(s, inc)  # the session's object for this row, as if flushed (later loads in this transaction)
+            await self._state_change(s, inc, from_state=None, to_state=OPEN, actor=actor, now=now,
+                                     seconds_in_previous=None)
             msg = await self._message(s, inc, "INITIAL", description or title, actor, now)
             queued = await self.fanout.incident(s, inc, msg, p, now, kind="INITIAL", body=description or title,
-                                         event_type=event_type)
+                                                event_type=event_type, fresh=True)
             await self.audit.append(s, actor=actor.identity, source=actor.source, action="incident.declare",
                                     resource=inc.ref, now=now, details={
                                         "title": title, "severity": sev, "contact_list": contact_list,
@@ -134,7 +142,8 @@ class IncidentService(Notices):
         log.info("incident.state.changed", extra={"incident": inc.ref, "to_state": OPEN, "actor": actor.identity,
                                                   "queued": queued})
         await self.events.emit(session, IncidentEvent("declare", inc.id, msg.id, actor.identity, queued, OPEN,
-                                                     None))
+                                                     None, fresh=True,
+                                                     next_escalation_at=inc.next_escalation_at))
         return Outcome(inc, msg, queued, p)
 
     async def update(self, ref: str | int, *, actor: Actor, text: str,
@@ -347,8 +356,8 @@ class IncidentService(Notices):
             cancelled = await cancel_escalation_pages(s, incident_id=inc.id, now=now)
             if to == RESOLVED:
                 await cancel_reminders(s, incident_id=inc.id, now=now)
-            s.add(IncidentStateChange(incident_id=inc.id, from_state=prev, to_state=to, actor=actor.identity,
-                                      at=now, seconds_in_previous=spent))
+            await self._state_change(s, inc, from_state=prev, to_state=to, actor=actor, now=now,
+                                     seconds_in_previous=spent)
             msg = await self._message(s, inc, kind, text, actor, now)
             p = await self._plan(s, cfg, inc, event_type, actor, now)
             queued = await self.fanout.incident(s, inc, msg, p, now, kind=kind, body=msg.body,

@@ -19,10 +19,11 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.clock import utc
 from core.config import Config, ScheduledMaintenance, format_duration, parse_match
+from core.db import per_transaction
 from core.delivery.queue import cancel_escalation_pages
 from core.errors import InvalidInput, InvalidTransition, NotFound
 from core.events import IncidentEvent
@@ -269,18 +270,32 @@ class Maintenance:
         return started
 
 
+_W = MaintenanceWindow.__table__
+_NOT_ENDED = (select(_W.c.id, _W.c.match, _W.c.starts_at, _W.c.ends_at).where(_W.c.ended_at.is_(None))
+              .order_by(_W.c.id))
+
+
+async def _open_windows(conn: AsyncConnection) -> list[Any]:
+    """Windows not ended (the expiry timer ends them at their end): which cover a moment is the caller's."""
+    return list((await conn.execute(_NOT_ENDED)).all())
+
+
 async def suppressing(session: AsyncSession, *, actor: Actor, event: RouteEvent, title: str,
                       now: datetime) -> MaintenanceWindow | None:
     """If an active window matches this inbound event: record it (row, counter, count on the window) in the
     caller's transaction and return the window; the caller then opens and pages nothing."""
     if not inbound(actor):
         return None
-    wins = (await session.execute(select(MaintenanceWindow).where(
-        MaintenanceWindow.ended_at.is_(None), MaintenanceWindow.starts_at <= now,
-        MaintenanceWindow.ends_at > now).order_by(MaintenanceWindow.id))).scalars().all()
-    win = next((w for w in wins if matches(w.match, event)), None)
-    if win is None:
+    # Every inbound event asks: the windows not ended are read once per transaction (a group commit of a
+    # storm's events shares one read), and which of them cover `now` is decided here.
+    wins = await per_transaction(session, "maintenance.windows", _open_windows)
+    at = utc(now)
+    wid = next((w.id for w in wins if utc(w.starts_at) <= at < utc(w.ends_at)  # type: ignore[operator]
+                and matches(w.match or {}, event)), None)
+    if wid is None:
         return None
+    win = await session.get(MaintenanceWindow, wid)
+    assert win is not None
     session.add(SuppressedEvent(window_id=win.id, at=now, event_type=event.event_type[:200],
                                 source=(event.source or "")[:200], title=title, severity=event.severity,
                                 labels=dict(event.labels)))

@@ -9,7 +9,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import bindparam, delete, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.config import Config, ConfigHolder
-from core.db import Database
+from core.db import Database, connection
 from core.models import SeenKey
 from core.timers import PeriodicJob
 
@@ -54,18 +54,31 @@ async def lock_keys(session: AsyncSession, *keys: str) -> None:
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
 
 
+_T = SeenKey.__table__
+_RECALL = select(_T.c.key, _T.c.created_at, _T.c.result).where(_T.c.key == bindparam("key"))
+_AT = bindparam("created_at", type_=_T.c.created_at.type)
+_RESULT = bindparam("result", type_=_T.c.result.type)
+_UPSERT = {
+    name: (ins(_T).values(key=bindparam("key", type_=_T.c.key.type), created_at=_AT, result=_RESULT)
+           .on_conflict_do_update(index_elements=[_T.c.key], set_={"result": _RESULT, "created_at": _AT}))
+    for name, ins in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+"""Both built once (every inbound event runs them): Core statements on the session's connection."""
+
+
 async def recall(session: AsyncSession, key: str) -> SeenKey | None:
-    return (await session.execute(select(SeenKey).where(SeenKey.key == key))).scalars().first()
+    """What `key` did, if it was seen (a detached row: read its fields, do not change it)."""
+    conn = await connection(session)
+    row = (await conn.execute(_RECALL, {"key": key})).first()
+    return None if row is None else SeenKey(key=row.key, created_at=row.created_at, result=row.result)
 
 
 async def remember(session: AsyncSession, key: str, *, result: dict[str, Any], now: datetime) -> None:
     """Store (or replace) what `key` did; the caller's transaction commits it with the change itself.
     Replacing also refreshes the time, so a key in use (an Alertmanager group) is never pruned. One upsert
     statement (SQLite and PostgreSQL both have INSERT ... ON CONFLICT), not a read and an ORM flush."""
-    upsert = (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(SeenKey).values(
-        key=key, created_at=now, result=result)
-    await session.execute(upsert.on_conflict_do_update(index_elements=[SeenKey.key],
-                                                       set_={"result": result, "created_at": now}))
+    conn = await connection(session)
+    upsert = _UPSERT["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    await conn.execute(upsert, {"key": key, "created_at": now, "result": result})
 
 
 class SeenKeys:

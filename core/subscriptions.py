@@ -14,16 +14,17 @@ import logging
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, bindparam, delete, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.audit.log import AuditLog
 from core.clock import Clock, utc
 from core.config import SEVERITIES, Config, ConfigHolder, Contact, Targets, normalize_severity
-from core.db import Database
+from core.db import Database, connection, per_transaction
 from core.errors import Forbidden, InvalidInput, InvalidTransition, NotFound
 from core.models import Incident, Subscription
 from core.rbac import Actor, Permission, acting_contacts, require
@@ -105,21 +106,43 @@ def key_of(target: int | Filter) -> str:
     return f"INC-{target}" if isinstance(target, int) else target.key
 
 
-def row_filter(row: Subscription) -> Filter:
+def row_filter(row: Any) -> Filter:
+    """`row`: a Subscription, or a row with its severity, tenant and source columns."""
     return Filter(severity=row.severity, tenant=row.tenant, source=row.source)
 
 
 # --- fan-out ---------------------------------------------------------------------------------------
 
 
-async def followers(s: AsyncSession, cfg: Config, inc: Incident) -> dict[str, str]:
+_S = Subscription.__table__
+_FOLLOWING = (select(_S.c.contact, _S.c.key, _S.c.incident_id, _S.c.severity, _S.c.tenant, _S.c.source)
+              .where(or_(_S.c.incident_id == bindparam("incident_id", type_=_S.c.incident_id.type),
+                         and_(_S.c.incident_id.is_(None),
+                              _S.c.created_at <= bindparam("created_at", type_=_S.c.created_at.type))))
+              .order_by(_S.c.id))
+
+
+_FILTERS = (select(_S.c.contact, _S.c.key, _S.c.incident_id, _S.c.severity, _S.c.tenant, _S.c.source,
+                   _S.c.created_at).where(_S.c.incident_id.is_(None)).order_by(_S.c.id))
+
+
+async def _filters(conn: AsyncConnection) -> list[Any]:
+    return list((await conn.execute(_FILTERS)).all())
+
+
+async def followers(s: AsyncSession, cfg: Config, inc: Incident, *, fresh: bool = False) -> dict[str, str]:
     """Contact -> why, for everyone following `inc`: its own subscribers, and those whose filter matches
     it and was made before it was declared ("every new incident"). A tenant filter counts only while the
-    contact is still mapped to that tenant."""
-    rows = (await s.execute(select(Subscription).where(or_(
-        Subscription.incident_id == inc.id,
-        and_(Subscription.incident_id.is_(None), Subscription.created_at <= inc.created_at)))
-        .order_by(Subscription.id))).scalars().all()
+    contact is still mapped to that tenant. `fresh`: `inc` was just declared in this transaction, so nobody
+    follows it by id yet (a subscription names an incident that exists) and only filters count; those are
+    read once per transaction (a storm's declares share a group commit)."""
+    if fresh:
+        made = utc(inc.created_at)
+        rows = [r for r in await per_transaction(s, "subscriptions.filters", _filters)
+                if utc(r.created_at) <= made]  # type: ignore[operator]
+    else:
+        conn = await connection(s)  # every incident message asks: one small Core statement, built once
+        rows = (await conn.execute(_FOLLOWING, {"incident_id": inc.id, "created_at": inc.created_at})).all()
     return _followers(cfg, inc, rows)
 
 
@@ -148,9 +171,9 @@ async def followers_of(s: AsyncSession, cfg: Config, incs: Collection[Incident])
     return out
 
 
-def _followers(cfg: Config, inc: Incident, rows: Iterable[Subscription]) -> dict[str, str]:
+def _followers(cfg: Config, inc: Incident, rows: Iterable[Any]) -> dict[str, str]:
     """Who of these subscriptions (the incident's own, and filters made before it was declared, in id
-    order) follows `inc`."""
+    order; Subscription rows or Core rows of its columns) follows `inc`."""
     out: dict[str, str] = {}
     for r in rows:
         if r.incident_id is None:
@@ -168,12 +191,13 @@ def _followers(cfg: Config, inc: Incident, rows: Iterable[Subscription]) -> dict
 
 async def follower_news(s: AsyncSession, cfg: Config, inc: Incident, *, routed: Collection[str],
                         actors: Collection[str], now: datetime,
-                        people: Mapping[str, str] | None = None) -> list[PlannedDelivery]:
+                        people: Mapping[str, str] | None = None, fresh: bool = False) -> list[PlannedDelivery]:
     """The news deliveries for an incident message's followers: nobody routing already reaches with this
     message (they get it once), nobody who did what it reports; each on their own news channels.
-    `people`: the followers when the caller read them already (`followers_of`, for a group)."""
+    `people`: the followers when the caller read them already (`followers_of`, for a group). `fresh`:
+    see `followers`."""
     if people is None:
-        people = await followers(s, cfg, inc)
+        people = await followers(s, cfg, inc, fresh=fresh)
     out: list[PlannedDelivery] = []
     for name, why in people.items():
         if name in routed or name in actors:
