@@ -62,7 +62,8 @@ _UPSERT = {
     name: (ins(_T).values(key=bindparam("key", type_=_T.c.key.type), created_at=_AT, result=_RESULT)
            .on_conflict_do_update(index_elements=[_T.c.key], set_={"result": _RESULT, "created_at": _AT}))
     for name, ins in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
-"""Both built once (every inbound event runs them): Core statements on the session's connection."""
+_CLAIM = insert(_T).values(key=bindparam("key", type_=_T.c.key.type), created_at=_AT, result=_RESULT)
+"""Built once (every inbound event runs them): Core statements on the session's connection."""
 
 
 async def recall(session: AsyncSession, key: str) -> SeenKey | None:
@@ -89,8 +90,10 @@ class SeenKeys:
         self.clock = clock
 
     async def first_time(self, key: str, result: dict[str, Any] | None = None) -> bool:
+        """Claims `key` in a transaction shared with the operations arriving at the same moment (group
+        commit, own savepoint: a duplicate rolls back only itself); True once that has committed."""
         try:
-            async with self.db.transaction() as s:
+            async with self.db.grouped() as s:
                 await self.claim(s, key, result)
         except IntegrityError:
             return False
@@ -98,8 +101,8 @@ class SeenKeys:
 
     async def claim(self, session: AsyncSession, key: str, result: dict[str, Any] | None = None) -> None:
         """Insert inside the caller's transaction (raises IntegrityError if seen): dedup + change commit together."""
-        await session.execute(insert(SeenKey).values(key=key[:KEY_MAX], created_at=self.clock.now(),
-                                                     result=result or {}))
+        conn = await connection(session)
+        await conn.execute(_CLAIM, {"key": key[:KEY_MAX], "created_at": self.clock.now(), "result": result or {}})
 
     async def result(self, key: str) -> dict[str, Any] | None:
         async with self.db.sessions() as s:

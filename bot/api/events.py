@@ -11,15 +11,19 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.api.auth import api_actor
-from core.seen import bounded_key, lock_keys, recall, remember
+from core.seen import bounded_key, lock_keys, remember
 from bot.api.http import api_handler, context, field_error, json_response, parse_body
 from bot.api.schemas import EventResponse, EventResult, InboundEvent
 from bot.context import Context
 from core.config import SEVERITIES, Config, normalize_severity
+from core.db import connection
+from core.incident_store import RESOLVED
 from core.metrics import EVENTS_RECEIVED
+from core.models import Incident, SeenKey
 from core.rbac import Actor, Permission, require
 from core.routing import RouteEvent, lookup, plan
 
@@ -99,6 +103,17 @@ def route_event(event: InboundEvent, *, source: str, severity: str | None) -> Ro
                       labels=labels, metadata={**meta, "tenant_id": event.tenant_id})
 
 
+_SEEN, _INC = SeenKey.__table__, Incident.__table__
+_PROBE = select(
+    exists().where(_SEEN.c.key == bindparam("seen")).label("seen"),
+    select(_SEEN.c.result).where(_SEEN.c.key == bindparam("seen")).scalar_subquery().label("result"),
+    # as IncidentStore.find_by_correlation (no key: NULL matches nothing)
+    select(_INC.c.id).where(_INC.c.correlation_key == bindparam("correlation", type_=_INC.c.correlation_key.type),
+                            _INC.c.state != RESOLVED)
+    .order_by(_INC.c.id.desc()).limit(1).scalar_subquery().label("existing"))
+"""Built once: every event asks both before anything else (the seen key's result, for a replay's answer)."""
+
+
 async def ingest(ctx: Context, event: InboundEvent, *, actor: Actor) -> EventResponse:
     """Apply one event exactly once (per tenant and event_id)."""
     cfg = ctx.cfg
@@ -111,14 +126,16 @@ async def ingest(ctx: Context, event: InboundEvent, *, actor: Actor) -> EventRes
         "tenant": event.tenant_id, "actor": actor.identity})
     async with ctx.db.grouped() as s:  # group commit: shares a transaction with concurrent events
         await lock_keys(s, seen_key, *([correlation] if correlation else []))
-        seen = await recall(s, seen_key)
-        if seen is not None:
+        conn = await connection(s)  # one statement: was the event seen, and which incident it correlates to
+        probe = (await conn.execute(_PROBE, {"seen": seen_key, "correlation": correlation})).one()
+        if probe.seen:
             log.info("notify.event.duplicate", extra={"event_id": event.event_id, "tenant": event.tenant_id})
             EVENTS_RECEIVED.labels(event_type=event.event_type, outcome="duplicate").inc()
             return EventResponse(status="duplicate", event_id=event.event_id,
-                                 result=EventResult.model_validate(seen.result["result"]))
-        result = await _apply(ctx, event, actor=actor, source=source, view=view, correlation=correlation,
-                              session=s)
+                                 result=EventResult.model_validate(probe.result["result"]))
+        existing = None if probe.existing is None else await s.get(Incident, probe.existing)
+        result = await _apply(ctx, event, actor=actor, source=source, view=view, existing=existing,
+                              correlation=correlation, session=s)
         await remember(s, seen_key, now=ctx.clock.now(), result={"result": result.model_dump(mode="json")})
     await ctx.service.events.publish_pending(s)
     EVENTS_RECEIVED.labels(event_type=event.event_type, outcome="accepted").inc()
@@ -126,14 +143,14 @@ async def ingest(ctx: Context, event: InboundEvent, *, actor: Actor) -> EventRes
 
 
 async def _apply(ctx: Context, event: InboundEvent, *, actor: Actor, source: str, view: dict[str, Any],
-                 correlation: str | None, session: AsyncSession) -> EventResult:
+                 existing: Incident | None, correlation: str | None, session: AsyncSession) -> EventResult:
+    """`existing`: the newest open or monitoring incident with the event's correlation key."""
     cfg, svc = ctx.cfg, ctx.service
     payload_sev, invalid = payload_severity(cfg, view)
     decision = plan(cfg, route_event(event, source=source, severity=payload_sev), now=ctx.clock.now())
     rules = [r.name for r in decision.matched_rules]
     action = decision.action
     title, description, update_text = texts(event, source=source)
-    existing = await svc.find_by_correlation(correlation, session=session) if correlation else None
 
     if action == "notify":
         sev = pick_severity(cfg, rule=decision.severity, payload=payload_sev, invalid=invalid)
