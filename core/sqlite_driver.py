@@ -231,5 +231,16 @@ class OneHopDialect(SQLiteDialect_aiosqlite):
     def import_dbapi(cls) -> OneHopDBAPI:  # type: ignore[override]
         return OneHopDBAPI(__import__("aiosqlite"), __import__("sqlite3"))
 
+    # Savepoints as plain driver SQL: SQLAlchemy compiles a SavepointClause afresh each time (no statement
+    # cache), and group commit opens and releases one per operation. Names are SQLAlchemy's sa_savepoint_N.
+    def do_savepoint(self, connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"SAVEPOINT {name}")
+
+    def do_release_savepoint(self, connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+
+    def do_rollback_to_savepoint(self, connection: Any, name: str) -> None:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+
 
 registry.register("sqlite.tocsin_aiosqlite", __name__, "OneHopDialect")
