@@ -52,10 +52,12 @@ class CardStore:
 
     async def reserve(self, incident_id: int, platform: str) -> bool:
         """Claim the right to post the first card for (incident, platform). Exactly one caller wins, across
-        processes (unique constraint); the others must wait for the card instead of posting a second one."""
+        processes (unique constraint); the others must wait for the card instead of posting a second one.
+        Card writes join group commit (core/db.py: own savepoint, answered after the commit): a burst of
+        declares has as many cards to record, and a transaction each queued behind the declares' groups."""
         now = self.clock.now()
         try:
-            async with self.db.transaction() as s:
+            async with self.db.grouped() as s:  # shares a transaction with writes arriving together
                 s.add(ChatCard(incident_id=incident_id, platform=platform, channel="", message_ref=PENDING,
                                thread_ref=None, extra={}, created_at=now, updated_at=now))
         except IntegrityError:
@@ -64,13 +66,13 @@ class CardStore:
 
     async def release(self, incident_id: int, platform: str) -> None:
         """Give a reservation back (posting failed) so a retry can claim it again."""
-        async with self.db.transaction() as s:
+        async with self.db.grouped() as s:  # shares a transaction with writes arriving together
             await s.execute(delete(ChatCard).where(ChatCard.incident_id == incident_id,
                                                    ChatCard.platform == platform, ChatCard.message_ref == PENDING))
 
     async def save(self, incident_id: int, ref: CardRef) -> None:
         now: datetime = self.clock.now()
-        async with self.db.transaction() as s:
+        async with self.db.grouped() as s:  # shares a transaction with writes arriving together
             row = (await s.execute(select(ChatCard).where(ChatCard.incident_id == incident_id,
                                                           ChatCard.platform == ref.platform))).scalars().first()
             if row is None:
