@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.instrumentation import manager_of_class
 
@@ -54,10 +53,13 @@ def row_object(cls: type[T], values: dict[str, Any]) -> T:
 
 def attach(s: AsyncSession, obj: T) -> T:
     """Put a row object whose INSERT we just ran (Core, every column set, primary key known) into the
-    session as if the ORM had flushed it: later loads in the same transaction get this object, and nothing
-    is written twice."""
-    make_transient_to_detached(obj)
-    s.add(obj)
+    session exactly as a flush does after its INSERT: persistent (later loads in the same transaction get
+    this object, nothing is written twice) and new in the current transaction or savepoint, so rolling
+    that back expunges it (SQLite may hand its id to the next insert). `_register_persistent` is the step
+    of Session.flush that does this; the object is pending for no longer than this call."""
+    sync = s.sync_session
+    sync.add(obj)
+    sync._register_persistent({instance_state(obj)})
     return obj
 
 
