@@ -48,7 +48,7 @@ RETRY_SECONDS = 5.0
 """After an unexpected failure (database down), try the same escalation again this much later."""
 GROUP_MAX = 200
 """At most this many due escalations share one transaction when the timer is behind (group commit), written
-set-based (EscalationBatch). Bounds how long one group holds the write lock (~0.1 s at this size)."""
+set-based (EscalationBatch). Bounds how long one group holds the write lock (0.1-0.2 s at this size)."""
 YIELD_EVERY = 25
 """A group hands the event loop back after this many escalations, so a burst never stalls an ack."""
 _INCIDENTS = cast(Table, Incident.__table__)
@@ -75,8 +75,8 @@ class EscalationBatch:
     IncidentService.escalate(batch=) still decides each incident on its own (due? which level? whom?), but
     its row comes from one locked read of the whole group (`load`), and its writes are collected here and go
     out together in `flush`: the compare-and-set UPDATEs as one executemany (each row still conditional on
-    its own version: the rows are locked since `load`, so a mismatch means a bug, and the group fails and
-    falls back to one transaction each), the thread messages as one multi-row INSERT, then the queued
+    its own version: the rows are locked since `load`, so a mismatch means a bug, and the group fails and is
+    retried in halves), the thread messages as one multi-row INSERT, then the queued
     deliveries; the caller appends the audit entries with one `append_many` and commits. Events are held
     on the session and published after the commit, as for any grouped operation."""
 
