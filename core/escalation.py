@@ -84,7 +84,7 @@ class EscalationBatch:
         self.service = service
         self.session = session
         self.incidents: dict[int, Incident] = {}
-        self.overrides: dict[str, Any] = {}
+        self.overrides: Overrides = {}
         """Schedule overrides in force (routing input), read once for the group."""
         self._cas: list[dict[str, Any]] = []
         self._pending: list[_Pending] = []

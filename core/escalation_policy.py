@@ -3,10 +3,17 @@ no database), so they are tested with tables. The timer (core/escalation.py) onl
 IncidentService.escalate, which applies them."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from core.config import Config, Targets
+    from core.events import IncidentEvent
+    from core.models import Incident, IncidentMessage
+    from core.rbac import Actor
+    from core.routing import Overrides, Plan
 
 
 @dataclass(frozen=True)
@@ -59,3 +66,24 @@ def next_step(snapshot: Mapping[str, Any] | None, *, level: int, round: int, man
 def first_due(snapshot: Mapping[str, Any], opened_at: datetime) -> datetime:
     """When level 1 is due for an incident opened at `opened_at`."""
     return opened_at + timedelta(minutes=float(snapshot["levels"][0]["wait_minutes"]))
+
+
+class GroupWrites(Protocol):
+    """What IncidentService.escalate(batch=) reads and writes through when it runs in a timer group
+    (core.escalation.EscalationBatch implements it): the row from the group's one locked read, the plan
+    shared where routing cannot tell incidents apart, and the writes deferred to the group's bulk statements.
+    A protocol here, not the class, so the service does not import the timer."""
+
+    overrides: Overrides
+
+    def incident(self, iid: int, ref: str | int) -> Incident: ...
+
+    async def cas(self, inc: Incident, **values: Any) -> None: ...
+
+    def plan(self, cfg: Config, inc: Incident, *, level: int, targets: Targets, now: datetime,
+             overrides: Overrides | None, actor_contacts: Collection[str]) -> Plan: ...
+
+    def add(self, inc: Incident, *, body: str, actor: Actor, now: datetime, extra: dict[str, Any],
+            plan: Plan) -> tuple[IncidentMessage, int]: ...
+
+    def emit(self, msg: IncidentMessage, event: IncidentEvent) -> None: ...

@@ -10,7 +10,7 @@ import functools
 import logging
 from collections.abc import MutableSequence, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import select, update
@@ -22,7 +22,7 @@ from core.config import Config, ConfigHolder, Targets
 from core.db import Database, connection
 from core.delivery.queue import cancel_escalation_pages, cancel_reminders
 from core.errors import InvalidInput, InvalidTransition, NotFound
-from core.escalation_policy import first_due, next_step
+from core.escalation_policy import GroupWrites, first_due, next_step
 from core.events import EventBus, IncidentEvent
 from core.fanout import FanOut
 from core.flapping import Flaps, at_open, opened_note, stable_at
@@ -45,9 +45,6 @@ from core.routing import (
     plan,
 )
 from core.validation import check_contact_list, check_severity, check_text, check_title, clean_text, parse_ref
-
-if TYPE_CHECKING:
-    from core.escalation import EscalationBatch
 
 log = logging.getLogger("tocsin.incidents")
 
@@ -218,7 +215,7 @@ class IncidentService(Notices):
     async def escalate(self, ref: str | int, *, actor: Actor, due_at: datetime | None = None,
                        session: AsyncSession | None = None,
                        audit_batch: MutableSequence[dict[str, Any]] | None = None,
-                       batch: EscalationBatch | None = None) -> Outcome:
+                       batch: GroupWrites | None = None) -> Outcome:
         """Page the next escalation level now (`/incident escalate`), or, with `due_at` (the timer), only
         if the incident is still due: open, unacknowledged and past `next_escalation_at`. The row is read
         under lock (FOR UPDATE on PostgreSQL; SQLite transactions begin IMMEDIATE) and written
