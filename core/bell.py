@@ -89,7 +89,7 @@ async def bell(db: Database, cfg: Config, user: str) -> Bell:
             continue
         if len(by_message) >= RECENT:
             continue
-        payload = r.payload or {}
+        payload = r.notification_json
         ref = f"INC-{r.incident_id}" if r.incident_id else None
         by_message[key] = {"id": r.id, "incident": ref, "incident_id": r.incident_id,
                            "title": _title(ref, str(payload.get("title", ""))), "kind": payload.get("kind"),

@@ -14,8 +14,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
 from core.clock import utc
 
@@ -137,6 +138,18 @@ class IncidentStateChange(Base):
     seconds_in_previous: Mapped[float | None] = mapped_column(nullable=True)
 
 
+class MessagePayload(Base):
+    """A message's neutral Notification (core.delivery.message) as JSON, stored once and shared by every
+    delivery row of that message: a fan-out to 2,000 recipients writes it once, not 2,000 times. A message
+    has at most two: with the routed event (generic webhooks and digests) and without it."""
+
+    __tablename__ = "message_payloads"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("incident_messages.id"), nullable=True, index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class Delivery(Base):
     """The durable queue and delivery log: one row per message x recipient x channel."""
 
@@ -153,8 +166,14 @@ class Delivery(Base):
     """Where to send: email, E.164 phone, chat id, or destination name (secrets are resolved at send time)."""
     purpose: Mapped[str] = mapped_column(String(16), default="page")
     """page | escalation | surface | alert: escalation pages are cancelled by an ack."""
+    payload_id: Mapped[int | None] = mapped_column(ForeignKey("message_payloads.id"), nullable=True)
+    """The message's Notification, stored once for all its rows (MessagePayload)."""
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    """The neutral Notification (core.delivery.message) the sender renders."""
+    """With `payload_id`: only what this row adds to the shared Notification (its own `ack_url`). Without
+    (rows written before migration 0065): the whole Notification. Read `notification_json` for the whole."""
+    shared_payload: Mapped[dict[str, Any] | None] = column_property(
+        select(MessagePayload.payload).where(MessagePayload.id == payload_id).scalar_subquery())
+    """Loaded with every ORM read of a Delivery (a correlated subquery); the worker reads with Core."""
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     """queued -> sending -> delivered | failed (permanent) | dead (retries exhausted) | cancelled."""
@@ -169,6 +188,12 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     """Why this recipient was paged (rule, default targets, escalation level; a schedule names its shift)."""
+
+    @property
+    def notification_json(self) -> dict[str, Any]:
+        """The whole Notification this row sends: the shared payload with the row's own keys on top."""
+        own = self.payload or {}
+        return {**self.shared_payload, **own} if self.shared_payload is not None else dict(own)
 
 
 class DeliveryAttempt(Base):

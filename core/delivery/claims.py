@@ -71,6 +71,8 @@ class Claimer(ABC):
         """Incidents whose buffered escalation pages must be cancelled before they are sent."""
         self._held: list[Claimed] = []
         """Claimed escalation pages of such incidents, kept from sending until cancelled in the database."""
+        self._shared: queue.SharedPayloads = {}
+        """Shared message payloads already read (core.delivery.queue.claim)."""
         self._due: list[float] = []
         """Monotonic times at which retries we scheduled become due (wake up then, not at the next poll)."""
         self._stopping = False
@@ -248,7 +250,7 @@ class Claimer(ABC):
         async with self._tx() as s:
             rows = await queue.claim(s, owner=self.owner, now=self.clock.now(),
                                      lease_seconds=wcfg.lease_seconds, limit=limit,
-                                     exclude_channels=channels - wanted)
+                                     exclude_channels=channels - wanted, shared=self._shared)
         more = len(rows) >= limit
         for ch in wanted | {c.channel for c in rows}:
             self._more[ch] = more

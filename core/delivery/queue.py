@@ -21,9 +21,10 @@ from core.clock import utc
 from core.config import Config
 from core.delivery.message import Envelope, Notification
 from core.delivery.policy import retry_policy
-from core.models import Delivery, DeliveryAttempt
+from core.models import Delivery, DeliveryAttempt, MessagePayload
 
 _T = Delivery.__table__
+_P = MessagePayload.__table__
 NOTIFY_CHANNEL = "tocsin_deliveries"
 """PostgreSQL LISTEN/NOTIFY channel: enqueue notifies it on commit so workers in other processes wake."""
 
@@ -69,21 +70,22 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
                   items: Iterable[NewDelivery], now: datetime) -> list[Queued]:
     """Write one queued row per item. Must run in the same transaction as the change that caused it."""
     values: list[dict[str, Any]] = []
-    # A fan-out shares one Notification: serialize it once (twice: with and without the event).
-    payloads: dict[tuple[int, bool], dict[str, Any]] = {}
+    # A fan-out shares one Notification: it is serialized and stored once (twice: with and without the
+    # event) in message_payloads, and each row keeps only what is its own (its ack link).
+    shared: dict[tuple[int, bool], int] = {}
     max_attempts: dict[str, int] = {}
     for it in items:
         # Only the generic webhook sends the routed event (up to server.max_body_bytes of payload); every
-        # other row leaves it out, so an event's size is not stored and written again per recipient.
+        # other row's payload leaves it out, so an event's size is not stored twice for nothing.
         with_event = it.channel in EVENT_CHANNELS or it.notification.kind == "DIGEST"  # figures in the event
-        payload = payloads.get((id(it.notification), with_event))
-        if payload is None:
-            payload = it.notification.to_json()
+        payload_id = shared.get((id(it.notification), with_event))
+        if payload_id is None:
+            body = it.notification.to_json()
             if not with_event:
-                payload["event"] = {}
-            payloads[(id(it.notification), with_event)] = payload
-        if it.ack_url is not None:
-            payload = {**payload, "ack_url": it.ack_url}
+                body["event"] = {}
+            payload_id = (await session.execute(
+                insert(_P).values(message_id=message_id, payload=body).returning(_P.c.id))).scalar_one()
+            shared[(id(it.notification), with_event)] = payload_id
         if it.channel not in max_attempts:
             max_attempts[it.channel] = retry_policy(cfg, it.channel).max_retries + 1
         key = idempotency_key(message_id=message_id, recipient=it.recipient, channel=it.channel)
@@ -91,7 +93,8 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
             await asyncio.sleep(0)  # a large fan-out lets acks and other requests in between
         values.append({
             "incident_id": incident_id, "message_id": message_id, "recipient": it.recipient,
-            "channel": it.channel, "address": it.address, "purpose": it.purpose, "payload": payload,
+            "channel": it.channel, "address": it.address, "purpose": it.purpose, "payload_id": payload_id,
+            "payload": {"ack_url": it.ack_url} if it.ack_url is not None else {},
             "reason": it.reason, "idempotency_key": key, "status": "queued", "attempts": 0,
             "max_attempts": max_attempts[it.channel], "next_attempt_at": now, "created_at": now,
             "updated_at": now})
@@ -172,16 +175,35 @@ class Claimed:
 
 
 _CLAIM_COLUMNS = (_T.c.id, _T.c.incident_id, _T.c.message_id, _T.c.recipient, _T.c.channel, _T.c.address,
-                  _T.c.purpose, type_coerce(_T.c.payload, Text).label("payload"), _T.c.idempotency_key,
-                  _T.c.attempts, _T.c.max_attempts, _T.c.created_at)
-"""`payload` comes back as JSON text (decoded once per distinct message, not once per row)."""
+                  _T.c.purpose, _T.c.payload_id, type_coerce(_T.c.payload, Text).label("payload"),
+                  _T.c.idempotency_key, _T.c.attempts, _T.c.max_attempts, _T.c.created_at)
+"""`payload` comes back as JSON text (decoded once per distinct text, not once per row)."""
+
+SharedPayloads = dict[int, tuple[dict[str, Any], Notification]]
+"""payload_id -> (its JSON, its Notification): a worker keeps one across claims (payloads never change), so a
+fan-out's shared payload is read and decoded once, and its rows share one Notification object."""
+SHARED_CACHE_MAX = 1024
+
+
+async def _shared(session: AsyncSession, ids: set[int], cache: SharedPayloads) -> SharedPayloads:
+    missing = [i for i in ids if i not in cache]
+    if missing:
+        if len(cache) + len(missing) > SHARED_CACHE_MAX:
+            cache.clear()
+        rows = (await session.execute(select(_P.c.id, type_coerce(_P.c.payload, Text))
+                                      .where(_P.c.id.in_(missing)))).all()
+        for pid, raw in rows:
+            data = (json.loads(raw) if isinstance(raw, str) else raw) or {}
+            cache[int(pid)] = (data, Notification.from_json(data))
+    return cache
 
 
 async def claim(session: AsyncSession, *, owner: str, now: datetime, lease_seconds: float, limit: int,
-                exclude_channels: Collection[str] = ()) -> list[Claimed]:
+                exclude_channels: Collection[str] = (), shared: SharedPayloads | None = None) -> list[Claimed]:
     """Lease up to `limit` due queued deliveries (oldest due first) to `owner`, counting the attempt.
 
-    `exclude_channels`: channels this worker has no free slot for, so their rows stay for others."""
+    `exclude_channels`: channels this worker has no free slot for, so their rows stay for others.
+    `shared`: the caller's cache of shared payloads (SharedPayloads), kept between claims."""
     if limit <= 0:
         return []
     pick = (select(_T.c.id)
@@ -198,15 +220,21 @@ async def claim(session: AsyncSession, *, owner: str, now: datetime, lease_secon
                     lease_expires_at=now + timedelta(seconds=lease_seconds))
             .returning(*_CLAIM_COLUMNS))
     rows = (await session.execute(stmt)).all()
-    notes: dict[str, Notification] = {}  # a fan-out's rows share one payload: decode it once per claim
+    cache = await _shared(session, {r.payload_id for r in rows if r.payload_id is not None},
+                          {} if shared is None else shared)
+    notes: dict[tuple[int | None, str], Notification] = {}  # one object per distinct payload in this claim
     out = []
     for r in rows:
-        raw = r.payload
-        key = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
-        note = notes.get(key)
+        raw = r.payload if isinstance(r.payload, str) else json.dumps(r.payload, sort_keys=True)
+        note = notes.get((r.payload_id, raw))
         if note is None:
-            data = json.loads(raw) if isinstance(raw, str) else raw
-            note = notes[key] = Notification.from_json(data or {})
+            own = json.loads(raw) or {}
+            if r.payload_id is None:  # a row written before message_payloads: its payload is whole
+                note = Notification.from_json(own)
+            else:
+                data, base = cache[r.payload_id]
+                note = base if not own else Notification.from_json({**data, **own})
+            notes[(r.payload_id, raw)] = note
         out.append(Claimed(id=r.id, incident_id=r.incident_id, message_id=r.message_id, recipient=r.recipient,
                            channel=r.channel, address=r.address, purpose=r.purpose, notification=note,
                            idempotency_key=r.idempotency_key, attempt=r.attempts, max_attempts=r.max_attempts,

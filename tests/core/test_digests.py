@@ -79,7 +79,7 @@ async def test_fires_once_on_time_routed_like_any_event(make_ctx: Any) -> None:
     assert await t.tick() == []  # the same run never twice
     [row] = await queued(ctx)
     assert (row.recipient, row.channel) == ("carol", "email")
-    n = Notification.from_json(row.payload)
+    n = Notification.from_json(row.notification_json)
     assert n.kind == "DIGEST" and n.title == "Tocsin daily digest: 1 open, 2 in the period"
     assert "MTTA 5m00s, MTTR 30m00s" in n.body and "Failed deliveries: 0 failed, 0 dead" in n.body
     data = n.event["payload"]["digest"]
@@ -108,7 +108,7 @@ async def test_missed_runs_after_downtime_are_sent_once_marked_late(make_ctx: An
     assert sent.late
     assert await fresh.tick() == []
     [row] = await queued(ctx)
-    n = Notification.from_json(row.payload)
+    n = Notification.from_json(row.notification_json)
     assert n.title.startswith("Tocsin daily digest (late)") and "Sent late: due 2026-03-02 09:00" in n.body
     clock.set(datetime(2026, 3, 6, 8, 0, 5, tzinfo=timezone.utc))  # Friday's run is on time again
     [sent] = await fresh.tick()

@@ -52,7 +52,7 @@ async def test_assign_stores_role_thread_audit_and_tells_the_holder_privately(ma
     [told] = [x for x in d.deliveries if x.purpose == "notice"]
     # alice's news channels for sev2: her default list [email] (sms is only in her sev1 list)
     assert (told.recipient, told.channel, told.address) == ("alice", "email", "alice@example.com")
-    note = Notification.from_json(told.payload)
+    note = Notification.from_json(told.notification_json)
     assert note.kind == "ROLE" and note.body.endswith("Post an update every 30 minutes.")
     assert note.body.startswith("You are now comms of INC-1 (Checkout down).")
     async with ctx.db.sessions() as s:
@@ -67,7 +67,7 @@ async def test_default_descriptions_and_reassigning_commander(ctx: Context) -> N
     assert ok and text.endswith(", was cli:op; 1 private message(s) queued.")
     d = await ctx.service.detail("INC-1")
     [told] = [x for x in d.deliveries if x.purpose == "notice"]
-    assert Notification.from_json(told.payload).body.endswith(DEFAULT_ROLE_DESCRIPTIONS["commander"])
+    assert Notification.from_json(told.notification_json).body.endswith(DEFAULT_ROLE_DESCRIPTIONS["commander"])
     assert d.incident.commander == "contact:bob"
     # The same again changes nothing and says so.
     before = await rows(ctx)

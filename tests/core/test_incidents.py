@@ -151,7 +151,7 @@ async def test_one_time_notify_has_no_incident(ctx: Context) -> None:
     async with ctx.db.sessions() as s:
         row = (await s.execute(select(Delivery))).scalars().one()
     assert row.incident_id is None and row.recipient == "carol" and row.channel == "email"
-    assert row.payload["kind"] == "ONE_TIME"
+    assert row.notification_json["kind"] == "ONE_TIME"
 
 
 async def test_idempotency_keys_are_stable_and_unique(ctx: Context) -> None:

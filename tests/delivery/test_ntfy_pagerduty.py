@@ -207,5 +207,5 @@ async def test_ntfy_and_webpush_pages_carry_the_contacts_signed_ack_link(make_ct
         rows = (await s.execute(select(Delivery).where(Delivery.recipient == "alice"))).scalars().all()
     assert sorted(r.channel for r in rows) == ["ntfy", "webpush"]
     for r in rows:
-        n = Notification.from_json(r.payload)
+        n = Notification.from_json(r.notification_json)
         assert n.ack_url and n.ack_url.startswith("https://tocsin.example/ack/"), (r.channel, n.ack_url)

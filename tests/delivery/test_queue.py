@@ -189,3 +189,52 @@ async def test_complete_records_attempts_and_respects_lost_leases(db_url: str) -
 async def _rows(ctx: Context) -> list[Delivery]:
     async with ctx.db.sessions() as s:
         return list((await s.execute(select(Delivery).order_by(Delivery.id))).scalars().all())
+
+
+async def test_a_fanout_stores_its_notification_once_and_rows_keep_only_their_own(db_url: str) -> None:
+    """The recipients of one message share one stored payload (message_payloads), each row holds only its
+    own keys, and the worker still sends each recipient the whole notification."""
+    ctx, n = await _ctx_with(db_url, 50)
+    try:
+        from core.models import MessagePayload
+
+        async with ctx.db.sessions() as s:
+            shared = (await s.execute(select(MessagePayload))).scalars().all()
+            rows = list((await s.execute(select(Delivery).where(Delivery.channel == "webhook"))).scalars())
+        assert len(rows) == n
+        # one shared payload for the webhooks (with the event); others (chat surfaces) may add one without it
+        hooks = [p for p in shared if p.id in {r.payload_id for r in rows}]
+        assert len(hooks) == 1 and hooks[0].payload["title"].endswith("queue test")
+        assert all(r.payload == {} for r in rows)
+        assert all(r.notification_json == hooks[0].payload for r in rows)
+        cache: queue.SharedPayloads = {}
+        async with ctx.db.transaction() as s:
+            got = await queue.claim(s, owner="w1", now=ctx.clock.now(), lease_seconds=30, limit=n, shared=cache)
+        assert len(got) == n and list(cache) == [hooks[0].id]
+        # one Notification object for all of them (rendered once per fan-out), equal to what was stored
+        assert len({id(c.notification) for c in got}) == 1
+        assert got[0].notification.to_json() == hooks[0].payload
+    finally:
+        await ctx.close()
+
+
+async def test_a_row_with_its_own_ack_link_and_a_row_from_before_shared_payloads(db_url: str) -> None:
+    """A row's own keys override the shared payload; a row written before migration 0065 (whole payload,
+    no payload_id) is still claimed with exactly its payload."""
+    ctx, _ = await _ctx_with(db_url, 2)
+    try:
+        async with ctx.db.transaction() as s:
+            first, second = (await s.execute(select(Delivery).where(Delivery.channel == "webhook")
+                                              .order_by(Delivery.id))).scalars().all()
+            whole = {**second.notification_json, "title": "legacy row", "ack_url": "https://x/ack/2"}
+            await s.execute(update(Delivery).where(Delivery.id == first.id)
+                            .values(payload={"ack_url": "https://x/ack/1"}))
+            await s.execute(update(Delivery).where(Delivery.id == second.id)
+                            .values(payload=whole, payload_id=None))
+        async with ctx.db.transaction() as s:
+            got = await queue.claim(s, owner="w1", now=ctx.clock.now(), lease_seconds=30, limit=10)
+        by_id = {c.id: c.notification for c in got}
+        assert by_id[first.id].ack_url == "https://x/ack/1" and by_id[first.id].title.endswith("queue test")
+        assert by_id[second.id].to_json() == whole
+    finally:
+        await ctx.close()

@@ -265,7 +265,7 @@ async def test_outbox_stores_rendered_message_once(sqlite_url: str, http: aiohtt
         store = comp.outbox
         d = (await deliveries(ctx))[0]
         env = Envelope(d.id, d.channel, d.recipient, d.address, d.idempotency_key, 2,
-                       Notification.from_json(d.payload))
+                       Notification.from_json(d.notification_json))
         again = await store.sender(d.channel).send(env)
         assert again.outcome == "delivered"
         async with ctx.db.sessions() as s:

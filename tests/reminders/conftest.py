@@ -43,7 +43,7 @@ async def reminder_deliveries(ctx: Context) -> list[tuple[str, str, str]]:
     """(recipient, channel, purpose) of every queued reminder (chat threads included)."""
     async with ctx.db.sessions() as s:
         rows = (await s.execute(select(Delivery).order_by(Delivery.id))).scalars().all()
-    return [(r.recipient, r.channel, r.purpose) for r in rows if r.payload.get("kind") == "REMINDER"]
+    return [(r.recipient, r.channel, r.purpose) for r in rows if r.notification_json.get("kind") == "REMINDER"]
 
 
 async def audit_actions(ctx: Context) -> list[str]:

@@ -178,8 +178,8 @@ def test_test_event_queues_for_real_and_audits(config_file: Path, capsys: pytest
             await ctx.close()
         assert [(d.recipient, d.channel, d.status, d.incident_id) for d in dels] == [
             ("carol", "email", "queued", None)]
-        assert msg.kind == "ONE_TIME" and dels[0].payload["kind"] == "ONE_TIME"
-        assert dels[0].payload["event"] == {}  # only a generic webhook page carries the routed event
+        assert msg.kind == "ONE_TIME" and dels[0].notification_json["kind"] == "ONE_TIME"
+        assert dels[0].notification_json["event"] == {}  # only a generic webhook page carries the routed event
         assert [a.action for a in audit] == ["notify.one_time"]
 
     import asyncio

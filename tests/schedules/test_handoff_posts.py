@@ -39,7 +39,7 @@ def with_posts(on: bool) -> dict[str, Any]:
 async def chat_rows(ctx: Any) -> list[tuple[str, str, str]]:
     async with ctx.db.sessions() as s:
         rows = (await s.execute(select(Delivery).where(Delivery.channel.like("chat:%")).order_by(Delivery.id)))
-        return [(r.channel, r.address, r.payload["kind"]) for r in rows.scalars()]
+        return [(r.channel, r.address, r.notification_json["kind"]) for r in rows.scalars()]
 
 
 @pytest.mark.parametrize("on", [True, False])

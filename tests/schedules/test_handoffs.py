@@ -25,7 +25,7 @@ ANNOUNCE = {**SCHEDULES, "destinations": [{"name": "ops-chat", "channel": "teleg
 async def messages(ctx: Context) -> list[tuple[str, str, str]]:
     async with ctx.db.sessions() as s:
         rows = (await s.execute(select(Delivery).order_by(Delivery.id))).scalars().all()
-    return [(r.recipient, r.channel, r.payload["title"]) for r in rows if r.payload.get("kind") == "HANDOFF"]
+    return [(r.recipient, r.channel, r.notification_json["title"]) for r in rows if r.notification_json.get("kind") == "HANDOFF"]
 
 
 async def test_a_handoff_messages_incoming_outgoing_and_announce(make_ctx: Callable[..., Any],
@@ -44,7 +44,8 @@ async def test_a_handoff_messages_incoming_outgoing_and_announce(make_ctx: Calla
         ("alice", "email", "Your primary shift ended at Mon 12 Jan 09:00 CET"),
         ("ops-chat", "telegram", "On-call handoff for primary at Mon 12 Jan 09:00 CET: alice -> bob")]
     async with ctx.db.sessions() as s:
-        body = (await s.execute(select(Delivery.payload).where(Delivery.recipient == "bob"))).scalar_one()["body"]
+        body = (await s.execute(select(Delivery).where(Delivery.recipient == "bob"))).scalar_one() \
+            .notification_json["body"]
         actions = (await s.execute(select(AuditEntry.action))).scalars().all()
     assert "until Mon 19 Jan 09:00 CET" in body and "INC-1 [sev3] open: Disk filling" in body
     assert "schedule.handoff" in actions

@@ -99,7 +99,7 @@ class SlackEnv:
         for row in rows:
             env = Envelope(delivery_id=row.id, channel=row.channel, recipient=row.recipient,
                            address=row.address, idempotency_key=row.idempotency_key, attempt=row.attempts + 1,
-                           notification=Notification.from_json(row.payload))
+                           notification=Notification.from_json(row.notification_json))
             result = await sender.send(env)
             results.append(result)
             status = {"delivered": "delivered", "permanent": "failed"}.get(result.outcome, "queued")

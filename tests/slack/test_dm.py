@@ -159,7 +159,7 @@ async def test_the_next_preferred_channel_pages_after_a_dm_fails(make_ctx: Calla
             await s.delete(d)
     claimed = Claimed(id=dm.id, incident_id=dm.incident_id, message_id=dm.message_id, recipient="bob",
                       channel="slack_dm", address="UBOB", purpose="page",
-                      notification=Notification.from_json(dm.payload), idempotency_key=dm.idempotency_key,
+                      notification=Notification.from_json(dm.notification_json), idempotency_key=dm.idempotency_key,
                       attempt=1, max_attempts=4, created_at=dm.created_at)
     for _ in range(2):
         async with ctx.db.transaction() as s:

@@ -107,7 +107,7 @@ async def test_pushpin_in_the_thread_and_note_command_add_to_the_timeline(env: S
         from core.models import Delivery
         rows = (await s.execute(select(Delivery).where(Delivery.message_id == note.id))).scalars().all()
     assert [(d.channel, d.purpose) for d in rows] == [("chat:slack", "surface")]
-    assert Notification.from_json(rows[0].payload).kind == "NOTE"
+    assert Notification.from_json(rows[0].notification_json).kind == "NOTE"
 
     # Slack's retry of the same event, another reaction, a pin outside any incident thread, a pin on the
     # card itself: nothing more.

@@ -75,7 +75,7 @@ async def test_a_follower_gets_news_once_and_never_of_their_own_action(ctx: Cont
     assert out.queued == 2
     async with ctx.db.sessions() as s:
         d = (await s.execute(select(Delivery).where(Delivery.recipient == "carol"))).scalar_one()
-    assert d.reason == "follows INC-1" and d.payload["ack_url"] is None and d.payload["kind"] == "UPDATE"
+    assert d.reason == "follows INC-1" and d.notification_json["ack_url"] is None and d.notification_json["kind"] == "UPDATE"
     # alice acts: she is told nothing (routing and following alike); carol hears it.
     out = await ctx.service.resolve("INC-1", actor=ALICE, text="fixed")
     assert out.message is not None

@@ -146,7 +146,7 @@ async def test_unreachable_teams_user_pages_the_next_preferred_channel(make_ctx:
             [dm] = await deliveries(ctx, channel="teams_dm", recipient="bob")
             claimed = Claimed(id=dm.id, incident_id=dm.incident_id, message_id=dm.message_id, recipient="bob",
                               channel="teams_dm", address=BOB, purpose="page",
-                              notification=Notification.from_json(dm.payload), idempotency_key=dm.idempotency_key,
+                              notification=Notification.from_json(dm.notification_json), idempotency_key=dm.idempotency_key,
                               attempt=1, max_attempts=4, created_at=dm.created_at)
             result = await rt.chat_senders["teams_dm"].send(claimed.envelope())
             assert (result.outcome, result.status_code) == ("permanent", 404)

@@ -241,7 +241,7 @@ async def surface_envelopes(ctx: Context) -> list[Envelope]:
         rows = (await s.execute(select(Delivery).where(Delivery.channel == "chat:teams")
                                 .order_by(Delivery.id))).scalars().all()
     return [Envelope(delivery_id=r.id, channel=r.channel, recipient=r.recipient, address=r.address,
-                     idempotency_key=r.idempotency_key, attempt=1, notification=Notification.from_json(r.payload))
+                     idempotency_key=r.idempotency_key, attempt=1, notification=Notification.from_json(r.notification_json))
             for r in rows]
 
 

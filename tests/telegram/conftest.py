@@ -62,7 +62,7 @@ class Harness:
         results = []
         for row in rows:
             env = Envelope(row.id, row.channel, row.recipient, row.address, row.idempotency_key,
-                           row.attempts + 1, Notification.from_json(row.payload))
+                           row.attempts + 1, Notification.from_json(row.notification_json))
             result = await sender.send(env)
             results.append(result)
             status = {"delivered": "delivered", "permanent": "failed"}.get(result.outcome, "queued")

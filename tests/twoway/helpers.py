@@ -55,7 +55,7 @@ async def drive_dm_pages(ctx: Context, sender: Any, channel: str) -> list[Delive
     out = []
     for row in rows:
         result = await sender.send(Envelope(row.id, row.channel, row.recipient, row.address, row.idempotency_key, 1,
-                                            Notification.from_json(row.payload)))
+                                            Notification.from_json(row.notification_json)))
         out.append(result)
         async with ctx.db.transaction() as s:
             await s.execute(update(Delivery).where(Delivery.id == row.id).values(

@@ -65,7 +65,7 @@ async def test_signed_reply_acks_once_as_the_contact(
     [entry] = await audit(ctx, "incident.ack")
     assert entry.actor == f"sms:{ALICE_PHONE}" and entry.source == "sns sms"
     [reply] = await deliveries(ctx, purpose="reply")
-    assert reply.address == ALICE_PHONE and reply.payload["title"] == f"INC-{iid} acknowledged. Paging stopped."
+    assert reply.address == ALICE_PHONE and reply.notification_json["title"] == f"INC-{iid} acknowledged. Paging stopped."
     # SNS retries with the same MessageId: acted on and answered once.
     assert await post(client, msg) == (200, {"status": "duplicate"})
     assert len(await audit(ctx, "incident.ack")) == 1 and len(await deliveries(ctx, purpose="reply")) == 1

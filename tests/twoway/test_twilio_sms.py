@@ -51,7 +51,7 @@ async def client_for() -> AsyncIterator[Callable[..., Any]]:
 
 
 async def replies(ctx: Any) -> list[str]:
-    return [d.payload["title"] for d in await deliveries(ctx, purpose="reply")]
+    return [d.notification_json["title"] for d in await deliveries(ctx, purpose="reply")]
 
 
 async def test_reply_4_acks_as_the_contact_once_and_stops_escalation(

@@ -34,8 +34,8 @@ async def page_links(ctx: Context, incident_id: int = 1, kind: str = "INITIAL") 
     async with ctx.db.sessions() as s:
         rows = (await s.execute(select(Delivery).where(Delivery.incident_id == incident_id,
                                                        Delivery.purpose != "surface"))).scalars().all()
-    return {(d.recipient, d.channel): d.payload.get("ack_url") for d in rows
-            if d.idempotency_key and (d.payload.get("kind") == kind)}
+    return {(d.recipient, d.channel): d.notification_json.get("ack_url") for d in rows
+            if d.idempotency_key and (d.notification_json.get("kind") == kind)}
 
 
 def path_of(url: str) -> str:
