@@ -17,7 +17,7 @@ from core.audit.log import verify
 from core.clock import FrozenClock, utc
 from core.escalation import Escalator
 from core.events import IncidentEvent
-from core.models import AuditEntry, Delivery, Incident, IncidentMessage
+from core.models import AuditEntry, Delivery, Incident, IncidentMessage, MessagePayload
 from core.rbac import Actor
 from core.subscriptions import Subscriptions
 from tests.conftest import make_config, pg_schema
@@ -63,13 +63,16 @@ async def written(ctx: Context) -> dict[str, list[tuple[Any, ...]]]:
         incs = (await s.execute(select(Incident).order_by(Incident.id))).scalars().all()
         msgs = (await s.execute(select(IncidentMessage).order_by(IncidentMessage.id))).scalars().all()
         dels = (await s.execute(select(Delivery).order_by(Delivery.id))).scalars().all()
+        shared = (await s.execute(select(MessagePayload).order_by(MessagePayload.id))).scalars().all()
         audit = (await s.execute(select(AuditEntry).order_by(AuditEntry.seq))).scalars().all()
     return {
         "incidents": [(i.id, i.version, i.escalation_level, i.escalation_round, utc(i.next_escalation_at),
                        utc(i.updated_at)) for i in incs],
         "messages": [(m.id, m.incident_id, m.kind, m.body, m.author, utc(m.created_at), m.extra) for m in msgs],
         "deliveries": [(d.id, d.incident_id, d.message_id, d.recipient, d.channel, d.address, d.purpose,
-                        d.reason, d.status, d.idempotency_key, d.max_attempts, d.payload) for d in dels],
+                        d.reason, d.status, d.idempotency_key, d.max_attempts, d.payload_id, d.payload)
+                       for d in dels],
+        "payloads": [(p.id, p.message_id, p.payload) for p in shared],
         "audit": [(a.seq, a.actor, a.action, a.resource, a.details, a.hash) for a in audit],
     }
 
