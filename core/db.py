@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -145,6 +146,46 @@ async def connection(session: AsyncSession) -> AsyncConnection:
     conn = await session.connection()
     session.info[_CONN] = (sync.get_nested_transaction() or sync.get_transaction(), conn)
     return conn
+
+
+class Prepared:
+    """A small Core statement on a hot path (a declare's rows, a seen key). On SQLite inside a write
+    transaction, with the connection idle, it runs straight on the sqlite3 connection, as
+    `sqlite_driver.place()` would run it inline anyway: rendered once per dialect and set of columns, the
+    parameters converted by the column types' bind processors, driver errors wrapped as SQLAlchemy wraps
+    them. SQLAlchemy's per-execution work (cache key, parameter and result processing, two greenlet
+    switches) cost several times SQLite's own. Anywhere else (PostgreSQL, a read session) it goes through
+    SQLAlchemy. Rows come back as the driver gives them: only for statements whose result columns need no
+    conversion (ids, counts)."""
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+        self._rendered: dict[tuple[Any, ...], tuple[str, tuple[str, ...], tuple[Any, ...]]] = {}
+
+    def _render(self, dialect: Any, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+        compiled = self.stmt.compile(dialect=dialect, column_keys=list(keys))
+        names = tuple(compiled.positiontup or ())
+        if set(names) != set(compiled.binds) or not set(names) <= set(keys):
+            raise RuntimeError(f"cannot run {self.stmt} positionally with {keys}")
+        procs = tuple(compiled.binds[n].type._cached_bind_processor(dialect) for n in names)
+        return compiled.string, names, procs
+
+    async def run(self, session: AsyncSession, params: dict[str, Any]) -> list[Any]:
+        conn = await connection(session)
+        raw = sqlite_driver.loop_thread_connection(conn.sync_connection)
+        if raw is None:
+            res = await conn.execute(self.stmt, params)
+            return list(res.all()) if res.returns_rows else []
+        key = (type(conn.dialect), tuple(params))
+        found = self._rendered.get(key)
+        if found is None:
+            found = self._rendered[key] = self._render(conn.dialect, tuple(params))
+        sql, names, procs = found
+        values = tuple([p(params[n]) if p is not None else params[n] for n, p in zip(names, procs)])
+        try:
+            return raw.execute(sql, values).fetchall()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
 
 
 async def per_transaction(session: AsyncSession, key: str, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:

@@ -14,7 +14,7 @@ from sqlalchemy.orm.instrumentation import manager_of_class
 
 from core.clock import Clock, SystemClock
 from core.config import Config, ConfigHolder
-from core.db import Database, connection
+from core.db import Database, Prepared, connection
 from core.errors import InvalidInput, InvalidTransition, NotFound
 from core.explain import explain_incident
 from core.models import Delivery, Incident, IncidentMessage, IncidentStateChange
@@ -31,9 +31,9 @@ T = TypeVar("T")
 _INC = Incident.__table__
 _MSG = IncidentMessage.__table__
 _CHG = IncidentStateChange.__table__
-INSERT_INCIDENT = insert(_INC).returning(_INC.c.id)
-INSERT_MESSAGE = insert(_MSG).returning(_MSG.c.id)
-INSERT_STATE_CHANGE = insert(_CHG)
+INSERT_INCIDENT = Prepared(insert(_INC).returning(_INC.c.id))
+INSERT_MESSAGE = Prepared(insert(_MSG).returning(_MSG.c.id))
+INSERT_STATE_CHANGE = Prepared(insert(_CHG))
 _BY_CORRELATION = (select(_INC.c.id).where(_INC.c.correlation_key == bindparam("key"))
                    .order_by(_INC.c.id.desc()).limit(1))
 _OPEN_BY_CORRELATION = (select(_INC.c.id).where(_INC.c.correlation_key == bindparam("key"),
@@ -207,16 +207,14 @@ class IncidentStore:
         """Append a thread entry (one Core INSERT ... RETURNING id, no unit-of-work flush)."""
         values = {"incident_id": inc.id, "kind": kind, "body": body, "author": actor.identity, "created_at": now,
                   "extra": extra or {}}
-        conn = await connection(s)
-        values["id"] = (await conn.execute(INSERT_MESSAGE, values)).scalar_one()
+        values["id"] = (await INSERT_MESSAGE.run(s, values))[0][0]
         return row_object(IncidentMessage, values)
 
     @staticmethod
     async def _state_change(s: AsyncSession, inc: Incident, *, from_state: str | None, to_state: str,
                             actor: Actor, now: datetime, seconds_in_previous: float | None) -> None:
         """Record a state transition (one Core INSERT)."""
-        conn = await connection(s)
-        await conn.execute(INSERT_STATE_CHANGE, {
+        await INSERT_STATE_CHANGE.run(s, {
             "incident_id": inc.id, "from_state": from_state, "to_state": to_state, "actor": actor.identity,
             "at": now, "seconds_in_previous": seconds_in_previous})
 

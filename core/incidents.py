@@ -110,8 +110,7 @@ class IncidentService(Notices):
                 "escalation_round": 0, "next_escalation_at": None, "correlation_key": correlation_key,
                 "labels": labels or {}, "payload": payload or {}, "flapping": flap,
                 "flapping_until": stable_at(flap, now)}
-            conn = await connection(s)  # Core INSERT ... RETURNING: no unit-of-work flush on the hot path
-            row["id"] = (await conn.execute(INSERT_INCIDENT, row)).scalar_one()
+            row["id"] = (await INSERT_INCIDENT.run(s, row))[0][0]  # no unit-of-work flush on the hot path
             inc = row_object(Incident, row)
             ev = incident_event(inc, event_type)
             extra = Targets(lists=[contact_list]) if contact_list else None
@@ -122,6 +121,7 @@ class IncidentService(Notices):
                 snap = pol.model_dump(mode="json")
                 esc = {"escalation_policy": pol.name, "escalation_snapshot": snap,
                        "next_escalation_at": first_due(snap, now)}
+                conn = await connection(s)
                 await conn.execute(update(Incident.__table__).where(Incident.__table__.c.id == inc.id).values(**esc))
                 for k, v in esc.items():
                     setattr(inc, k, v)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.clock import Clock
 from core.config import Config, ConfigHolder
-from core.db import Database, connection
+from core.db import Database, Prepared, connection
 from core.models import SeenKey
 from core.timers import PeriodicJob
 
@@ -59,10 +59,10 @@ _RECALL = select(_T.c.key, _T.c.created_at, _T.c.result).where(_T.c.key == bindp
 _AT = bindparam("created_at", type_=_T.c.created_at.type)
 _RESULT = bindparam("result", type_=_T.c.result.type)
 _UPSERT = {
-    name: (ins(_T).values(key=bindparam("key", type_=_T.c.key.type), created_at=_AT, result=_RESULT)
-           .on_conflict_do_update(index_elements=[_T.c.key], set_={"result": _RESULT, "created_at": _AT}))
+    name: Prepared(ins(_T).values(key=bindparam("key", type_=_T.c.key.type), created_at=_AT, result=_RESULT)
+                   .on_conflict_do_update(index_elements=[_T.c.key], set_={"result": _RESULT, "created_at": _AT}))
     for name, ins in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
-_CLAIM = insert(_T).values(key=bindparam("key", type_=_T.c.key.type), created_at=_AT, result=_RESULT)
+_CLAIM = Prepared(insert(_T).values(key=bindparam("key", type_=_T.c.key.type), created_at=_AT, result=_RESULT))
 """Built once (every inbound event runs them): Core statements on the session's connection."""
 
 
@@ -77,9 +77,8 @@ async def remember(session: AsyncSession, key: str, *, result: dict[str, Any], n
     """Store (or replace) what `key` did; the caller's transaction commits it with the change itself.
     Replacing also refreshes the time, so a key in use (an Alertmanager group) is never pruned. One upsert
     statement (SQLite and PostgreSQL both have INSERT ... ON CONFLICT), not a read and an ORM flush."""
-    conn = await connection(session)
-    upsert = _UPSERT["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
-    await conn.execute(upsert, {"key": key, "created_at": now, "result": result})
+    upsert = _UPSERT["postgresql" if session.bind.dialect.name == "postgresql" else "sqlite"]
+    await upsert.run(session, {"key": key, "created_at": now, "result": result})
 
 
 class SeenKeys:
@@ -101,8 +100,7 @@ class SeenKeys:
 
     async def claim(self, session: AsyncSession, key: str, result: dict[str, Any] | None = None) -> None:
         """Insert inside the caller's transaction (raises IntegrityError if seen): dedup + change commit together."""
-        conn = await connection(session)
-        await conn.execute(_CLAIM, {"key": key[:KEY_MAX], "created_at": self.clock.now(), "result": result or {}})
+        await _CLAIM.run(session, {"key": key[:KEY_MAX], "created_at": self.clock.now(), "result": result or {}})
 
     async def result(self, key: str) -> dict[str, Any] | None:
         async with self.db.sessions() as s:
