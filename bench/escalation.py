@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import resource
 import sys
 import tempfile
@@ -111,6 +112,7 @@ async def _measure(ctx: Any, incidents: int, spread: float) -> list[dict[str, An
 
     ctx.service.events.subscribe(on_event)
     esc = Escalator(ctx.service)
+    gc.freeze()  # as bot.server.build_app does once everything is loaded, before the timers start
     started = time.perf_counter()
     async with StallProbe() as start_probe:
         await esc.start()  # the rebuild adds every job in one go: its stall is reported on its own row

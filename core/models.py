@@ -169,8 +169,9 @@ class Delivery(Base):
     payload_id: Mapped[int | None] = mapped_column(ForeignKey("message_payloads.id"), nullable=True)
     """The message's Notification, stored once for all its rows (MessagePayload)."""
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    """With `payload_id`: only what this row adds to the shared Notification (its own `ack_url`). Without
-    (rows written before migration 0065): the whole Notification. Read `notification_json` for the whole."""
+    """With `payload_id`: only what this row adds to the shared Notification (its own `ack_url`). Without (a
+    notification only this row sends, or a row written before migration 0065): the whole Notification.
+    Read `notification_json` for the whole."""
     shared_payload: Mapped[dict[str, Any] | None] = column_property(
         select(MessagePayload.payload).where(MessagePayload.id == payload_id).scalar_subquery())
     """Loaded with every ORM read of a Delivery (a correlated subquery); the worker reads with Core."""

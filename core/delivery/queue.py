@@ -71,33 +71,42 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
     """Write one queued row per item. Must run in the same transaction as the change that caused it."""
     values: list[dict[str, Any]] = []
     # A fan-out shares one Notification: it is serialized and stored once (twice: with and without the
-    # event) in message_payloads, and each row keeps only what is its own (its ack link).
-    shared: dict[tuple[int, bool], int] = {}
+    # event) in message_payloads, and each row keeps only what is its own (its ack link). A notification
+    # only one row sends stays whole in that row (a separate payload row would be one more statement).
+    groups: dict[tuple[int, bool], list[dict[str, Any]]] = {}
+    bodies: dict[tuple[int, bool], dict[str, Any]] = {}
     max_attempts: dict[str, int] = {}
     for it in items:
         # Only the generic webhook sends the routed event (up to server.max_body_bytes of payload); every
         # other row's payload leaves it out, so an event's size is not stored twice for nothing.
         with_event = it.channel in EVENT_CHANNELS or it.notification.kind == "DIGEST"  # figures in the event
-        payload_id = shared.get((id(it.notification), with_event))
-        if payload_id is None:
-            body = it.notification.to_json()
+        group = (id(it.notification), with_event)
+        if group not in bodies:
+            body = bodies[group] = it.notification.to_json()
             if not with_event:
                 body["event"] = {}
-            payload_id = (await session.execute(
-                insert(_P).values(message_id=message_id, payload=body).returning(_P.c.id))).scalar_one()
-            shared[(id(it.notification), with_event)] = payload_id
         if it.channel not in max_attempts:
             max_attempts[it.channel] = retry_policy(cfg, it.channel).max_retries + 1
         key = idempotency_key(message_id=message_id, recipient=it.recipient, channel=it.channel)
         if values and len(values) % ENQUEUE_CHUNK == 0:
             await asyncio.sleep(0)  # a large fan-out lets acks and other requests in between
-        values.append({
+        row = {
             "incident_id": incident_id, "message_id": message_id, "recipient": it.recipient,
-            "channel": it.channel, "address": it.address, "purpose": it.purpose, "payload_id": payload_id,
+            "channel": it.channel, "address": it.address, "purpose": it.purpose, "payload_id": None,
             "payload": {"ack_url": it.ack_url} if it.ack_url is not None else {},
             "reason": it.reason, "idempotency_key": key, "status": "queued", "attempts": 0,
             "max_attempts": max_attempts[it.channel], "next_attempt_at": now, "created_at": now,
-            "updated_at": now})
+            "updated_at": now}
+        values.append(row)
+        groups.setdefault(group, []).append(row)
+    for group, members in groups.items():
+        if len(members) == 1:
+            members[0]["payload"] = {**bodies[group], **members[0]["payload"]}
+            continue
+        payload_id = (await session.execute(
+            insert(_P).values(message_id=message_id, payload=bodies[group]).returning(_P.c.id))).scalar_one()
+        for row in members:
+            row["payload_id"] = payload_id
     if not values:
         return []
     # Multi-row INSERT ... RETURNING (a unit-of-work flush would send one INSERT per row), in chunks with

@@ -238,3 +238,23 @@ async def test_a_row_with_its_own_ack_link_and_a_row_from_before_shared_payloads
         assert by_id[second.id].to_json() == whole
     finally:
         await ctx.close()
+
+
+async def test_a_notification_one_row_sends_stays_whole_in_the_row(db_url: str) -> None:
+    """One recipient: no shared payload row (one statement fewer per escalation or one-time message); the
+    row holds the whole notification and the worker sends exactly that."""
+    ctx, _ = await _ctx_with(db_url, 1)
+    try:
+        from core.models import MessagePayload
+
+        async with ctx.db.sessions() as s:
+            [row] = (await s.execute(select(Delivery).where(Delivery.channel == "webhook"))).scalars().all()
+            shared_ids = set((await s.execute(select(MessagePayload.id))).scalars())
+        assert row.payload_id is None and shared_ids == set()
+        assert row.payload["title"].endswith("queue test") and row.notification_json == row.payload
+        async with ctx.db.transaction() as s:
+            [got] = [c for c in await queue.claim(s, owner="w1", now=ctx.clock.now(), lease_seconds=30,
+                                                  limit=10) if c.id == row.id]
+        assert got.notification.to_json() == row.payload
+    finally:
+        await ctx.close()
