@@ -1,6 +1,8 @@
 """Email sender: multipart/alternative (plain + HTML) over SMTP with aiosmtplib (none, STARTTLS or TLS)."""
 from __future__ import annotations
 
+import email.policy
+import functools
 import hashlib
 import logging
 import re
@@ -35,6 +37,21 @@ def incident_thread_id(incident: str, domain: str) -> str:
     return f"<tocsin.{re.sub(r'[^A-Za-z0-9-]', '', incident).lower()}@{domain}>"
 
 
+_header = email.policy.default.header_factory
+"""What EmailMessage's default policy builds for `msg[name] = value` (str() of it is what msg[name] reads)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _parts(text: str, html: str) -> tuple[str, str]:
+    """The plain and HTML parts as a message built from them reads them back (set_content normalizes line
+    ends and adds the final newline): per distinct content, not per recipient of a fan-out."""
+    msg = EmailMessage()
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    plain, rich = (part.get_content() for part in msg.iter_parts())
+    return plain, rich
+
+
 def classify_smtp(code: int, message: str) -> DeliveryResult:
     """4xx is transient (greylisting, mailbox busy): retry; 5xx is a refusal: permanent."""
     text = f"SMTP {code}: {' '.join(message.split())}"[:300]
@@ -64,39 +81,43 @@ class EmailSender:
     def _domain(self) -> str:
         return parseaddr(self._c.from_address)[1].rpartition("@")[2] or "tocsin.localhost"
 
-    def build_message(self, envelope: Envelope) -> EmailMessage:
+    def headers(self, envelope: Envelope, subject: str) -> list[tuple[str, str]]:
+        """Every header we set, in order: the one list both the message and its outbox copy are made of."""
         n = envelope.notification
-        content = render_email(n)
-        msg = EmailMessage()
-        msg["Subject"] = content.subject
-        msg["From"] = self._c.from_address
-        msg["To"] = envelope.address
-        msg["Date"] = format_datetime(datetime.now(timezone.utc))
-        msg["Message-ID"] = message_id(envelope.idempotency_key, self._domain)
+        out = [("Subject", subject), ("From", self._c.from_address), ("To", envelope.address),
+               ("Date", format_datetime(datetime.now(timezone.utc))),
+               ("Message-ID", message_id(envelope.idempotency_key, self._domain))]
         if n.incident and n.kind.upper() != "INITIAL":
             root = incident_thread_id(n.incident, self._domain)
-            msg["In-Reply-To"] = root
-            msg["References"] = root
+            out += [("In-Reply-To", root), ("References", root)]
         # RFC 3834: tell autoresponders (out-of-office) not to answer a machine.
-        msg["Auto-Submitted"] = "auto-generated"
-        msg["X-Auto-Response-Suppress"] = "All"
+        out += [("Auto-Submitted", "auto-generated"), ("X-Auto-Response-Suppress", "All")]
         if n.severity in ("sev1", "sev2") and n.kind.upper() not in ("RESOLVED",):
-            msg["Importance"] = "high"
-            msg["X-Priority"] = "1"
-        msg["X-Tocsin-Delivery"] = str(envelope.delivery_id)
+            out += [("Importance", "high"), ("X-Priority", "1")]
+        out.append(("X-Tocsin-Delivery", str(envelope.delivery_id)))
         if n.incident:
-            msg["X-Tocsin-Incident"] = n.incident
+            out.append(("X-Tocsin-Incident", n.incident))
+        return out
+
+    def build_message(self, envelope: Envelope) -> EmailMessage:
+        content = render_email(envelope.notification)
+        msg = EmailMessage()
+        for name, value in self.headers(envelope, content.subject):
+            msg[name] = value
         msg.set_content(content.text)
         msg.add_alternative(content.html, subtype="html")
         return msg
 
     def wire(self, envelope: Envelope) -> Wire:
-        """The message `send` hands the relay: addressing headers, subject and both parts."""
-        msg = self.build_message(envelope)
-        text, html = (part.get_content() for part in msg.iter_parts())
-        headers = {k: str(v) for k, v in msg.items() if k not in ("Content-Type", "MIME-Version", "Date")}
-        return Wire(str(msg["Subject"]), {"headers": headers, "subject": str(msg["Subject"]),
-                                          "text": text, "html": html})
+        """The message `send` hands the relay: addressing headers, subject and both parts. Equal to reading
+        them back from build_message(), without building the MIME parts per recipient: the headers are
+        parsed as EmailMessage parses them, and the parts' text is read back once per distinct content."""
+        content = render_email(envelope.notification)
+        headers = {k: str(_header(k, v)) for k, v in self.headers(envelope, content.subject)
+                   if k not in ("Content-Type", "MIME-Version", "Date")}
+        text, html = _parts(content.text, content.html)
+        return Wire(headers["Subject"], {"headers": headers, "subject": headers["Subject"],
+                                         "text": text, "html": html})
 
     async def send(self, envelope: Envelope) -> DeliveryResult:
         started = time.monotonic()

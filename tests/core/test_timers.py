@@ -64,3 +64,48 @@ async def test_a_job_longer_than_the_grace_is_cancelled_once_and_stop_returns(ct
     assert scheduler.in_progress == 1
     await asyncio.wait_for(scheduler.stop(grace=0.2), 5)
     assert outcome == ["cancelled"] and scheduler.in_progress == 0
+
+
+async def test_many_jobs_due_at_once_are_submitted_in_passes_that_hand_the_loop_back() -> None:
+    """Each of 1,000 jobs due at the same instant runs once, and the scheduler submits at most DUE_PER_PASS
+    of them per event-loop iteration (all of them in one callback held the loop for 150-340 ms)."""
+    from datetime import datetime, timezone
+
+    from apscheduler.events import EVENT_JOB_SUBMITTED
+
+    from core.timers import DUE_PER_PASS
+
+    loop = asyncio.get_running_loop()
+    n = 5 * DUE_PER_PASS
+    ran: list[int] = []
+    iteration = [0]
+    per_iteration: dict[int, int] = {}
+
+    def count_iterations() -> None:  # one increment per pass of the event loop
+        iteration[0] += 1
+        if len(ran) < n:
+            loop.call_soon(count_iterations)
+
+    def submitted(_event: object) -> None:
+        per_iteration[iteration[0]] = per_iteration.get(iteration[0], 0) + 1
+
+    async def job(i: int) -> None:
+        ran.append(i)
+
+    sched = TimerScheduler()
+    sched.add_listener(submitted, EVENT_JOB_SUBMITTED)
+    at = datetime.now(timezone.utc)
+    for i in range(n):
+        sched.add_job(job, "date", run_date=at, args=[i], id=f"j{i}")
+    loop.call_soon(count_iterations)
+    sched.start()
+    try:
+        for _ in range(1000):
+            if len(ran) == n:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await sched.stop()
+    assert sorted(ran) == list(range(n))
+    assert sum(per_iteration.values()) == n
+    assert max(per_iteration.values()) <= DUE_PER_PASS and len(per_iteration) >= 5, per_iteration
