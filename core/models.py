@@ -141,7 +141,8 @@ class IncidentStateChange(Base):
 class MessagePayload(Base):
     """A message's neutral Notification (core.delivery.message) as JSON, stored once and shared by every
     delivery row of that message: a fan-out to 2,000 recipients writes it once, not 2,000 times. A message
-    has at most two: with the routed event (generic webhooks and digests) and without it."""
+    has at most two: with the routed event (generic webhooks and digests) and without it. A notification
+    sent by fewer than core.delivery.queue.SHARE_MIN_ROWS rows stays whole in each row instead."""
 
     __tablename__ = "message_payloads"
 
@@ -170,7 +171,7 @@ class Delivery(Base):
     """The message's Notification, stored once for all its rows (MessagePayload)."""
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """With `payload_id`: only what this row adds to the shared Notification (its own `ack_url`). Without (a
-    notification only this row sends, or a row written before migration 0065): the whole Notification.
+    notification only a few rows send, or a row written before migration 0065): the whole Notification.
     Read `notification_json` for the whole."""
     shared_payload: Mapped[dict[str, Any] | None] = column_property(
         select(MessagePayload.payload).where(MessagePayload.id == payload_id).scalar_subquery())

@@ -17,8 +17,10 @@ from typing import Any
 from sqlalchemy import Text, bindparam, insert, select, text, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import sqlite_driver
 from core.clock import utc
 from core.config import Config
+from core.db import Prepared, connection
 from core.delivery.message import Envelope, Notification
 from core.delivery.policy import retry_policy
 from core.models import Delivery, DeliveryAttempt, MessagePayload
@@ -62,6 +64,13 @@ class Queued:
     channel: str
     purpose: str
 
+SHARE_MIN_ROWS = 8
+"""A notification sent by at least this many rows of a message is stored once (message_payloads); sent by
+fewer, it stays whole in each row (the shared row would cost a statement more than the copies it saves)."""
+FEW_ROWS = 16
+"""Up to this many rows are inserted one small statement each on SQLite's fast path (core.db.Prepared)."""
+_INSERT_ONE = Prepared(insert(_T).returning(_T.c.id))
+
 EVENT_CHANNELS = frozenset({"webhook"})
 """Channels whose rendering uses Notification.event (core.appearance.webhook's body)."""
 
@@ -72,7 +81,7 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
     values: list[dict[str, Any]] = []
     # A fan-out shares one Notification: it is serialized and stored once (twice: with and without the
     # event) in message_payloads, and each row keeps only what is its own (its ack link). A notification
-    # only one row sends stays whole in that row (a separate payload row would be one more statement).
+    # fewer than SHARE_MIN_ROWS rows send stays whole in each of them.
     groups: dict[tuple[int, bool], list[dict[str, Any]]] = {}
     bodies: dict[tuple[int, bool], dict[str, Any]] = {}
     max_attempts: dict[str, int] = {}
@@ -100,8 +109,9 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
         values.append(row)
         groups.setdefault(group, []).append(row)
     for group, members in groups.items():
-        if len(members) == 1:
-            members[0]["payload"] = {**bodies[group], **members[0]["payload"]}
+        if len(members) < SHARE_MIN_ROWS:
+            for row in members:
+                row["payload"] = {**bodies[group], **row["payload"]}
             continue
         payload_id = (await session.execute(
             insert(_P).values(message_id=message_id, payload=bodies[group]).returning(_P.c.id))).scalar_one()
@@ -113,11 +123,18 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
     # the event loop handed back between them, so 20,000 recipients do not hold it for a second. Only the
     # ids come back, matched on the unique key; the records handed back are built from what we wrote.
     ids: dict[str, int] = {}
-    stmt = insert(_T).returning(_T.c.idempotency_key, _T.c.id)
-    for i in range(0, len(values), ENQUEUE_CHUNK):
-        if i:
-            await asyncio.sleep(0)
-        ids.update((await session.execute(stmt, values[i:i + ENQUEUE_CHUNK])).all())
+    if len(values) <= FEW_ROWS and sqlite_driver.loop_thread_connection(
+            (await connection(session)).sync_connection) is not None:
+        # A few rows (a page to a rota, an escalation): one small INSERT each straight on sqlite3, inside
+        # the write lock; the multi-row path's per-execution work cost more than the rows.
+        for v in values:
+            ids[v["idempotency_key"]] = (await _INSERT_ONE.run(session, v))[0][0]
+    else:
+        stmt = insert(_T).returning(_T.c.idempotency_key, _T.c.id)
+        for i in range(0, len(values), ENQUEUE_CHUNK):
+            if i:
+                await asyncio.sleep(0)
+            ids.update((await session.execute(stmt, values[i:i + ENQUEUE_CHUNK])).all())
     rows = sorted((Queued(ids[v["idempotency_key"]], v["recipient"], v["channel"], v["purpose"]) for v in values),
                   key=lambda r: r.id)
     if rows and session.bind.dialect.name == "postgresql":

@@ -221,11 +221,12 @@ async def test_a_fanout_stores_its_notification_once_and_rows_keep_only_their_ow
 async def test_a_row_with_its_own_ack_link_and_a_row_from_before_shared_payloads(db_url: str) -> None:
     """A row's own keys override the shared payload; a row written before migration 0065 (whole payload,
     no payload_id) is still claimed with exactly its payload."""
-    ctx, _ = await _ctx_with(db_url, 2)
+    ctx, _ = await _ctx_with(db_url, queue.SHARE_MIN_ROWS)
     try:
         async with ctx.db.transaction() as s:
             first, second = (await s.execute(select(Delivery).where(Delivery.channel == "webhook")
-                                              .order_by(Delivery.id))).scalars().all()
+                                              .order_by(Delivery.id))).scalars().all()[:2]
+            assert first.payload_id is not None and first.payload_id == second.payload_id
             whole = {**second.notification_json, "title": "legacy row", "ack_url": "https://x/ack/2"}
             await s.execute(update(Delivery).where(Delivery.id == first.id)
                             .values(payload={"ack_url": "https://x/ack/1"}))
@@ -240,21 +241,23 @@ async def test_a_row_with_its_own_ack_link_and_a_row_from_before_shared_payloads
         await ctx.close()
 
 
-async def test_a_notification_one_row_sends_stays_whole_in_the_row(db_url: str) -> None:
-    """One recipient: no shared payload row (one statement fewer per escalation or one-time message); the
-    row holds the whole notification and the worker sends exactly that."""
-    ctx, _ = await _ctx_with(db_url, 1)
+async def test_a_notification_few_rows_send_stays_whole_in_each_row(db_url: str) -> None:
+    """Fewer than SHARE_MIN_ROWS rows: no shared payload row (one statement fewer per escalation, one-time
+    message or page to a small rota); each row holds the whole notification and is sent exactly that."""
+    n = queue.SHARE_MIN_ROWS - 1
+    ctx, _ = await _ctx_with(db_url, n)
     try:
         from core.models import MessagePayload
 
         async with ctx.db.sessions() as s:
-            [row] = (await s.execute(select(Delivery).where(Delivery.channel == "webhook"))).scalars().all()
+            rows = (await s.execute(select(Delivery).where(Delivery.channel == "webhook"))).scalars().all()
             shared_ids = set((await s.execute(select(MessagePayload.id))).scalars())
-        assert row.payload_id is None and shared_ids == set()
-        assert row.payload["title"].endswith("queue test") and row.notification_json == row.payload
+        assert len(rows) == n and shared_ids == set()
+        assert all(r.payload_id is None and r.payload["title"].endswith("queue test") for r in rows)
+        assert all(r.notification_json == r.payload for r in rows)
         async with ctx.db.transaction() as s:
-            [got] = [c for c in await queue.claim(s, owner="w1", now=ctx.clock.now(), lease_seconds=30,
-                                                  limit=10) if c.id == row.id]
-        assert got.notification.to_json() == row.payload
+            got = {c.id: c for c in await queue.claim(s, owner="w1", now=ctx.clock.now(), lease_seconds=30,
+                                                        limit=50)}
+        assert all(got[r.id].notification.to_json() == r.payload for r in rows)
     finally:
         await ctx.close()
