@@ -148,6 +148,20 @@ async def connection(session: AsyncSession) -> AsyncConnection:
     return conn
 
 
+def render_positional(stmt: Any, dialect: Any,
+                      keys: tuple[str, ...] | None = None) -> tuple[str, tuple[str, ...], Any]:
+    """`stmt` rendered once as driver SQL with positional parameters, for hot statements run without
+    SQLAlchemy's per-execution work: (SQL, parameter names in positional order, the compiled statement).
+    `keys`: the columns an INSERT/UPDATE is given. Refuses a statement whose parameters cannot all be
+    supplied by name."""
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+    names = tuple(compiled.positiontup or ())
+    if set(names) != set(compiled.binds) or (keys is not None and not set(names) <= set(keys)):
+        raise RuntimeError(f"cannot run {stmt} positionally on {dialect.name}"
+                           + (f" with {keys}" if keys is not None else ""))
+    return compiled.string, names, compiled
+
+
 class Prepared:
     """A small Core statement on a hot path (a declare's rows, a seen key). On SQLite inside a write
     transaction, with the connection idle, it runs straight on the sqlite3 connection, as
@@ -163,12 +177,9 @@ class Prepared:
         self._rendered: dict[tuple[Any, ...], tuple[str, tuple[str, ...], tuple[Any, ...]]] = {}
 
     def _render(self, dialect: Any, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
-        compiled = self.stmt.compile(dialect=dialect, column_keys=list(keys))
-        names = tuple(compiled.positiontup or ())
-        if set(names) != set(compiled.binds) or not set(names) <= set(keys):
-            raise RuntimeError(f"cannot run {self.stmt} positionally with {keys}")
+        sql, names, compiled = render_positional(self.stmt, dialect, keys)
         procs = tuple(compiled.binds[n].type._cached_bind_processor(dialect) for n in names)
-        return compiled.string, names, procs
+        return sql, names, procs
 
     async def run(self, session: AsyncSession, params: dict[str, Any]) -> list[Any]:
         conn = await connection(session)

@@ -24,6 +24,7 @@ from core.audit.chain import (
     hash_material,
     redact,
 )
+from core.db import render_positional
 from core.models import AuditCheckpoint, AuditEntry
 from core.sqlite_driver import INLINE_MANY_MAX, loop_thread_connection
 
@@ -65,12 +66,10 @@ class _Statements:
     _by_dialect: dict[tuple[type, str], _Statements] = {}
 
     def __init__(self, dialect: Dialect) -> None:
-        compiled = _INSERT_IF_HEAD.compile(dialect=dialect)
-        self.insert_if_head: str = compiled.string
-        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self.insert_if_head: str
+        self.names: tuple[str, ...]
         """Parameter names in positional order (qmark repeats a name; numeric styles name each once)."""
-        if set(self.names) != set(compiled.binds):
-            raise RuntimeError(f"cannot render the audit INSERT positionally for {dialect.name}")
+        self.insert_if_head, self.names, _ = render_positional(_INSERT_IF_HEAD, dialect)
 
     @classmethod
     def of(cls, dialect: Dialect) -> _Statements:
