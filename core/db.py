@@ -7,6 +7,7 @@ reported as stored that was not), and the first fault of an outage raises an int
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
@@ -17,6 +18,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -80,12 +82,23 @@ def is_sqlite(engine_or_url: AsyncEngine | str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def to_json_text(value: Any) -> str:
+    """JSON columns' serializer: orjson (a near-limit event payload, a million bytes of JSON, in 2 ms instead
+    of the standard library's 30 ms, all of it holding the event loop). What orjson cannot write (an
+    integer beyond 64 bits) goes through the standard library, which writes it exactly as before; reads
+    stay on the standard library, which keeps such integers exact."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def create_engine(cfg: DatabaseConfig | str) -> AsyncEngine:
     """Build the engine. On SQLite every transaction starts with BEGIN IMMEDIATE, so two writers
     never both read the same audit head or queue row and then collide on upgrade."""
     if isinstance(cfg, str):
         cfg = DatabaseConfig(url=cfg)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"json_serializer": to_json_text}
     url = make_url(cfg.url)
     if is_sqlite(cfg.url):
         # check_same_thread off: write-transaction statements run on the loop thread (core/sqlite_driver.py)

@@ -118,7 +118,8 @@ async def ingest(ctx: Context, event: InboundEvent, *, actor: Actor) -> EventRes
     """Apply one event exactly once (per tenant and event_id)."""
     cfg = ctx.cfg
     source = event.metadata.source_service if event.metadata else "api"
-    view = event.model_dump(mode="json")
+    # The payload came from JSON and is JSON already: not copied (a near-limit one took 8 ms of the loop).
+    view = {**event.model_dump(mode="json", exclude={"payload"}), "payload": event.payload}
     correlation = correlation_of(cfg, view, tenant=event.tenant_id)
     seen_key = bounded_key("event", f"{event.tenant_id}:{event.event_id}")
     log.info("notify.event.received", extra={

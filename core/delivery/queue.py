@@ -91,7 +91,7 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
         with_event = it.channel in EVENT_CHANNELS or it.notification.kind == "DIGEST"  # figures in the event
         group = (id(it.notification), with_event)
         if group not in bodies:
-            body = bodies[group] = it.notification.to_json()
+            body = bodies[group] = it.notification.to_stored()
             if not with_event:
                 body["event"] = {}
         if it.channel not in max_attempts:
