@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -21,8 +22,13 @@ from core.rbac import Actor, Permission, require
 log = logging.getLogger("tocsin.users")
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
 _hasher = PasswordHasher()
-# Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
-_DUMMY = _hasher.hash("not a real password")
+
+
+@cache
+def _dummy() -> str:
+    """Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
+    Made at the first sign-in, not at import: hashing costs 150 ms, and every CLI command imports this."""
+    return _hasher.hash("not a real password")
 
 
 class UserService:
@@ -64,7 +70,7 @@ class UserService:
             user = (await s.execute(select(User).where(User.name == name))).scalars().first()
         ok = False
         try:
-            ok = await asyncio.to_thread(_hasher.verify, user.password_hash if user else _DUMMY, password)
+            ok = await asyncio.to_thread(_hasher.verify, user.password_hash if user else _dummy(), password)
             ok = ok and user is not None
         except (VerificationError, InvalidHashError):
             ok = False
