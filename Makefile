@@ -23,9 +23,13 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/tocsin --config $${TOCSIN_CONFIG:-config.yaml} run $(if $(PORT),--port $(PORT))
 
+# Two test processes (pytest-xdist): each test has its own database, ports and folders. TEST_WORKERS=0 runs
+# the suite in this process (easier to debug).
+TEST_WORKERS ?= 2
+
 test: $(TEST_STAMP)
 	$(BIN)/python tests/setup_peers.py
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/run_all.py

@@ -10,8 +10,8 @@ from core.db import Database
 from core.models import Base
 
 
-async def test_migrations_match_models(db_url: str) -> None:
-    db = Database(db_url)
+async def test_migrations_match_models(blank_db_url: str) -> None:
+    db = Database(blank_db_url)
     try:
         await migrate.upgrade(db.engine)
         assert await migrate.is_current(db.engine)
@@ -44,9 +44,9 @@ def test_the_head_read_from_the_scripts_is_alembics_head() -> None:
     assert migrate.script_head() == migrate.head_revision()
 
 
-async def test_current_revision_reads_what_alembic_reads(db_url: str) -> None:
+async def test_current_revision_reads_what_alembic_reads(blank_db_url: str) -> None:
     """None before the first migration, the head after; the same as alembic's MigrationContext says."""
-    db = Database(db_url)
+    db = Database(blank_db_url)
     try:
         assert await migrate.current_revision(db.engine) is None
         assert not await migrate.is_current(db.engine)
