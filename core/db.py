@@ -211,6 +211,28 @@ class Prepared:
         except sqlite3.Error as exc:
             raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
 
+    async def run_many(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        """The statement once per row (executemany; every row has the same keys), no result: a worker's
+        batch of outcomes and attempt rows. On SQLite's fast path one sqlite3 executemany."""
+        if not rows:
+            return
+        conn = await connection(session)
+        raw = sqlite_driver.loop_thread_connection(conn.sync_connection)
+        if raw is None:
+            await conn.execute(self.stmt, rows)
+            return
+        key = (type(conn.dialect), tuple(rows[0]))
+        found = self._rendered.get(key)
+        if found is None:
+            found = self._rendered[key] = self._render(conn.dialect, tuple(rows[0]))
+        sql, names, procs = found
+        values = [tuple([p(params[n]) if p is not None else params[n] for n, p in zip(names, procs)])
+                  for params in rows]
+        try:
+            raw.executemany(sql, values)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+
 
 async def per_transaction(session: AsyncSession, key: str, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     """`load(conn)`, read once per (outer) transaction and kept in session.info for the operations that share

@@ -111,6 +111,10 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
             if k not in _STD and not k.startswith("_")}
 
 
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+"""json.dumps with these options builds an encoder per call; a fan-out writes a line per page."""
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -119,7 +123,7 @@ class JsonFormatter(logging.Formatter):
         out.update(_fields(record))
         if record.exc_info:
             out["exc"] = scrub_text(self.formatException(record.exc_info))
-        return _Secrets.redact(json.dumps(out, default=str, ensure_ascii=False))
+        return _Secrets.redact(_ENCODER.encode(out))
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, bindparam, insert, select, text, type_coerce, update
+from sqlalchemy import Text, bindparam, insert, literal_column, null, select, text, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import sqlite_driver
@@ -347,10 +347,13 @@ class Completion:
 
 _FINISH = (update(_T)
            .where(_T.c.id == bindparam("b_id"), _T.c.lease_owner == bindparam("b_owner"),
-                  _T.c.status == "sending")
+                  _T.c.status == literal_column("'sending'"))
            .values(status=bindparam("b_status"), updated_at=bindparam("b_at"),
                    delivered_at=bindparam("b_delivered_at"), next_attempt_at=bindparam("b_next"),
-                   last_error=bindparam("b_error"), lease_owner=None, lease_expires_at=None))
+                   last_error=bindparam("b_error"), lease_owner=null(), lease_expires_at=null()))
+"""Every parameter named (the constants are SQL literals), so the batch runs as one Prepared executemany."""
+_FINISH_MANY = Prepared(_FINISH)
+_ATTEMPTS = Prepared(insert(DeliveryAttempt.__table__))
 
 
 def _finish_params(c: Completion, owner: str) -> dict[str, Any]:
@@ -370,7 +373,7 @@ async def complete(session: AsyncSession, items: Sequence[Completion], *, owner:
     bulk = [c for c in items if c.status not in ("failed", "dead")]
     finals = [c for c in items if c.status in ("failed", "dead")]
     if bulk:
-        await session.execute(_FINISH, [_finish_params(c, owner) for c in bulk])
+        await _FINISH_MANY.run_many(session, [_finish_params(c, owner) for c in bulk])
     moved: list[int] = []
     for c in finals:  # rare: one statement each, so we know which ones we really ended
         res = await session.execute(_FINISH.returning(_T.c.id), _finish_params(c, owner))
@@ -380,5 +383,5 @@ async def complete(session: AsyncSession, items: Sequence[Completion], *, owner:
                  "latency_ms": round(c.latency_ms, 3), "outcome": c.outcome, "status_code": c.status_code,
                  "summary": c.summary[:2000]} for c in items if c.attempt is not None]
     if attempts:
-        await session.execute(insert(DeliveryAttempt.__table__), attempts)
+        await _ATTEMPTS.run_many(session, attempts)
     return moved
