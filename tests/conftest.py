@@ -147,9 +147,13 @@ def fresh_sqlite(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-async def _pg_template_sql() -> str:
+async def _pg_template_sql() -> str | None:
     """The SQL that recreates the template schema (tables, sequences, indexes, rows), made once per run:
-    a schema migrated by the real migrations, dumped by pg_dump and dropped again."""
+    a schema migrated by the real migrations, dumped by pg_dump and dropped again. None without pg_dump
+    (a machine with the server but not its client tools): each test's schema is then migrated by
+    open_context, as before."""
+    if shutil.which("pg_dump") is None:
+        return None
     found = _template.get("pg")
     if found is None:
         import asyncpg
