@@ -318,6 +318,9 @@ class Claimer(ABC):
                 "owner": self.owner, "error": repr(exc), "fallback_poll_s": self.cfg.worker.poll_seconds})
 
     def _on_pg_notify(self, *_args: object) -> None:
+        # As notify(): every channel may have work now. Setting only the wake flag let the dispatcher
+        # believe its last empty claim and sleep to the next housekeeping (10 s with the default lease).
+        self._more.clear()
         self._wake.set()
 
     async def _unlisten_pg(self) -> None:
