@@ -194,18 +194,25 @@ class Prepared:
         procs = tuple(compiled.binds[n].type._cached_bind_processor(dialect) for n in names)
         return sql, names, procs
 
+    def _for(self, conn: AsyncConnection, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+        key = (type(conn.dialect), keys)
+        found = self._rendered.get(key)
+        if found is None:
+            found = self._rendered[key] = self._render(conn.dialect, keys)
+        return found
+
+    @staticmethod
+    def _values(names: tuple[str, ...], procs: tuple[Any, ...], params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple([p(params[n]) if p is not None else params[n] for n, p in zip(names, procs)])
+
     async def run(self, session: AsyncSession, params: dict[str, Any]) -> list[Any]:
         conn = await connection(session)
         raw = sqlite_driver.loop_thread_connection(conn.sync_connection)
         if raw is None:
             res = await conn.execute(self.stmt, params)
             return list(res.all()) if res.returns_rows else []
-        key = (type(conn.dialect), tuple(params))
-        found = self._rendered.get(key)
-        if found is None:
-            found = self._rendered[key] = self._render(conn.dialect, tuple(params))
-        sql, names, procs = found
-        values = tuple([p(params[n]) if p is not None else params[n] for n, p in zip(names, procs)])
+        sql, names, procs = self._for(conn, tuple(params))
+        values = self._values(names, procs, params)
         try:
             return raw.execute(sql, values).fetchall()
         except sqlite3.Error as exc:
@@ -221,13 +228,8 @@ class Prepared:
         if raw is None:
             await conn.execute(self.stmt, rows)
             return
-        key = (type(conn.dialect), tuple(rows[0]))
-        found = self._rendered.get(key)
-        if found is None:
-            found = self._rendered[key] = self._render(conn.dialect, tuple(rows[0]))
-        sql, names, procs = found
-        values = [tuple([p(params[n]) if p is not None else params[n] for n, p in zip(names, procs)])
-                  for params in rows]
+        sql, names, procs = self._for(conn, tuple(rows[0]))
+        values = [self._values(names, procs, params) for params in rows]
         try:
             raw.executemany(sql, values)
         except sqlite3.Error as exc:

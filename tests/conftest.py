@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -120,30 +120,26 @@ _TEMPLATE_PREFIX = f"tmpl_{uuid.uuid4().hex[:12]}."
 """The template schema's name as pg_dump qualifies every object with it (replaced per test)."""
 
 
-async def _sqlite_template() -> Path:
-    found = _template.get("sqlite")
-    if found is None:
+async def fresh_sqlite(path: Path) -> str:
+    """A URL on a SQLite file at `path`, at the migrations' head: a copy of the run's template, which the
+    first call makes."""
+    template = _template.get("sqlite")
+    if template is None:
         from core import migrate
         from core.db import create_engine
 
         folder = Path(tempfile.mkdtemp(prefix="tocsin-template-"))
         atexit.register(shutil.rmtree, folder, True)
-        found = folder / "tocsin.db"
-        engine = create_engine(f"sqlite+aiosqlite:///{found}")
+        template = folder / "tocsin.db"
+        engine = create_engine(f"sqlite+aiosqlite:///{template}")
         try:
             await migrate.upgrade(engine)
         finally:
             await engine.dispose()
-        with sqlite3.connect(found) as raw:  # everything in the main file: the copy is the whole database
+        with closing(sqlite3.connect(template)) as raw:  # all in the main file: the copy is the database
             raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        _template["sqlite"] = found
-    return found  # type: ignore[no-any-return]
-
-
-def fresh_sqlite(path: Path) -> str:
-    """A URL on a SQLite file at `path`, at the migrations' head (a copy of the run's template)."""
-    assert "sqlite" in _template, "await _sqlite_template() first"
-    shutil.copyfile(_template["sqlite"], path)
+        _template["sqlite"] = template
+    shutil.copyfile(template, path)
     return f"sqlite+aiosqlite:///{path}"
 
 
@@ -198,8 +194,7 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator
     """Every test using this runs twice: on a SQLite file and on a fresh PostgreSQL schema, both at the
     migrations' head."""
     if request.param == "sqlite":
-        await _sqlite_template()
-        yield fresh_sqlite(tmp_path / "tocsin.db")
+        yield await fresh_sqlite(tmp_path / "tocsin.db")
         return
     async with pg_schema(migrated=True) as url:
         yield url
@@ -217,8 +212,7 @@ async def blank_db_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIt
 
 @pytest.fixture
 async def sqlite_url(tmp_path: Any) -> str:
-    await _sqlite_template()
-    return fresh_sqlite(tmp_path / "tocsin.db")
+    return await fresh_sqlite(tmp_path / "tocsin.db")
 
 
 @pytest.fixture
