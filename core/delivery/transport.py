@@ -18,6 +18,8 @@ from multidict import CIMultiDict
 from core.config import Config, ConfigHolder, Destination
 from core.appearance.common import headline
 from core.delivery.base import Wire, classify_http
+from core.delivery.keepalive import KeepAlivePool, Target, Unsupported
+from core.delivery.keepalive import head as keepalive_head
 from core.delivery.message import DeliveryResult, Envelope
 from core.delivery.policy import retry_policy
 from core.logs import mask_phone
@@ -81,8 +83,20 @@ class HttpReply:
 
 
 async def http_attempt(session: aiohttp.ClientSession, *, method: str, url: str, body: bytes,
-                       headers: Mapping[str, str], timeout: float) -> HttpReply | DeliveryResult:
-    """One request bounded by `timeout`. Transport failures become `retry`; statuses are the caller's."""
+                       headers: Mapping[str, str], timeout: float,
+                       pool: KeepAlivePool | None = None) -> HttpReply | DeliveryResult:
+    """One request bounded by `timeout`. Transport failures become `retry`; statuses are the caller's.
+    With a `pool`, a plain http(s) URL goes over its keep-alive connections (core/delivery/keepalive.py)
+    and anything else over `session`."""
+    if pool is not None:
+        try:
+            t = pool.target(method, url)
+        except Unsupported:
+            pass
+        except ValueError:
+            return DeliveryResult.permanent("invalid URL")
+        else:
+            return await _pooled_attempt(pool, t, body=body, headers=headers, timeout=timeout, url=url)
     try:
         async with session.request(method, url, data=body, headers=headers, allow_redirects=False,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
@@ -94,6 +108,26 @@ async def http_attempt(session: aiohttp.ClientSession, *, method: str, url: str,
         return DeliveryResult.permanent("invalid URL")
     except aiohttp.ClientError as exc:
         return DeliveryResult.retry(f"{type(exc).__name__}: {redact(str(exc), [url])}"[:300])
+
+
+async def _pooled_attempt(pool: KeepAlivePool, t: Target, *, body: bytes, headers: Mapping[str, str],
+                          timeout: float, url: str) -> HttpReply | DeliveryResult:
+    try:
+        request_head = keepalive_head(t, headers, len(body))
+    except ValueError as exc:
+        return DeliveryResult.permanent(f"invalid request: {exc}")
+    try:
+        answer = await pool.request(t, request_head, body, timeout=timeout)
+    except TimeoutError:
+        return DeliveryResult.retry(f"no answer within {timeout:g}s")
+    except OSError as exc:  # refused, reset, TLS verification (ssl.SSLError is an OSError), closed early
+        return DeliveryResult.retry(f"cannot talk to {t.host}:{t.port}: {type(exc).__name__}: "
+                                    f"{redact(str(exc), [url])}"[:300])
+    try:
+        text = answer.body.decode(answer.charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        text = answer.body.decode("utf-8", errors="replace")
+    return HttpReply(answer.status, answer.headers, text)
 
 
 def log_result(logger: logging.Logger, envelope: Envelope, result: DeliveryResult, *,
@@ -202,10 +236,10 @@ async def post_to_destination(session: aiohttp.ClientSession, dest: Destination,
     return await send_request(session, req, timeout=timeout)
 
 
-async def send_request(session: aiohttp.ClientSession, req: HttpRequest, *,
-                       timeout: float) -> HttpReply | DeliveryResult:
+async def send_request(session: aiohttp.ClientSession, req: HttpRequest, *, timeout: float,
+                       pool: KeepAlivePool | None = None) -> HttpReply | DeliveryResult:
     result = await http_attempt(session, method=req.method, url=req.url, body=req.body, headers=req.headers,
-                                timeout=timeout)
+                                timeout=timeout, pool=pool)
     secrets = list(req.secrets)
     if isinstance(result, HttpReply):
         # The answer's text becomes the attempt summary (logs, audit, API): receivers often echo the
@@ -239,6 +273,8 @@ class DestinationSender:
         self._config = config
         """Read at send time: a reload that adds a destination (or changes its url) applies to the next page."""
         self._http = http
+        self._pool = KeepAlivePool()
+        """Our keep-alive connections for the destination POSTs (see core/delivery/keepalive.py)."""
 
     def body(self, envelope: Envelope) -> bytes:
         """The exact bytes to send (each channel renders its own format)."""
@@ -268,9 +304,10 @@ class DestinationSender:
         req = self.request(envelope)
         if isinstance(req, DeliveryResult):
             return log_result(self.log, envelope, req, started=started)
-        reply = await send_request(self._http, req, timeout=attempt_timeout(cfg, self.channel))
+        reply = await send_request(self._http, req, timeout=attempt_timeout(cfg, self.channel), pool=self._pool)
         result = self.classify(reply) if isinstance(reply, HttpReply) else reply
         return log_result(self.log, envelope, result, started=started)
 
     async def aclose(self) -> None:
-        """Nothing to close: the aiohttp session belongs to the server."""
+        """Close our keep-alive connections (the aiohttp session belongs to the server)."""
+        await self._pool.aclose()

@@ -1,0 +1,281 @@
+"""A lean keep-alive HTTP/1.1 client for the POSTs of a webhook fan-out (generic, Slack and Teams webhooks).
+
+Why not aiohttp here: a fan-out of 2,000 pages spent about a third of the worker's CPU inside aiohttp's
+request machinery (request and response objects, the connector, traces, cookie and redirect handling we
+never use), as much as all of Tocsin's own work per page (docs/benchmarks.md). These requests need none of
+it: a POST of bytes we already hold, to a URL from config, whose answer we read as status, headers and a
+short snippet. So the request head is built once per destination and URL and written with the body in one
+call; the answer is parsed by httptools (llhttp, the parser of Node.js and uvicorn) on a pooled connection.
+
+What it does not do, it hands to aiohttp (`supports` is False): URLs with user:password@, schemes other
+than http and https, hosts that are not plain ASCII. Like our aiohttp session it follows no redirects,
+uses no proxy and verifies TLS with the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR apply).
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+MAX_BODY_KEPT = 64 * 1024
+"""The snippet of the answer we keep (the caller's MAX_RESPONSE_BYTES)."""
+MAX_BODY_READ = 1024 * 1024
+"""Past this much answer we stop reading and close the connection instead of draining a huge error page."""
+IDLE_SECONDS = 4.0
+"""How long an idle connection is reused. Below the 5 s keep-alive timeout of Node.js servers, so we do
+not write into a connection the server is about to close."""
+MAX_IDLE_PER_HOST = 128
+
+
+class Unsupported(Exception):
+    """The URL needs what only aiohttp does (credentials in the URL, another scheme, a non-ASCII host)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one URL goes and the start of its request head (request line and Host)."""
+
+    key: tuple[str, str, int]
+    """(scheme, host, port): the pool of connections it shares."""
+    host: str
+    port: int
+    tls: bool
+    start: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    charset: str | None
+
+
+def target(method: str, url: str) -> Target:
+    """Parse and normalise `url` as aiohttp would (yarl requotes the path), or raise Unsupported."""
+    u = URL(url)
+    if u.scheme not in ("http", "https") or not u.raw_host or u.user is not None or u.password is not None:
+        raise Unsupported(url)
+    host = u.raw_host
+    if not host.isascii():  # yarl keeps IDNA hosts encoded; anything else is aiohttp's to judge
+        raise Unsupported(url)
+    port = u.port
+    if port is None:
+        raise Unsupported(url)
+    default = 443 if u.scheme == "https" else 80
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == default else f"{shown}:{port}"
+    path = u.raw_path_qs or "/"
+    if any(c in method for c in " \r\n") or any(c in path for c in " \r\n"):
+        raise ValueError("a request line may not hold spaces or line breaks")
+    start = f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("ascii")
+    return Target((u.scheme, host, port), host, port, u.scheme == "https", start)
+
+
+def head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
+    """The whole request head: request line, Host, the caller's headers, Content-Length."""
+    parts = [target.start]
+    for k, v in headers.items():
+        if "\r" in k or "\n" in k or ":" in k or "\r" in v or "\n" in v:
+            raise ValueError(f"header {k!r} holds a line break")
+        lk = k.lower()
+        if lk in ("host", "content-length", "transfer-encoding", "connection"):
+            continue  # ours to say
+        parts.append(f"{k}: {v}\r\n".encode("latin-1"))
+    parts.append(f"Content-Length: {length}\r\n\r\n".encode("ascii"))
+    return b"".join(parts)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection carrying one request at a time; the parser calls back into it."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[Answer] | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._headers: list[tuple[str, str]] = []
+        self._body = bytearray()
+        self._read = 0
+        self._started = False
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None:  # nothing asked: a server talking out of turn
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ConnectionError("the server switched protocols"))
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionError(f"invalid HTTP answer: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            if self._started and self.parser.get_status_code():
+                self._complete(keep=False)  # an answer without a length ends where the connection does
+            else:
+                self.waiter.set_exception(ConnectionError("the server closed the connection"
+                                                          + (f": {exc}" if exc else "")))
+
+    # --- httptools callbacks ---
+
+    def on_message_begin(self) -> None:
+        self._started = True
+        self._headers = []
+        self._body = bytearray()
+        self._read = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        self._read += len(body)
+        room = MAX_BODY_KEPT - len(self._body)
+        if room > 0:
+            self._body += body[:room]
+        if self._read > MAX_BODY_READ:
+            self._complete(keep=False)
+
+    def on_message_complete(self) -> None:
+        if self.parser.get_status_code() < 200:  # 1xx: the real answer follows
+            self._started = False
+            return
+        self._complete(keep=self.parser.should_keep_alive())
+
+    # --- ours ---
+
+    def _complete(self, *, keep: bool) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        headers = CIMultiDict(self._headers)
+        waiter.set_result(Answer(self.parser.get_status_code(), CIMultiDictProxy(headers), bytes(self._body),
+                                 _charset(headers.get("Content-Type"))))
+        if not keep:
+            self.close()
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[Answer]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+def _charset(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    for part in content_type.split(";")[1:]:
+        k, _, v = part.partition("=")
+        if k.strip().lower() == "charset":
+            return v.strip().strip('"') or None
+    return None
+
+
+class KeepAlivePool:
+    """Idle connections per (scheme, host, port), reused while fresh. One per sender; `aclose` on shutdown."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, idle_seconds: float = IDLE_SECONDS) -> None:
+        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self._ssl = ssl_context
+        self.idle_seconds = idle_seconds
+        self._targets: dict[tuple[str, str], Target] = {}
+
+    def target(self, method: str, url: str) -> Target:
+        """target(), cached: a fan-out sends to the same few URLs thousands of times."""
+        hit = self._targets.get((method, url))
+        if hit is None:
+            if len(self._targets) >= 10_000:
+                self._targets.clear()
+            hit = self._targets[(method, url)] = target(method, url)
+        return hit
+
+    async def request(self, t: Target, request_head: bytes, body: bytes, *, timeout: float) -> Answer:
+        """Send one request and read its answer within `timeout` seconds (TimeoutError). Transport
+        failures raise OSError (ConnectionError, ssl.SSLError). A connection whose answer did not come in
+        full is closed, never reused."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conn = self._fresh_idle(t)
+        if conn is None:
+            async with asyncio.timeout_at(deadline):
+                conn = await self._connect(t)
+        conn.waiter = waiter = loop.create_future()
+        # One timer on the answer, not asyncio.timeout's task bookkeeping: a fan-out sends thousands.
+        timer = loop.call_at(deadline, _expire, waiter)
+        try:
+            assert conn.transport is not None
+            if len(body) < 16384:
+                conn.transport.write(request_head + body)
+            else:
+                conn.transport.writelines((request_head, body))
+            answer = await waiter
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            timer.cancel()
+            conn.waiter = None
+        if not conn.closed:
+            self._release(t, conn)
+        return answer
+
+    def _fresh_idle(self, t: Target) -> _Connection | None:
+        idle = self._idle.get(t.key)
+        if idle:
+            now = time.monotonic()
+            while idle:
+                conn = idle.pop()
+                if not conn.closed and now - conn.idle_since < self.idle_seconds:
+                    return conn
+                conn.close()
+        return None
+
+    async def _connect(self, t: Target) -> _Connection:
+        ctx = None
+        if t.tls:
+            ctx = self._ssl = self._ssl or ssl.create_default_context()
+        _, conn = await asyncio.get_running_loop().create_connection(
+            _Connection, t.host, t.port, ssl=ctx, server_hostname=t.host if t.tls else None)
+        return conn
+
+    def _release(self, t: Target, conn: _Connection) -> None:
+        idle = self._idle.get(t.key)
+        if idle is None:
+            idle = self._idle[t.key] = deque()
+        if len(idle) >= MAX_IDLE_PER_HOST:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        conn._started = False
+        idle.append(conn)
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().close()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let the transports finish closing
