@@ -302,20 +302,27 @@ class Worker(Claimer):
         return moved
 
     def _after_commit(self, batch: list[_Done], alerts: set[int]) -> None:
-        """Logs and metrics for final states, only once the database says so."""
+        """Logs and metrics for final states, only once the database says so. Successes are logged as one
+        `notify.delivery.success` line per incident and channel in the commit (naming every delivery), as
+        the audit trail records them: a storm of thousands of pages wrote as many near-identical lines, and
+        formatting them cost a tenth of the worker's CPU."""
         counted: dict[str, int] = {}  # delivered per channel: one metric update per channel and batch
+        latency: dict[str, Any] = {}  # each channel's histogram child, looked up once per batch
+        succeeded: dict[tuple[str, str], list[_Done]] = {}
         for d in batch:
             c, comp = d.claimed, d.completion
             if comp.status == "delivered":
                 self.stats["delivered"] += 1
                 counted[c.channel] = counted.get(c.channel, 0) + 1
                 if d.latency_s is not None:
-                    DELIVERY_LATENCY.labels(channel=c.channel).observe(max(0.0, d.latency_s))
-                log.info("notify.delivery.success", extra={
-                    "delivery_id": c.id, "incident": c.resource, "channel": c.channel,
-                    "to": masked_address(c.channel, c.address), "attempts": c.attempt,
-                    "status_code": comp.status_code, "latency_ms": round(comp.latency_ms, 1),
-                    "queue_to_delivered_s": round(d.latency_s or 0.0, 3)})
+                    hist = latency.get(c.channel)
+                    if hist is None:
+                        hist = latency[c.channel] = DELIVERY_LATENCY.labels(channel=c.channel)
+                    hist.observe(max(0.0, d.latency_s))
+                group = succeeded.get((c.resource, c.channel))
+                if group is None:
+                    group = succeeded[(c.resource, c.channel)] = []
+                group.append(d)
             elif comp.status in ("failed", "dead"):
                 self.stats[comp.status] += 1
                 DELIVERIES.labels(channel=c.channel, status=comp.status).inc()
@@ -332,3 +339,15 @@ class Worker(Claimer):
                         "why": "another worker took this delivery over after our lease expired"})
         for channel, n in counted.items():
             DELIVERIES.labels(channel=channel, status="delivered").inc(n)
+        for (incident, channel), group in succeeded.items():
+            codes: dict[str, int] = {}
+            for d in group:
+                code = str(d.completion.status_code)
+                codes[code] = codes.get(code, 0) + 1
+            log.info("notify.delivery.success", extra={
+                "incident": incident, "channel": channel, "count": len(group),
+                "delivery_ids": [d.claimed.id for d in group],
+                "to": [masked_address(channel, d.claimed.address) for d in group],
+                "attempts": max(d.claimed.attempt for d in group), "status_codes": codes,
+                "latency_ms": round(max(d.completion.latency_ms for d in group), 1),
+                "queue_to_delivered_s": round(max(d.latency_s or 0.0 for d in group), 3)})
