@@ -12,14 +12,14 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import event, text
+from sqlalchemy import ARRAY, Table, bindparam, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -234,6 +234,25 @@ class Prepared:
             raw.executemany(sql, values)
         except sqlite3.Error as exc:
             raise DBAPIError.instance(sql, values, exc, sqlite3.Error) from exc
+
+
+async def pg_insert_unnest(session: AsyncSession, table: Table, rows: list[dict[str, Any]],
+                           returning: Sequence[str] = ()) -> list[Any]:
+    """PostgreSQL: many rows as ONE `INSERT ... SELECT * FROM unnest(<one array per column>) RETURNING`,
+    so the statement has a parameter per column instead of per value. A fan-out's 2,000 delivery rows as
+    multi-row VALUES were 34,000 parameters the server parsed and planned, about half of the declare's time.
+    Every row has the same keys; values go through the columns' own types (JSON, timestamps)."""
+    cols = list(rows[0])
+    quote = session.bind.dialect.identifier_preparer.quote
+    dialect = session.bind.dialect
+    arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in cols)
+    back = f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else ""
+    stmt = text(f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
+                f"SELECT * FROM unnest({arrays}){back}")
+    stmt = stmt.bindparams(*[bindparam(c, type_=ARRAY(table.c[c].type)) for c in cols])
+    params = {c: [r[c] for r in rows] for c in cols}
+    result = await session.execute(stmt, params)
+    return list(result.all()) if returning else []
 
 
 async def per_transaction(session: AsyncSession, key: str, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:

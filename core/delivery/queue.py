@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import sqlite_driver
 from core.clock import utc
 from core.config import Config
-from core.db import Prepared, connection
+from core.db import Prepared, connection, pg_insert_unnest
 from core.delivery.message import Envelope, Notification
 from core.delivery.policy import retry_policy
 from core.models import Delivery, DeliveryAttempt, MessagePayload
@@ -129,6 +129,12 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
         # the write lock; the multi-row path's per-execution work cost more than the rows.
         for v in values:
             ids[v["idempotency_key"]] = (await _INSERT_ONE.run(session, v))[0][0]
+    elif session.bind.dialect.name == "postgresql":
+        for i in range(0, len(values), ENQUEUE_CHUNK):
+            if i:
+                await asyncio.sleep(0)
+            ids.update(await pg_insert_unnest(session, _T, values[i:i + ENQUEUE_CHUNK],
+                                              ("idempotency_key", "id")))
     else:
         stmt = insert(_T).returning(_T.c.idempotency_key, _T.c.id)
         for i in range(0, len(values), ENQUEUE_CHUNK):
@@ -353,6 +359,15 @@ _FINISH = (update(_T)
                    last_error=bindparam("b_error"), lease_owner=null(), lease_expires_at=null()))
 """Every parameter named (the constants are SQL literals), so the batch runs as one Prepared executemany."""
 _FINISH_MANY = Prepared(_FINISH)
+_PG_FINISH_MANY = text(
+    "UPDATE deliveries AS d SET status = v.v_status, updated_at = v.v_at, delivered_at = v.v_delivered, "
+    "next_attempt_at = v.v_next, last_error = v.v_error, lease_owner = NULL, lease_expires_at = NULL "
+    "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:statuses AS VARCHAR[]), CAST(:ats AS TIMESTAMPTZ[]), "
+    "CAST(:delivered AS TIMESTAMPTZ[]), CAST(:nexts AS TIMESTAMPTZ[]), CAST(:errors AS TEXT[])) "
+    "AS v(v_id, v_status, v_at, v_delivered, v_next, v_error) "
+    "WHERE d.id = v.v_id AND d.lease_owner = :owner AND d.status = 'sending'")
+"""_FINISH for a whole batch on PostgreSQL: one statement over arrays (one parameter per column), where an
+executemany ran the UPDATE once per row."""
 _ATTEMPTS = Prepared(insert(DeliveryAttempt.__table__))
 
 
@@ -372,7 +387,14 @@ async def complete(session: AsyncSession, items: Sequence[Completion], *, owner:
         return []
     bulk = [c for c in items if c.status not in ("failed", "dead")]
     finals = [c for c in items if c.status in ("failed", "dead")]
-    if bulk:
+    pg = session.bind.dialect.name == "postgresql"
+    if bulk and pg:
+        await session.execute(_PG_FINISH_MANY, {
+            "owner": owner, "ids": [c.delivery_id for c in bulk], "statuses": [c.status for c in bulk],
+            "ats": [c.at for c in bulk],
+            "delivered": [c.at if c.status == "delivered" else None for c in bulk],
+            "nexts": [c.next_attempt_at or c.at for c in bulk], "errors": [c.last_error for c in bulk]})
+    elif bulk:
         await _FINISH_MANY.run_many(session, [_finish_params(c, owner) for c in bulk])
     moved: list[int] = []
     for c in finals:  # rare: one statement each, so we know which ones we really ended
@@ -382,6 +404,8 @@ async def complete(session: AsyncSession, items: Sequence[Completion], *, owner:
     attempts = [{"delivery_id": c.delivery_id, "attempt": c.attempt, "started_at": c.started_at or c.at,
                  "latency_ms": round(c.latency_ms, 3), "outcome": c.outcome, "status_code": c.status_code,
                  "summary": c.summary[:2000]} for c in items if c.attempt is not None]
-    if attempts:
+    if attempts and pg:
+        await pg_insert_unnest(session, DeliveryAttempt.__table__, attempts)
+    elif attempts:
         await _ATTEMPTS.run_many(session, attempts)
     return moved
