@@ -7,8 +7,9 @@ it: a POST of bytes we already hold, to a URL from config, whose answer we read 
 short snippet. So the request head is built once per destination and URL and written with the body in one
 call; the answer is parsed by httptools (llhttp, the parser of Node.js and uvicorn) on a pooled connection.
 
-What it does not do, it hands to aiohttp (`supports` is False): URLs with user:password@, schemes other
-than http and https, hosts that are not plain ASCII. Like our aiohttp session it follows no redirects,
+What it does not do, it hands to aiohttp (`target` raises Unsupported): URLs with user:password@ and
+schemes other than http and https. International host names go out in their IDNA form (xn--...), as aiohttp
+sends them. Like our aiohttp session it follows no redirects,
 uses no proxy and verifies TLS with the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR apply).
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ def target(method: str, url: str) -> Target:
     if u.scheme not in ("http", "https") or not u.raw_host or u.user is not None or u.password is not None:
         raise Unsupported(url)
     host = u.raw_host
-    if not host.isascii():  # yarl keeps IDNA hosts encoded; anything else is aiohttp's to judge
+    if not host.isascii():  # yarl gives IDNA hosts encoded; should one not be, it is aiohttp's to judge
         raise Unsupported(url)
     port = u.port
     if port is None:
@@ -88,7 +89,7 @@ def head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
         lk = k.lower()
         if lk in ("host", "content-length", "transfer-encoding", "connection"):
             continue  # ours to say
-        parts.append(f"{k}: {v}\r\n".encode("latin-1"))
+        parts.append(f"{k}: {v}\r\n".encode())  # UTF-8, as aiohttp sends them (and these did before)
     parts.append(f"Content-Length: {length}\r\n\r\n".encode("ascii"))
     return b"".join(parts)
 
@@ -105,7 +106,8 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._body = bytearray()
         self._read = 0
-        self._started = False
+        self._headed = False
+        """The answer's head came in full: from here a closed connection ends its body, not the answer."""
 
     # --- asyncio.Protocol ---
 
@@ -126,7 +128,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.waiter is not None and not self.waiter.done():
-            if self._started and self.parser.get_status_code():
+            if self._headed:
                 self._complete(keep=False)  # an answer without a length ends where the connection does
             else:
                 self.waiter.set_exception(ConnectionError("the server closed the connection"
@@ -135,13 +137,15 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks ---
 
     def on_message_begin(self) -> None:
-        self._started = True
         self._headers = []
         self._body = bytearray()
         self._read = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        self._headed = True
 
     def on_body(self, body: bytes) -> None:
         self._read += len(body)
@@ -153,7 +157,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self.parser.get_status_code() < 200:  # 1xx: the real answer follows
-            self._started = False
+            self._headed = False
             return
         self._complete(keep=self.parser.should_keep_alive())
 
@@ -270,7 +274,7 @@ class KeepAlivePool:
             conn.close()
             return
         conn.idle_since = time.monotonic()
-        conn._started = False
+        conn._headed = False
         idle.append(conn)
 
     async def aclose(self) -> None:

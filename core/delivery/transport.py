@@ -101,7 +101,11 @@ async def http_attempt(session: aiohttp.ClientSession, *, method: str, url: str,
         async with session.request(method, url, data=body, headers=headers, allow_redirects=False,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             raw = await resp.content.read(MAX_RESPONSE_BYTES)
-            return HttpReply(resp.status, resp.headers, raw.decode(resp.charset or "utf-8", errors="replace"))
+            try:
+                text = raw.decode(resp.charset or "utf-8", errors="replace")
+            except LookupError:  # a charset Python does not know
+                text = raw.decode("utf-8", errors="replace")
+            return HttpReply(resp.status, resp.headers, text)
     except TimeoutError:
         return DeliveryResult.retry(f"no answer within {timeout:g}s")
     except aiohttp.InvalidURL:
