@@ -248,10 +248,10 @@ class Claimer(ABC):
         room = sum(self._room(ch) for ch in wanted if ch in self.senders) or DEFAULT_CONCURRENCY
         limit = min(wcfg.batch_size, room)
         async with self._tx() as s:
-            rows = await queue.claim(s, owner=self.owner, now=self.clock.now(),
-                                     lease_seconds=wcfg.lease_seconds, limit=limit,
-                                     exclude_channels=channels - wanted, shared=self._shared)
-        more = len(rows) >= limit
+            now = self.clock.now()
+            rows = await queue.claim(s, owner=self.owner, now=now, lease_seconds=wcfg.lease_seconds,
+                                     limit=limit, exclude_channels=channels - wanted, shared=self._shared)
+            more = len(rows) >= limit and await queue.has_due(s, now=now, exclude_channels=channels - wanted)
         for ch in wanted | {c.channel for c in rows}:
             self._more[ch] = more
         self.stats["claims"] += 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, bindparam, insert, literal_column, null, select, text, type_coerce, update
+from sqlalchemy import Text, bindparam, func, insert, literal_column, null, select, text, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import sqlite_driver
@@ -70,6 +70,9 @@ fewer, it stays whole in each row (the shared row would cost a statement more th
 FEW_ROWS = 16
 """Up to this many rows are inserted one small statement each on SQLite's fast path (core.db.Prepared)."""
 _INSERT_ONE = Prepared(insert(_T).returning(_T.c.id))
+_INSERT_MANY = Prepared(insert(_T))
+_MAX_ID = Prepared(select(func.max(_T.c.id)))
+_IDS_AFTER = Prepared(select(_T.c.idempotency_key, _T.c.id).where(_T.c.id > bindparam("b")))
 
 EVENT_CHANNELS = frozenset({"webhook"})
 """Channels whose rendering uses Notification.event (core.appearance.webhook's body)."""
@@ -123,12 +126,21 @@ async def enqueue(session: AsyncSession, cfg: Config, *, incident_id: int | None
     # the event loop handed back between them, so 20,000 recipients do not hold it for a second. Only the
     # ids come back, matched on the unique key; the records handed back are built from what we wrote.
     ids: dict[str, int] = {}
-    if len(values) <= FEW_ROWS and sqlite_driver.loop_thread_connection(
-            (await connection(session)).sync_connection) is not None:
+    fast = sqlite_driver.loop_thread_connection((await connection(session)).sync_connection) is not None
+    if fast and len(values) <= FEW_ROWS:
         # A few rows (a page to a rota, an escalation): one small INSERT each straight on sqlite3, inside
         # the write lock; the multi-row path's per-execution work cost more than the rows.
         for v in values:
             ids[v["idempotency_key"]] = (await _INSERT_ONE.run(session, v))[0][0]
+    elif fast:
+        # Many rows: one sqlite3 executemany per chunk, then their ids in one read of the rowid range
+        # after the highest id before them (we hold the write lock: nobody else adds rows meanwhile).
+        before = (await _MAX_ID.run(session, {}))[0][0] or 0
+        for i in range(0, len(values), ENQUEUE_CHUNK):
+            if i:
+                await asyncio.sleep(0)
+            await _INSERT_MANY.run_many(session, values[i:i + ENQUEUE_CHUNK])
+        ids = dict(await _IDS_AFTER.run(session, {"b": before}))
     elif session.bind.dialect.name == "postgresql":
         for i in range(0, len(values), ENQUEUE_CHUNK):
             if i:
@@ -274,6 +286,15 @@ async def claim(session: AsyncSession, *, owner: str, now: datetime, lease_secon
     # RETURNING order is not guaranteed; keep the queue order the subquery chose.
     out.sort(key=lambda c: c.id)
     return out
+
+
+async def has_due(session: AsyncSession, *, now: datetime, exclude_channels: Collection[str] = ()) -> bool:
+    """Is another queued row due (after a claim that filled its limit)? Asked in the claim's transaction,
+    so the dispatcher does not learn it from an empty claim of its own: a transaction more per burst."""
+    q = select(_T.c.id).where(_T.c.status == "queued", _T.c.next_attempt_at <= now).limit(1)
+    if exclude_channels:
+        q = q.where(_T.c.channel.not_in(list(exclude_channels)))
+    return (await session.execute(q)).first() is not None
 
 
 async def extend_leases(session: AsyncSession, *, owner: str, now: datetime, lease_seconds: float) -> int:
