@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import resource
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from sqlalchemy import Table, insert  # noqa: E402
 from bench.common import StallProbe, aprofiled, print_table  # noqa: E402
 from bench.common import quick as _quick  # noqa: E402
 from bot.context import open_context  # noqa: E402
+from core import heap  # noqa: E402
 from core.config import Config  # noqa: E402
 from core.escalation import Escalator  # noqa: E402
 from core.events import IncidentEvent  # noqa: E402
@@ -112,7 +112,7 @@ async def _measure(ctx: Any, incidents: int, spread: float) -> list[dict[str, An
 
     ctx.service.events.subscribe(on_event)
     esc = Escalator(ctx.service)
-    gc.freeze()  # as bot.server.build_app does once everything is loaded, before the timers start
+    heap.settle()  # as bot.server.build_app does once everything is loaded, before the timers start
     started = time.perf_counter()
     async with StallProbe() as start_probe:
         await esc.start()  # the rebuild adds every job in one go: its stall is reported on its own row

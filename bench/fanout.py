@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import sys
@@ -38,6 +37,7 @@ from bench.common import (  # noqa: E402
     target)
 from bot.context import open_context  # noqa: E402
 from bot.delivery_mount import build_worker  # noqa: E402
+from core import heap  # noqa: E402
 from core.clock import SystemClock, utc  # noqa: E402
 from core.config import Config  # noqa: E402
 from core.models import Delivery  # noqa: E402
@@ -82,7 +82,7 @@ async def bench_tocsin(db_url: str, peer: Peer, *, n: int, concurrency: int,
         before = await peer.count(http)
         comp = build_worker(ctx, http=http)
         worker = comp.worker
-        gc.freeze()  # as bot.server.build_app does once everything is loaded (`tocsin run`)
+        heap.settle()  # as bot.server.build_app does once everything is loaded (`tocsin run`)
         await comp.start()
         try:
             await asyncio.sleep(0.2)

@@ -6,7 +6,6 @@ their lifetimes, in order, and closes them in reverse on shutdown (SIGTERM/SIGIN
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.context import Context, open_context
+from core import heap
 from core.config import Config
 from core.errors import TocsinError
 
@@ -203,10 +203,7 @@ async def build_app(ctx: Context) -> tuple[web.Application, Runtime]:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
-    # Everything loaded so far (config, modules, routes) lives as long as the process: keep it out of the
-    # cyclic garbage collector. Otherwise a request that allocates many objects (a 100,000-item payload)
-    # triggers a full collection that walks the whole heap, holding the event loop for 200-350 ms.
-    gc.freeze()
+    heap.settle()  # everything loaded so far lives as long as the process (core/heap.py)
     return app, rt
 
 

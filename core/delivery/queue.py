@@ -220,8 +220,18 @@ class Claimed:
 
 _CLAIM_COLUMNS = (_T.c.id, _T.c.incident_id, _T.c.message_id, _T.c.recipient, _T.c.channel, _T.c.address,
                   _T.c.purpose, _T.c.payload_id, type_coerce(_T.c.payload, Text).label("payload"),
-                  _T.c.idempotency_key, _T.c.attempts, _T.c.max_attempts, _T.c.created_at)
-"""`payload` comes back as JSON text (decoded once per distinct text, not once per row)."""
+                  _T.c.idempotency_key, _T.c.attempts, _T.c.max_attempts,
+                  type_coerce(_T.c.created_at, Text).label("created_at"))
+"""`payload` comes back as JSON text (decoded once per distinct text, not once per row); `created_at` as
+SQLite stores it (datetime.fromisoformat reads it several times faster than the column type's parser)."""
+
+
+def _stored_time(value: datetime | str | None) -> datetime | None:
+    """A timestamp column read as text on SQLite ("YYYY-MM-DD HH:MM:SS.ffffff", UTC) or as a datetime on
+    PostgreSQL, as an aware UTC datetime."""
+    if value is None or isinstance(value, datetime):
+        return utc(value)
+    return utc(datetime.fromisoformat(value))
 
 SharedPayloads = dict[int, tuple[dict[str, Any], Notification]]
 """payload_id -> (its JSON, its Notification): a worker keeps one across claims (payloads never change), so a
@@ -282,7 +292,7 @@ async def claim(session: AsyncSession, *, owner: str, now: datetime, lease_secon
         out.append(Claimed(id=r.id, incident_id=r.incident_id, message_id=r.message_id, recipient=r.recipient,
                            channel=r.channel, address=r.address, purpose=r.purpose, notification=note,
                            idempotency_key=r.idempotency_key, attempt=r.attempts, max_attempts=r.max_attempts,
-                           created_at=utc(r.created_at) or now))
+                           created_at=_stored_time(r.created_at) or now))
     # RETURNING order is not guaranteed; keep the queue order the subquery chose.
     out.sort(key=lambda c: c.id)
     return out

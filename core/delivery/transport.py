@@ -203,21 +203,24 @@ def destination_request(dest: Destination, *, body: bytes,
                         extra_headers: Mapping[str, str] | None = None) -> HttpRequest:
     """JSON to a destination's url with its method, the destination headers first and ours on top."""
     assert dest.url is not None
-    url, base, secrets = _prepared(dest)
+    url, base, secrets, names = _prepared(dest)
     if not extra_headers:
         return HttpRequest(dest.method, url, base, body, secrets)
+    if not any(k.lower() in names for k in extra_headers):  # the usual case: nothing to override
+        return HttpRequest(dest.method, url, {**base, **extra_headers}, body, secrets)
     headers: CIMultiDict[str] = CIMultiDict(base)
     for k, v in extra_headers.items():
         headers[k] = v
     return HttpRequest(dest.method, url, dict(headers), body, secrets)
 
 
-_PREPARED: dict[int, tuple[Destination, tuple[str, Mapping[str, str], tuple[str, ...]]]] = {}
-"""Per destination object (a reload builds new ones): its url, base headers and secret values, worked out
-once instead of on every page of a fan-out."""
+_Prepared = tuple[str, Mapping[str, str], tuple[str, ...], frozenset[str]]
+_PREPARED: dict[int, tuple[Destination, _Prepared]] = {}
+"""Per destination object (a reload builds new ones): its url, base headers, secret values and lower-case
+header names, worked out once instead of on every page of a fan-out."""
 
 
-def _prepared(dest: Destination) -> tuple[str, Mapping[str, str], tuple[str, ...]]:
+def _prepared(dest: Destination) -> _Prepared:
     hit = _PREPARED.get(id(dest))
     if hit is not None and hit[0] is dest:
         return hit[1]
@@ -225,7 +228,8 @@ def _prepared(dest: Destination) -> tuple[str, Mapping[str, str], tuple[str, ...
     headers: CIMultiDict[str] = CIMultiDict({k: v.get_secret_value() for k, v in dest.headers.items()})
     headers["Content-Type"] = "application/json; charset=utf-8"
     headers["User-Agent"] = USER_AGENT
-    value = (dest.url.get_secret_value(), MappingProxyType(dict(headers)), tuple(destination_secrets(dest)))
+    value = (dest.url.get_secret_value(), MappingProxyType(dict(headers)), tuple(destination_secrets(dest)),
+             frozenset(k.lower() for k in headers))
     if len(_PREPARED) >= 50_000:  # reloads replaced the destinations many times over: start afresh
         _PREPARED.clear()
     _PREPARED[id(dest)] = (dest, value)
