@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
@@ -252,7 +252,7 @@ async def send_request(session: aiohttp.ClientSession, req: HttpRequest, *, time
     if isinstance(result, HttpReply):
         # The answer's text becomes the attempt summary (logs, audit, API): receivers often echo the
         # request path ("Cannot POST /services/T0/B0/<token>"), which is the secret part of the URL.
-        return replace(result, text=redact(result.text, secrets))
+        return HttpReply(result.status, result.headers, redact(result.text, secrets)) if result.text else result
     return DeliveryResult(result.outcome, redact(result.summary, secrets), result.status_code,
                           result.retry_after)
 

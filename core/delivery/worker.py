@@ -164,7 +164,8 @@ class Worker(Claimer):
                 result = DeliveryResult.permanent(f"no sender for channel {c.channel!r} in this process "
                                                   f"(known: {', '.join(sorted(self.senders)) or 'none'})")
             else:
-                await self._pace(c.channel, sender)
+                if getattr(sender, "rate_per_second", None):
+                    await self._pace(c.channel, sender)
                 t0 = time.monotonic()
                 try:
                     # asyncio.timeout, not wait_for: wait_for wraps the send in a task of its own (one more
