@@ -161,6 +161,10 @@ async def _drop_schema(schema: str) -> None:
     await conn.close()
 
 
+class _NoPostgres(Exception):
+    """PostgreSQL is not reachable: the SQLite figures stand alone and the PostgreSQL target fails."""
+
+
 async def _median_of(runs: int, once: Any) -> dict[str, float]:
     """Several runs, the one with the median rate (a loaded machine makes single runs noisy)."""
     results = [await once() for _ in range(runs)]
@@ -223,18 +227,27 @@ async def _run(n: int, concurrency: int, pg: bool, runs: int, sizes: list[int]) 
                            + ", ".join(f"{k:,}" for k in sorted(growth)) + " recipients",
                            f"{spread:.0%}", f"<= {GROWTH_SPREAD:.0%}", spread <= GROWTH_SPREAD))
         if pg:
-            schema = await _pg_schema()
-            if schema:
+            async def pg_once() -> dict[str, float]:
+                schema = await _pg_schema()
+                if schema is None:
+                    raise _NoPostgres
                 try:
                     sep = "&" if "?" in PG_URL else "?"
-                    p = await bench_tocsin(f"{PG_URL}{sep}search_path={schema}", peer, n=n,
-                                           concurrency=concurrency, profile=f"fanout-pg-{n}")
+                    return await bench_tocsin(f"{PG_URL}{sep}search_path={schema}", peer, n=n,
+                                              concurrency=concurrency, profile=f"fanout-pg-{n}")
                 finally:
                     await _drop_schema(schema)
+
+            try:
+                p = await _median_of(runs, pg_once)  # like SQLite's: one run is at the machine's mercy
+            except _NoPostgres:
+                p = None
+            if p is not None:
                 pg_ref = max(after, await loopback_post_rate(peer))
                 stall = max(stall, p["stall_ms"])
                 rows += [
-                    target(f"postgresql: durable deliveries/s ({n:,} recipients) / raw loopback POST/s",
+                    target(f"postgresql: durable deliveries/s ({n:,} recipients, median of {runs}) / raw "
+                           "loopback POST/s",
                            f"{p['rate']:.0f} = {p['rate'] / pg_ref:.0%}", f">= {PG_SHARE:.0%}",
                            p["rate"] >= PG_SHARE * pg_ref),
                     info("postgresql: declare -> delivered p50 / p99 (s)",
