@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from core.appearance.vocabulary import kind_label, one_line, safe_url, severity_label, severity_long, state_label
 from core.delivery.message import Notification
 
@@ -63,5 +65,10 @@ def page_links(n: Notification) -> list[tuple[str, str]]:
 
 
 def json_bytes(obj: Any) -> bytes:
-    """Compact UTF-8 JSON: the exact bytes senders put on the wire (and the size limits measure)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON: the exact bytes senders put on the wire (and the size limits measure). orjson (a
+    fan-out renders a body per page); what it refuses (an integer beyond 64 bits) through the standard
+    library, in the same compact form."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -214,6 +214,8 @@ def destination_request(dest: Destination, *, body: bytes,
     return HttpRequest(dest.method, url, dict(headers), body, secrets)
 
 
+_BASE_HEADERS = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
+"""A destination without headers of its own sends these."""
 _Prepared = tuple[str, Mapping[str, str], tuple[str, ...], frozenset[str]]
 _PREPARED: dict[int, tuple[Destination, _Prepared]] = {}
 """Per destination object (a reload builds new ones): its url, base headers, secret values and lower-case
@@ -225,9 +227,12 @@ def _prepared(dest: Destination) -> _Prepared:
     if hit is not None and hit[0] is dest:
         return hit[1]
     assert dest.url is not None
-    headers: CIMultiDict[str] = CIMultiDict({k: v.get_secret_value() for k, v in dest.headers.items()})
-    headers["Content-Type"] = "application/json; charset=utf-8"
-    headers["User-Agent"] = USER_AGENT
+    if dest.headers:
+        headers: Mapping[str, str] = CIMultiDict({k: v.get_secret_value() for k, v in dest.headers.items()})
+        headers["Content-Type"] = "application/json; charset=utf-8"  # type: ignore[index]
+        headers["User-Agent"] = USER_AGENT  # type: ignore[index]
+    else:
+        headers = _BASE_HEADERS
     value = (dest.url.get_secret_value(), MappingProxyType(dict(headers)), tuple(destination_secrets(dest)),
              frozenset(k.lower() for k in headers))
     if len(_PREPARED) >= 50_000:  # reloads replaced the destinations many times over: start afresh
