@@ -533,3 +533,40 @@ def test_the_worker_cancels_what_the_service_says_not_what_it_guesses_from_kinds
     w.notify(IncidentEvent("custom", 6, 1, "cli:op", stop_paging=True))
     w.notify(None)  # a bare wake-up (another process's work)
     assert w._stop_paging == {6}
+
+
+async def test_bulk_paths_write_every_row_exactly_on_both_databases(db_url: str, peer: HttpStandIn,
+                                                                     http: aiohttp.ClientSession) -> None:
+    """A fan-out past the few-rows path goes through the bulk statements (PostgreSQL: INSERT/UPDATE over
+    unnest arrays; SQLite: one executemany and a read of the new ids): every row keeps its own recipient,
+    address and key, a retry in between is recorded as such, and each attempt is one attempt row."""
+    n = 40
+    peer.script("/hook/7", (503, {"error": "busy"}))  # hook-7 fails once, then the default 200
+    ctx = await open_ctx(db_url, **fanout_overrides(peer.url, n, concurrency=8, worker={"batch_size": 16}))
+    comp = await start_worker(ctx, http)
+    try:
+        out = await declare(ctx)
+        assert out.queued == n
+        await wait_statuses(ctx, {"delivered": n}, timeout=20)
+        rows = {r.recipient: r for r in await deliveries(ctx)}
+        assert sorted(rows) == sorted(f"hook-{i}" for i in range(n))
+        for name, r in rows.items():
+            assert r.address == name and r.channel == "webhook" and r.idempotency_key.endswith(f"-webhook-{name}")
+            assert r.lease_owner is None and r.lease_expires_at is None and r.delivered_at is not None
+            assert r.attempts == (2 if name == "hook-7" else 1)
+            assert r.last_error is None  # the success cleared the retry's error
+        tries = await attempts(ctx)
+        assert len(tries) == n + 1
+        by_delivery: dict[int, list[Any]] = {}
+        for t in tries:
+            by_delivery.setdefault(t.delivery_id, []).append(t)
+        assert sorted(by_delivery) == sorted(r.id for r in rows.values())
+        flaky = sorted(by_delivery[rows["hook-7"].id], key=lambda t: t.attempt)
+        assert [(t.attempt, t.outcome, t.status_code) for t in flaky] == [(1, "retry", 503), (2, "delivered", 200)]
+        assert {(t.attempt, t.outcome, t.status_code) for d, ts in by_delivery.items()
+                if d != rows["hook-7"].id for t in ts} == {(1, "delivered", 200)}
+        sent = {r.path for r in peer.requests}
+        assert sent == {f"/hook/{i}" for i in range(n)}
+    finally:
+        await comp.close()
+        await ctx.close()
