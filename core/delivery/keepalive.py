@@ -9,8 +9,8 @@ call; the answer is parsed by httptools (llhttp, the parser of Node.js and uvico
 
 What it does not do, it hands to aiohttp (`target` raises Unsupported): URLs with user:password@ and
 schemes other than http and https. International host names go out in their IDNA form (xn--...), as aiohttp
-sends them. Like our aiohttp session it follows no redirects,
-uses no proxy and verifies TLS with the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR apply).
+sends them. Like our aiohttp session it follows no redirects, uses no proxy and verifies TLS with the
+system's trust store (SSL_CERT_FILE / SSL_CERT_DIR apply).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ MAX_IDLE_PER_HOST = 128
 
 
 class Unsupported(Exception):
-    """The URL needs what only aiohttp does (credentials in the URL, another scheme, a non-ASCII host)."""
+    """The URL needs what only aiohttp does (credentials in the URL, another scheme)."""
 
 
 @dataclass(frozen=True, slots=True)
