@@ -207,6 +207,8 @@ class KeepAlivePool:
         self._ssl = ssl_context
         self.idle_seconds = idle_seconds
         self._targets: dict[tuple[str, str], Target] = {}
+        self._pruning: asyncio.TimerHandle | None = None
+        """The timer that closes idle connections once they expire (none while nothing is idle)."""
 
     def target(self, method: str, url: str) -> Target:
         """target(), cached: a fan-out sends to the same few URLs thousands of times."""
@@ -276,8 +278,26 @@ class KeepAlivePool:
         conn.idle_since = time.monotonic()
         conn._headed = False
         idle.append(conn)
+        if self._pruning is None:
+            self._pruning = asyncio.get_running_loop().call_later(self.idle_seconds, self._prune)
+
+    def _prune(self) -> None:
+        """Close the connections idle for longer than idle_seconds (oldest first in each deque), so a
+        pool that falls quiet does not hold sockets open until its next request."""
+        self._pruning = None
+        now = time.monotonic()
+        left = False
+        for idle in self._idle.values():
+            while idle and (idle[0].closed or now - idle[0].idle_since >= self.idle_seconds):
+                idle.popleft().close()
+            left = left or bool(idle)
+        if left:
+            self._pruning = asyncio.get_running_loop().call_later(self.idle_seconds / 2, self._prune)
 
     async def aclose(self) -> None:
+        if self._pruning is not None:
+            self._pruning.cancel()
+            self._pruning = None
         for idle in self._idle.values():
             while idle:
                 idle.pop().close()

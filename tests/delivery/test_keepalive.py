@@ -417,6 +417,17 @@ async def test_idle_connection_expires(http: aiohttp.ClientSession) -> None:
         await pool.aclose()
 
 
+async def test_idle_connections_are_closed_when_the_pool_falls_quiet(http: aiohttp.ClientSession) -> None:
+    """No further request needed: an idle connection past idle_seconds is closed by the pool's timer."""
+    pool = KeepAlivePool(idle_seconds=0.05)
+    async with RawServer() as raw:
+        await asyncio.gather(*(ok(http, pool, f"{raw.url}/hook") for _ in range(3)))
+        assert raw.accepted == 3 and raw.eofs == 0
+        await raw.until(lambda: raw.eofs == 3)  # closed by the pool, with no request after them
+        assert pool._pruning is None  # nothing idle is left, so no timer runs
+        await pool.aclose()
+
+
 # --- 6. TLS -------------------------------------------------------------------------------------------------
 
 
