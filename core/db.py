@@ -258,8 +258,8 @@ async def pg_insert_unnest(session: AsyncSession, table: Table, rows: list[dict[
     multi-row VALUES were 34,000 parameters the server parsed and planned, about half of the declare's time.
     Every row has the same keys; values go through the columns' own types (JSON, timestamps)."""
     cols = list(rows[0])
-    quote = session.bind.dialect.identifier_preparer.quote
     dialect = session.bind.dialect
+    quote = dialect.identifier_preparer.quote
     arrays = ", ".join(f"CAST(:{c} AS {table.c[c].type.compile(dialect=dialect)}[])" for c in cols)
     back = f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else ""
     stmt = text(f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "

@@ -82,6 +82,14 @@ class HttpReply:
                              summary=self.text.strip() if summary is None else summary)
 
 
+def decode_answer(raw: bytes, charset: str | None) -> str:
+    """An answer's bytes as text in its charset (UTF-8 when it names none, or one Python does not know)."""
+    try:
+        return raw.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return raw.decode("utf-8", errors="replace")
+
+
 async def http_attempt(session: aiohttp.ClientSession, *, method: str, url: str, body: bytes,
                        headers: Mapping[str, str], timeout: float,
                        pool: KeepAlivePool | None = None) -> HttpReply | DeliveryResult:
@@ -101,11 +109,7 @@ async def http_attempt(session: aiohttp.ClientSession, *, method: str, url: str,
         async with session.request(method, url, data=body, headers=headers, allow_redirects=False,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             raw = await resp.content.read(MAX_RESPONSE_BYTES)
-            try:
-                text = raw.decode(resp.charset or "utf-8", errors="replace")
-            except LookupError:  # a charset Python does not know
-                text = raw.decode("utf-8", errors="replace")
-            return HttpReply(resp.status, resp.headers, text)
+            return HttpReply(resp.status, resp.headers, decode_answer(raw, resp.charset))
     except TimeoutError:
         return DeliveryResult.retry(f"no answer within {timeout:g}s")
     except aiohttp.InvalidURL:
@@ -127,11 +131,7 @@ async def _pooled_attempt(pool: KeepAlivePool, t: Target, *, body: bytes, header
     except OSError as exc:  # refused, reset, TLS verification (ssl.SSLError is an OSError), closed early
         return DeliveryResult.retry(f"cannot talk to {t.host}:{t.port}: {type(exc).__name__}: "
                                     f"{redact(str(exc), [url])}"[:300])
-    try:
-        text = answer.body.decode(answer.charset or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know
-        text = answer.body.decode("utf-8", errors="replace")
-    return HttpReply(answer.status, answer.headers, text)
+    return HttpReply(answer.status, answer.headers, decode_answer(answer.body, answer.charset))
 
 
 def log_result(logger: logging.Logger, envelope: Envelope, result: DeliveryResult, *,
