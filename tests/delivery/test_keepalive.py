@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -44,10 +46,14 @@ class RawServer:
     """A loopback TCP (or TLS) server reading HTTP/1.1 requests (head + Content-Length body) and writing
     scripted raw answers, one per request, `default` once the script is used up. Counts connections."""
 
-    def __init__(self, *script: Out, default: Out | None = None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *script: Out, default: Out | None = None, tls: ssl.SSLContext | None = None,
+                 host: str = "127.0.0.1", sock: socket.socket | None = None) -> None:
         self.script: deque[Out] = deque(script)
         self.default = default or Out()
         self.tls = tls
+        self.host = host
+        self.sock = sock
+        """A listening socket to serve on instead of a new one on `host`."""
         self.accepted = 0
         self.requests: list[bytes] = []
         self.eofs = 0
@@ -58,10 +64,14 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        if self.sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=self.sock, ssl=self.tls)
+        else:
+            self._server = await asyncio.start_server(self._serve, self.host, 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -475,7 +485,110 @@ async def test_invalid_url_is_permanent(http: aiohttp.ClientSession, pool: KeepA
     assert result.summary == "invalid URL"
 
 
-# --- 8. a sender end to end ---------------------------------------------------------------------------------
+# --- 8. opening plain connections (our socket transport) ------------------------------------------------
+
+
+async def test_ipv6_address(http: aiohttp.ClientSession, pool: KeepAlivePool) -> None:
+    async with RawServer(host="::1") as raw:
+        assert raw.url.startswith("http://[::1]:")
+        for _ in range(2):
+            assert (await ok(http, pool, f"{raw.url}/hook")).text == "ok"
+        assert raw.accepted == 1
+        assert header(raw.requests[0], "Host") == f"[::1]:{raw.port}".encode()
+
+
+async def test_host_name_is_looked_up(http: aiohttp.ClientSession, pool: KeepAlivePool) -> None:
+    async with RawServer() as raw:
+        assert (await ok(http, pool, f"http://localhost:{raw.port}/hook")).text == "ok"
+        assert header(raw.requests[0], "Host") == f"localhost:{raw.port}".encode()
+
+
+async def test_each_address_of_a_name_is_tried_in_turn(http: aiohttp.ClientSession, pool: KeepAlivePool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with an IPv6 address that refuses, then an IPv4 one that answers; then neither answers."""
+    real = socket.getaddrinfo
+
+    def two_addresses(host: str, port: int, *args: object, **kwargs: object) -> object:
+        if host == "two.test":  # the only stand-in here is the name service: both addresses are real
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    async with RawServer() as raw:
+        assert (await ok(http, pool, f"http://two.test:{raw.port}/hook")).text == "ok"
+        assert raw.accepted == 1
+    port = free_port()
+    result = await post(http, pool, f"http://two.test:{port}/hook")
+    assert isinstance(result, DeliveryResult) and result.outcome == "retry", result
+    assert f"('::1', {port}, 0, 0)" in result.summary and f"('127.0.0.1', {port})" in result.summary
+
+
+async def test_body_bigger_than_the_socket_buffer_goes_out_whole(http: aiohttp.ClientSession,
+                                                                  pool: KeepAlivePool) -> None:
+    body = os.urandom(4 * 1024 * 1024) * 4  # 16 MiB: the kernel takes it in several writes
+    async with RawServer() as raw:
+        reply = await post(http, pool, f"{raw.url}/hook", body, timeout=20)
+        assert isinstance(reply, HttpReply) and reply.status == 200, reply
+        assert raw.requests[0].partition(b"\r\n\r\n")[2] == body
+        assert (await ok(http, pool, f"{raw.url}/hook")).text == "ok"
+        assert raw.accepted == 1
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_handshake_that_hangs_times_out_then_completes_once_the_server_accepts(
+        http: aiohttp.ClientSession, pool: KeepAlivePool) -> None:
+    """A server whose accept queue is full drops our SYN: the connect waits on the event loop, is bounded
+    by the request's timeout and leaves no socket behind; once the server accepts again, the kernel's
+    retried SYN gets through and the waiting request is answered."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))  # the one place in the queue
+    try:
+        before = _open_descriptors()
+        started = asyncio.get_running_loop().time()
+        result = await post(http, pool, f"http://127.0.0.1:{port}/hook", timeout=0.3)
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert isinstance(result, DeliveryResult) and result.outcome == "retry", result
+        assert result.summary == "no answer within 0.3s"
+        assert _open_descriptors() == before
+
+        waiting = asyncio.create_task(post(http, pool, f"http://127.0.0.1:{port}/hook", timeout=10))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        async with RawServer(sock=listener) as raw:
+            reply = await waiting
+            assert isinstance(reply, HttpReply) and reply.text == "ok", reply
+            assert raw.accepted == 2  # the filler, then ours
+    finally:
+        filler.close()
+
+
+async def test_refusal_that_comes_after_a_wait_is_reported_as_refused(http: aiohttp.ClientSession,
+                                                                      pool: KeepAlivePool) -> None:
+    """Our SYN dropped by a full accept queue, then the server goes away: the kernel's retried SYN is
+    refused, and that is what the attempt says (the connect waited for its outcome, it did not write into
+    a socket that never connected)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    waiting = asyncio.create_task(post(http, pool, f"http://127.0.0.1:{port}/hook", timeout=10))
+    await asyncio.sleep(0.2)
+    listener.close()
+    filler.close()
+    result = await waiting
+    assert isinstance(result, DeliveryResult) and result.outcome == "retry", result
+    assert f"cannot talk to 127.0.0.1:{port}: ConnectionRefusedError" in result.summary, result
+
+
+# --- 9. a sender end to end ---------------------------------------------------------------------------------
 
 
 async def test_webhook_sender_reuses_one_connection_and_closes_it(http: aiohttp.ClientSession) -> None:
