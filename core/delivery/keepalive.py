@@ -325,6 +325,9 @@ async def _open(loop: asyncio.AbstractEventLoop, t: Target, deadline: float) -> 
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
                 raise OSError(err, f"Connect call failed {address}")  # OSError picks the subclass by errno
+        except TimeoutError:  # the request's deadline (an OSError too): no time left for another address
+            sock.close()
+            raise
         except OSError as exc:
             sock.close()
             errors.append(exc)

@@ -569,6 +569,36 @@ async def test_handshake_that_hangs_times_out_then_completes_once_the_server_acc
         filler.close()
 
 
+async def test_a_hanging_first_address_uses_up_the_timeout(http: aiohttp.ClientSession, pool: KeepAlivePool,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """As asyncio does, addresses are tried one after the other: one whose handshake hangs takes the
+    request's whole timeout, and the attempt says so (not a connection error naming both addresses)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    hanging = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", hanging))
+    real = socket.getaddrinfo
+
+    def hang_then_answer(host: str, port: int, *args: object, **kwargs: object) -> object:
+        if host == "hang.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", hanging)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang_then_answer)
+    try:
+        async with RawServer() as raw:
+            result = await post(http, pool, f"http://hang.test:{raw.port}/hook", timeout=0.3)
+            assert isinstance(result, DeliveryResult) and result.outcome == "retry", result
+            assert result.summary == "no answer within 0.3s"
+            await asyncio.sleep(0.1)
+            assert raw.accepted == 0  # no connection to the second address once the time was up
+    finally:
+        filler.close()
+        listener.close()
+
+
 async def test_refusal_that_comes_after_a_wait_is_reported_as_refused(http: aiohttp.ClientSession,
                                                                       pool: KeepAlivePool) -> None:
     """Our SYN dropped by a full accept queue, then the server goes away: the kernel's retried SYN is
