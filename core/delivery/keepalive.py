@@ -7,7 +7,7 @@ it: a POST of bytes we already hold, to a URL from config, whose answer we read 
 short snippet. So the request head is built once per destination and URL and written with the body in one
 call; the answer is parsed by httptools (llhttp, the parser of Node.js and uvicorn) on a pooled connection.
 Plain TCP connections are opened and driven straight on the event loop's selector (`_SocketTransport`),
-which costs a third of what loop.create_connection does; TLS ones go through asyncio's SSL transport.
+which costs half of what loop.create_connection does; TLS ones go through asyncio's SSL transport.
 
 What it does not do, it hands to aiohttp (`target` raises Unsupported): URLs with user:password@ and
 schemes other than http and https. International host names go out in their IDNA form (xn--...), as aiohttp
@@ -210,11 +210,12 @@ class _Connection(asyncio.Protocol):
 class _SocketTransport(asyncio.Transport):
     """A connected plain TCP socket, read and written straight from the event loop's selector.
 
-    Why not asyncio's socket transport: through loop.create_connection a connection cost about 60 us of CPU
-    to open (address checks, three futures, the transport's setup), and a cold fan-out at concurrency 64
-    opens 64 of them: a fifth of the worker's CPU for a 200-page incident (docs/benchmarks.md). These
-    connections need only this: one reader callback, writes straight to the socket, a writer callback
-    while the kernel's send buffer is full, and close. TLS connections keep asyncio's transport."""
+    Why not asyncio's socket transport: through loop.create_connection a connection cost 65-85 us of CPU
+    to open (address checks, three futures, the transport's setup; this one 30-37), and a cold fan-out at
+    concurrency 64 opens 64 of them: a fifth of the worker's CPU for a 200-page incident
+    (docs/benchmarks.md). These connections need only this: one reader callback, writes straight to the
+    socket, a writer callback while the kernel's send buffer is full, and close. TLS connections keep
+    asyncio's transport."""
 
     __slots__ = ("_loop", "_sock", "_fd", "_protocol", "_pending", "_closing")
 
