@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import re2
@@ -1186,25 +1187,51 @@ class Config(Model):
             out.append("telegram")
         return out
 
+    _indexes: dict[str, tuple[list[Any], int, dict[str, Any]]] | None = PrivateAttr(default=None)
+    """By-name indexes of the named sections, built on first use (see `_named`)."""
+    _derived: dict[str, tuple[tuple[Any, ...], Any]] | None = PrivateAttr(default=None)
+    """See `derive`."""
+
+    def _named(self, section: str, items: list[Any], name: str) -> Any:
+        """The item called `name` in a named section, through an index rebuilt if the list is replaced or
+        grows. Every page looks its destination up, a plan every contact it pages: scanning the list made a
+        fan-out to thousands of destinations spend a tenth of its CPU here, and a plan for a 400-person list
+        4 ms. Through __pydantic_private__ directly: pydantic's own private-attribute lookup costs a failed
+        hasattr() per read, which was a fifth of this call."""
+        private = self.__pydantic_private__
+        indexes = private.get("_indexes") if private is not None else None
+        if indexes is None:
+            indexes = self._indexes = {}
+        idx = indexes.get(section)
+        if idx is None or idx[0] is not items or idx[1] != len(items):
+            by_name: dict[str, Any] = {}
+            for item in items:
+                by_name.setdefault(item.name, item)  # the first of a name, as a scan finds it
+            idx = indexes[section] = (items, len(items), by_name)
+        return idx[2].get(name)
+
+    def derive(self, key: str, build: Callable[[Config], Any], *sources: Any) -> Any:
+        """`build(self)`, worked out once per config version and kept under `key` (core.routing compiles
+        its rules and contact lists this way). `sources` are the sections it reads: it is built again when
+        one of them is another object, as in a copy made with `model_copy(update=...)`, which shares this
+        cache with the original. A reload builds a new Config, which starts with nothing derived."""
+        private = self.__pydantic_private__
+        derived = private.get("_derived") if private is not None else None
+        if derived is None:
+            derived = self._derived = {}
+        hit = derived.get(key)
+        if hit is None or len(hit[0]) != len(sources) or any(a is not b for a, b in zip(hit[0], sources)):
+            hit = derived[key] = (sources, build(self))
+        return hit[1]
+
     def contact(self, name: str) -> Contact | None:
-        return next((c for c in self.contacts if c.name == name), None)
+        return self._named("contacts", self.contacts, name)  # type: ignore[no-any-return]
 
     def contact_list(self, name: str) -> ContactList | None:
-        return next((c for c in self.contact_lists if c.name == name), None)
-
-    _destination_index: tuple[int, int, dict[str, Destination]] | None = PrivateAttr(default=None)
+        return self._named("contact_lists", self.contact_lists, name)  # type: ignore[no-any-return]
 
     def destination(self, name: str) -> Destination | None:
-        # Indexed (rebuilt if the list is replaced or grows): every webhook page looks its destination up,
-        # and a fan-out to thousands of destinations made this scan a tenth of the sending CPU.
-        # Through __pydantic_private__ directly: pydantic's own private-attribute lookup costs a failed
-        # hasattr() per read, which was a fifth of this call.
-        private = self.__pydantic_private__
-        idx = private.get("_destination_index") if private is not None else None
-        if idx is None or idx[0] != id(self.destinations) or idx[1] != len(self.destinations):
-            idx = (id(self.destinations), len(self.destinations), {d.name: d for d in self.destinations})
-            self._destination_index = idx
-        return idx[2].get(name)
+        return self._named("destinations", self.destinations, name)  # type: ignore[no-any-return]
 
     def digest(self, name: str) -> Digest | None:
         return next((d for d in self.digests if d.name == name), None)
@@ -1216,7 +1243,7 @@ class Config(Model):
         return next((h for h in self.heartbeats if h.name == name), None)
 
     def schedule(self, name: str) -> Schedule | None:
-        return next((s for s in self.schedules if s.name == name), None)
+        return self._named("schedules", self.schedules, name)  # type: ignore[no-any-return]
 
 
 PathKey = tuple[str | int, ...]

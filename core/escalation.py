@@ -30,7 +30,7 @@ from core.escalation_schedule import EscalationSchedule
 from core.events import IncidentEvent
 from core.models import Incident, IncidentMessage
 from core.rbac import Actor
-from core.routing import canonical_event_type, escalation_plan, incident_event
+from core.routing import compiled, escalation_plan, incident_event
 from core.schedules.service import overrides_in_force
 from core.subscriptions import followers_of
 from core.timers import TimerScheduler
@@ -89,8 +89,6 @@ class EscalationBatch:
         self._cas: list[dict[str, Any]] = []
         self._pending: list[_Pending] = []
         self._plans: dict[tuple[Any, ...], Plan] = {}
-        self._skips: dict[int, bool] = {}
-        """id(config) -> no routing rule can match an `escalate` event (plans may be shared)."""
 
     async def load(self, ids: Sequence[int]) -> None:
         """Read and lock the group's rows in one query, in id order (two processes grouping overlapping
@@ -133,7 +131,7 @@ class EscalationBatch:
         apart: when no rule routes `escalate` events at all (their event_types leave it out), an escalation
         pages the level's targets (default_targets if nobody), which depend on the level, the targets and
         the incident's severity only, not on its labels, payload or title. Otherwise one plan each."""
-        if not self._rules_skip_escalations(cfg):
+        if compiled(cfg).rules_may_match("escalate"):
             return escalation_plan(cfg, inc, level=level, targets=targets, now=now, overrides=overrides,
                                    actor_contacts=actor_contacts)
         key = (id(cfg), inc.severity, level, targets.model_dump_json(), frozenset(actor_contacts))
@@ -143,15 +141,6 @@ class EscalationBatch:
                                                    overrides=overrides, actor_contacts=actor_contacts)
             return p
         return dataclasses.replace(p, deliveries=list(p.deliveries), event=incident_event(inc, "escalate"))
-
-    def _rules_skip_escalations(self, cfg: Config) -> bool:
-        known = self._skips.get(id(cfg))
-        if known is None:
-            kind = canonical_event_type("escalate")
-            known = self._skips[id(cfg)] = all(
-                r.event_types and kind not in {canonical_event_type(t) for t in r.event_types}
-                for r in cfg.routing.rules)
-        return known
 
     def emit(self, msg: IncidentMessage, event: IncidentEvent) -> None:
         """Hold an escalation's event until `flush` knows its message id."""

@@ -312,18 +312,83 @@ def check_condition(cond: Condition, event: dict[str, Any]) -> tuple[bool, str]:
     return False, f"unknown operator {op}"  # pragma: no cover - pydantic restricts operators
 
 
-def match_rule(rule: RoutingRule, ev: RouteEvent) -> tuple[bool, str]:
-    """Why a rule matches or not, in words an admin can act on."""
-    if rule.event_types:
-        wanted = {canonical_event_type(t) for t in rule.event_types}
-        if canonical_event_type(ev.event_type) not in wanted:
-            return False, f"event type {ev.event_type!r} not in {rule.event_types}"
-    if rule.min_severity:
+@dataclass(frozen=True, slots=True)
+class RuleTests:
+    """A rule's event-type, severity and source tests as sets and a rank (empty: any)."""
+
+    event_types: frozenset[str]
+    """Canonical event types (EVENT_ALIASES applied)."""
+    min_rank: int | None
+    sources: frozenset[str]
+
+    @classmethod
+    def of(cls, rule: RoutingRule) -> RuleTests:
+        return cls(frozenset(canonical_event_type(t) for t in rule.event_types),
+                   sev_rank(rule.min_severity) if rule.min_severity else None, frozenset(rule.sources))
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRouting:
+    """Routing's view of one config version, worked out once (`compiled`): each rule's tests, and each
+    contact list's members with its nested lists expanded. Per event, only the conditions, schedules and
+    quiet hours are left to evaluate."""
+
+    rule_tests: tuple[RuleTests, ...]
+    """Parallel to cfg.routing.rules."""
+    members: Mapping[str, tuple[str, ...]]
+    """Contact list name -> its contacts, nested lists included, in order, each once."""
+
+    def rules_may_match(self, event_type: str) -> bool:
+        """Whether any rule's event types admit `event_type` (its other tests aside)."""
+        kind = canonical_event_type(event_type)
+        return any(not t.event_types or kind in t.event_types for t in self.rule_tests)
+
+
+def compiled(cfg: Config) -> CompiledRouting:
+    """The compiled routing of this config version (kept on the Config: a reload compiles anew)."""
+    return cfg.derive("routing", _compile, cfg.routing, cfg.contact_lists)  # type: ignore[no-any-return]
+
+
+def _compile(cfg: Config) -> CompiledRouting:
+    return CompiledRouting(tuple(RuleTests.of(r) for r in cfg.routing.rules),
+                           {cl.name: tuple(_walk_list(cfg, cl.name)) for cl in cfg.contact_lists})
+
+
+def _walk_list(cfg: Config, name: str) -> list[str]:
+    """Contacts of one list, nested lists included, in order, each once (cycles are rejected at load,
+    and would end here anyway)."""
+    out: list[str] = []
+    seen_lists: set[str] = set()
+
+    def walk(name: str) -> None:
+        if name in seen_lists:
+            return
+        seen_lists.add(name)
+        cl = cfg.contact_list(name)
+        if not cl:
+            return
+        for m in cl.members:
+            if m not in out:
+                out.append(m)
+        for sub in cl.lists:
+            walk(sub)
+
+    walk(name)
+    return out
+
+
+def match_rule(rule: RoutingRule, ev: RouteEvent, tests: RuleTests | None = None) -> tuple[bool, str]:
+    """Why a rule matches or not, in words an admin can act on. `tests`: the rule's, compiled (plan passes
+    them; without, they are worked out here)."""
+    t = tests or RuleTests.of(rule)
+    if t.event_types and canonical_event_type(ev.event_type) not in t.event_types:
+        return False, f"event type {ev.event_type!r} not in {rule.event_types}"
+    if t.min_rank is not None:
         if ev.severity is None:
             return False, f"no severity (needs {rule.min_severity} or worse)"
-        if sev_rank(ev.severity) > sev_rank(rule.min_severity):
+        if sev_rank(ev.severity) > t.min_rank:
             return False, f"severity {ev.severity} is below {rule.min_severity}"
-    if rule.sources and ev.source not in rule.sources:
+    if t.sources and ev.source not in t.sources:
         return False, f"source {ev.source!r} not in {rule.sources}"
     data = ev.as_dict()
     reasons = []
@@ -386,27 +451,13 @@ def person_address(contact: Contact, channel: str) -> str | None:
     return None
 
 
-def expand_lists(cfg: Config, names: list[str]) -> list[str]:
-    """Contacts of the named lists, nested lists included, in order, each once."""
-    out: list[str] = []
-    seen_lists: set[str] = set()
-
-    def walk(name: str) -> None:
-        if name in seen_lists:
-            return
-        seen_lists.add(name)
-        cl = cfg.contact_list(name)
-        if not cl:
-            return
-        for m in cl.members:
-            if m not in out:
-                out.append(m)
-        for sub in cl.lists:
-            walk(sub)
-
-    for n in names:
-        walk(n)
-    return out
+def expand_lists(cfg: Config, names: Sequence[str]) -> list[str]:
+    """Contacts of the named lists, nested lists included, in order, each once (from the compiled lists:
+    a list reached again through another adds only contacts not seen yet, as one walk over all would)."""
+    members = compiled(cfg).members
+    if len(names) == 1:
+        return list(members.get(names[0], ()))
+    return list(dict.fromkeys(m for n in names for m in members.get(n, ())))
 
 
 NOBODY_ON_CALL = "nobody on call in schedule "
@@ -492,12 +543,12 @@ def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = 
     deliveries: list[PlannedDelivery] = []
     skipped: list[str] = []
     stopped = False
-    for rule in cfg.routing.rules:
+    for rule, tests in zip(cfg.routing.rules, compiled(cfg).rule_tests, strict=True):
         if stopped:
             picks.append(RulePick(rule.name, False, "not evaluated: an earlier rule matched without continue",
                                   evaluated=False))
             continue
-        ok, why = match_rule(rule, ev)
+        ok, why = match_rule(rule, ev, tests)
         picks.append(RulePick(rule.name, ok, why + (" (continue)" if ok and rule.continue_ else "")))
         if ok:
             matched.append(rule)
