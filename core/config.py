@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from functools import lru_cache
 from pathlib import Path
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import re2
 import yaml
@@ -1187,51 +1187,37 @@ class Config(Model):
             out.append("telegram")
         return out
 
-    _indexes: dict[str, tuple[list[Any], int, dict[str, Any]]] | None = PrivateAttr(default=None)
-    """By-name indexes of the named sections, built on first use (see `_named`)."""
-    _derived: dict[str, tuple[tuple[Any, ...], Any]] | None = PrivateAttr(default=None)
+    _derived: dict[str, tuple[Any, Any]] | None = PrivateAttr(default=None)
     """See `derive`."""
 
-    def _named(self, section: str, items: list[Any], name: str) -> Any:
-        """The item called `name` in a named section, through an index rebuilt if the list is replaced or
-        grows. Every page looks its destination up, a plan every contact it pages: scanning the list made a
-        fan-out to thousands of destinations spend a tenth of its CPU here, and a plan for a 400-person list
-        4 ms. Through __pydantic_private__ directly: pydantic's own private-attribute lookup costs a failed
-        hasattr() per read, which was a fifth of this call."""
-        private = self.__pydantic_private__
-        indexes = private.get("_indexes") if private is not None else None
-        if indexes is None:
-            indexes = self._indexes = {}
-        idx = indexes.get(section)
-        if idx is None or idx[0] is not items or idx[1] != len(items):
-            by_name: dict[str, Any] = {}
-            for item in items:
-                by_name.setdefault(item.name, item)  # the first of a name, as a scan finds it
-            idx = indexes[section] = (items, len(items), by_name)
-        return idx[2].get(name)
-
-    def derive(self, key: str, build: Callable[[Config], Any], *sources: Any) -> Any:
-        """`build(self)`, worked out once per config version and kept under `key` (core.routing compiles
-        its rules and contact lists this way). `sources` are the sections it reads: it is built again when
-        one of them is another object, as in a copy made with `model_copy(update=...)`, which shares this
-        cache with the original. A reload builds a new Config, which starts with nothing derived."""
+    def derive(self, key: str, source: T, build: Callable[[T], R]) -> R:
+        """`build(source)` for a section of this config, worked out once and kept under `key`: the by-name
+        indexes below, core.routing's compiled rules and contact lists. Built again when `source` is another
+        object, as in a copy made with `model_copy(update=...)`, which shares this cache with the original.
+        A loaded Config is never changed in place; a reload builds a new one, with nothing derived."""
+        # Through __pydantic_private__ directly: pydantic's own private-attribute lookup costs a failed
+        # hasattr() per read, a fifth of a destination lookup (every page makes one).
         private = self.__pydantic_private__
         derived = private.get("_derived") if private is not None else None
         if derived is None:
             derived = self._derived = {}
         hit = derived.get(key)
-        if hit is None or len(hit[0]) != len(sources) or any(a is not b for a, b in zip(hit[0], sources)):
-            hit = derived[key] = (sources, build(self))
-        return hit[1]
+        if hit is None or hit[0] is not source:
+            hit = derived[key] = (source, build(source))
+        return hit[1]  # type: ignore[no-any-return]
+
+    # By name, through an index: every page looks its destination up, a plan every contact it pages;
+    # scanning the list made a fan-out to thousands of destinations spend a tenth of its CPU here, and a
+    # plan for a 400-person list 4 ms.
 
     def contact(self, name: str) -> Contact | None:
-        return self._named("contacts", self.contacts, name)  # type: ignore[no-any-return]
+        return self.derive("contacts", self.contacts, _by_name).get(name)
 
     def contact_list(self, name: str) -> ContactList | None:
-        return self._named("contact_lists", self.contact_lists, name)  # type: ignore[no-any-return]
+        return self.derive("contact_lists", self.contact_lists, _by_name).get(name)
 
     def destination(self, name: str) -> Destination | None:
-        return self._named("destinations", self.destinations, name)  # type: ignore[no-any-return]
+        return self.derive("destinations", self.destinations, _by_name).get(name)
 
     def digest(self, name: str) -> Digest | None:
         return next((d for d in self.digests if d.name == name), None)
@@ -1243,7 +1229,7 @@ class Config(Model):
         return next((h for h in self.heartbeats if h.name == name), None)
 
     def schedule(self, name: str) -> Schedule | None:
-        return self._named("schedules", self.schedules, name)  # type: ignore[no-any-return]
+        return self.derive("schedules", self.schedules, _by_name).get(name)
 
 
 PathKey = tuple[str | int, ...]
@@ -1392,6 +1378,18 @@ class ConfigHolder:
     def replace(self, cfg: Config) -> Config:
         old, self.cfg = self.cfg, cfg
         return old
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _by_name(items: list[Any]) -> dict[str, Any]:
+    """A named section by name; the first of a name, as a scan finds it."""
+    out: dict[str, Any] = {}
+    for item in items:
+        out.setdefault(item.name, item)
+    return out
 
 
 def _unique(out: list[Located], where: str, names: list[str]) -> set[str]:

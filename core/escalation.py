@@ -30,7 +30,7 @@ from core.escalation_schedule import EscalationSchedule
 from core.events import IncidentEvent
 from core.models import Incident, IncidentMessage
 from core.rbac import Actor
-from core.routing import compiled, escalation_plan, incident_event
+from core.routing import escalation_plan, incident_event, rules_may_match
 from core.schedules.service import overrides_in_force
 from core.subscriptions import followers_of
 from core.timers import TimerScheduler
@@ -131,7 +131,7 @@ class EscalationBatch:
         apart: when no rule routes `escalate` events at all (their event_types leave it out), an escalation
         pages the level's targets (default_targets if nobody), which depend on the level, the targets and
         the incident's severity only, not on its labels, payload or title. Otherwise one plan each."""
-        if compiled(cfg).rules_may_match("escalate"):
+        if rules_may_match(cfg, "escalate"):
             return escalation_plan(cfg, inc, level=level, targets=targets, now=now, overrides=overrides,
                                    actor_contacts=actor_contacts)
         key = (id(cfg), inc.severity, level, targets.model_dump_json(), frozenset(actor_contacts))

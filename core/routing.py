@@ -20,6 +20,7 @@ from core.config import (
     Condition,
     Config,
     Contact,
+    ContactList,
     RoutingRule,
     Targets,
     normalize_severity,
@@ -327,59 +328,57 @@ class RuleTests:
                    sev_rank(rule.min_severity) if rule.min_severity else None, frozenset(rule.sources))
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledRouting:
-    """Routing's view of one config version, worked out once (`compiled`): each rule's tests, and each
-    contact list's members with its nested lists expanded. Per event, only the conditions, schedules and
-    quiet hours are left to evaluate."""
+# --- compiled once per config version (Config.derive): per event, only conditions, schedules and quiet
+# hours are left to evaluate.
 
-    rule_tests: tuple[RuleTests, ...]
-    """Parallel to cfg.routing.rules."""
-    members: Mapping[str, tuple[str, ...]]
+
+def rule_tests(cfg: Config) -> tuple[RuleTests, ...]:
+    """Each routing rule's tests, parallel to cfg.routing.rules."""
+    return cfg.derive("routing.rule_tests", cfg.routing.rules, _rule_tests)
+
+
+def _rule_tests(rules: list[RoutingRule]) -> tuple[RuleTests, ...]:
+    return tuple(RuleTests.of(r) for r in rules)
+
+
+def rules_may_match(cfg: Config, event_type: str) -> bool:
+    """Whether any rule's event types admit `event_type` (its other tests aside)."""
+    kind = canonical_event_type(event_type)
+    return any(not t.event_types or kind in t.event_types for t in rule_tests(cfg))
+
+
+def list_members(cfg: Config) -> Mapping[str, tuple[str, ...]]:
     """Contact list name -> its contacts, nested lists included, in order, each once."""
-
-    def rules_may_match(self, event_type: str) -> bool:
-        """Whether any rule's event types admit `event_type` (its other tests aside)."""
-        kind = canonical_event_type(event_type)
-        return any(not t.event_types or kind in t.event_types for t in self.rule_tests)
+    return cfg.derive("routing.list_members", cfg.contact_lists, _expand_each)
 
 
-def compiled(cfg: Config) -> CompiledRouting:
-    """The compiled routing of this config version (kept on the Config: a reload compiles anew)."""
-    return cfg.derive("routing", _compile, cfg.routing, cfg.contact_lists)  # type: ignore[no-any-return]
+def _expand_each(lists: list[ContactList]) -> dict[str, tuple[str, ...]]:
+    by_name: dict[str, ContactList] = {}
+    for cl in lists:
+        by_name.setdefault(cl.name, cl)
 
-
-def _compile(cfg: Config) -> CompiledRouting:
-    return CompiledRouting(tuple(RuleTests.of(r) for r in cfg.routing.rules),
-                           {cl.name: tuple(_walk_list(cfg, cl.name)) for cl in cfg.contact_lists})
-
-
-def _walk_list(cfg: Config, name: str) -> list[str]:
-    """Contacts of one list, nested lists included, in order, each once (cycles are rejected at load,
-    and would end here anyway)."""
-    out: list[str] = []
-    seen_lists: set[str] = set()
-
-    def walk(name: str) -> None:
-        if name in seen_lists:
-            return
+    def walk(name: str, out: list[str], seen_lists: set[str]) -> None:
+        if name in seen_lists or name not in by_name:
+            return  # cycles are rejected at load; this would end one anyway
         seen_lists.add(name)
-        cl = cfg.contact_list(name)
-        if not cl:
-            return
+        cl = by_name[name]
         for m in cl.members:
             if m not in out:
                 out.append(m)
         for sub in cl.lists:
-            walk(sub)
+            walk(sub, out, seen_lists)
 
-    walk(name)
-    return out
+    expanded: dict[str, tuple[str, ...]] = {}
+    for name in by_name:
+        out: list[str] = []
+        walk(name, out, set())
+        expanded[name] = tuple(out)
+    return expanded
 
 
 def match_rule(rule: RoutingRule, ev: RouteEvent, tests: RuleTests | None = None) -> tuple[bool, str]:
     """Why a rule matches or not, in words an admin can act on. `tests`: the rule's, compiled (plan passes
-    them; without, they are worked out here)."""
+    them from `rule_tests`; without, they are worked out here)."""
     t = tests or RuleTests.of(rule)
     if t.event_types and canonical_event_type(ev.event_type) not in t.event_types:
         return False, f"event type {ev.event_type!r} not in {rule.event_types}"
@@ -454,7 +453,7 @@ def person_address(contact: Contact, channel: str) -> str | None:
 def expand_lists(cfg: Config, names: Sequence[str]) -> list[str]:
     """Contacts of the named lists, nested lists included, in order, each once (from the compiled lists:
     a list reached again through another adds only contacts not seen yet, as one walk over all would)."""
-    members = compiled(cfg).members
+    members = list_members(cfg)
     if len(names) == 1:
         return list(members.get(names[0], ()))
     return list(dict.fromkeys(m for n in names for m in members.get(n, ())))
@@ -543,7 +542,7 @@ def plan(cfg: Config, ev: RouteEvent, *, now: datetime, extra: Targets | None = 
     deliveries: list[PlannedDelivery] = []
     skipped: list[str] = []
     stopped = False
-    for rule, tests in zip(cfg.routing.rules, compiled(cfg).rule_tests, strict=True):
+    for rule, tests in zip(cfg.routing.rules, rule_tests(cfg), strict=True):
         if stopped:
             picks.append(RulePick(rule.name, False, "not evaluated: an earlier rule matched without continue",
                                   evaluated=False))
