@@ -5,7 +5,8 @@ for work other processes queued), one task per send (bounded per channel by `cha
 and paced by the sender's `rate_per_second`), and one group-commit writer that records the outcomes of
 everything that finished since its last commit in ONE transaction: row updates, attempt rows and the
 audit entries (while sends are still in flight it lets their outcomes gather for up to
-GROUP_WAIT_SECONDS or a full batch first). A heartbeat renews our leases; rows of a worker that died are reclaimed when theirs expire.
+GROUP_WAIT_SECONDS or a full batch first). A heartbeat renews our leases; rows of a worker that died are
+reclaimed when theirs expire.
 
 Failure never goes quiet: a delivery that ends failed (permanent error) or dead (retries exhausted) gets
 an audit entry, an ERROR log line and the internal-alert metric.
